@@ -1,0 +1,73 @@
+"""The kinds registry: name → normalizer, and how the journal stores the result.
+
+A normalizer runs on the caller's thread. It validates the item, raising a
+``TypeError``/``ValueError`` that names the kind, the identifier and what was
+expected, and takes a cheap snapshot so that later changes by the caller cannot
+alter what is logged. It never does I/O. Heavier conversion (PNG encoding, file
+copies) happens in ``finalize`` on the writer thread.
+
+Storage forms (what backends receive as ``Record.value``):
+
+=========  ==============================================
+storage    value handed to backends
+=========  ==============================================
+num        ``float``
+json       the JSON value (str, number, bool, None, dict, list)
+png        PNG ``bytes``
+npy        ``numpy.ndarray``
+file       absolute path (``str``) of the copy in the run directory
+bytes      raw ``bytes`` (``torch.save`` output for model and torch)
+=========  ==============================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+Normalizer = Callable[[Any, str], Any]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A registered kind of record."""
+
+    name: str
+    normalize: Normalizer
+    storage: str = "json"
+    finalize: Callable[[Any], Any] | None = None
+    """Writer-thread conversion applied after a Deferred snapshot resolves."""
+    doc: str = ""
+
+
+STORAGES = ("num", "json", "png", "npy", "file", "bytes")
+_REGISTRY: dict[str, Kind] = {}
+
+
+def register_kind(kind: Kind, *, replace: bool = False) -> Kind:
+    """Add a kind. Backends with kinds of their own call this at import of fanlog."""
+    if kind.storage not in STORAGES:
+        raise ValueError(f"kind {kind.name!r}: storage must be one of {STORAGES}")
+    if kind.name in _REGISTRY and not replace:
+        raise ValueError(f"kind {kind.name!r} is already registered")
+    _REGISTRY[kind.name] = kind
+    return kind
+
+
+def get_kind(name: str) -> Kind:
+    """The kind called `name`, or a ValueError listing the known kinds."""
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown kind {name!r}; known kinds: {', '.join(sorted(_REGISTRY))}"
+        ) from None
+
+
+def known_kinds() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+from fanlog.kinds import core as _core  # noqa: E402,F401  (registers the built-in kinds)
+from fanlog.kinds import extra as _extra  # noqa: E402,F401  (dataset, tag, provenance kinds)

@@ -1,0 +1,269 @@
+"""The built-in kinds: metric, param, text, dict, figure, image, artifact, model, torch, histogram."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import numbers
+import os
+from collections.abc import Mapping
+from pathlib import PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from fanlog.errors import bad_item
+from fanlog.kinds import Kind, register_kind
+from fanlog.secrets import REDACTED, is_secret_key, redact
+from fanlog.tensors import Deferred, is_tensor, snapshot_tensor, tensor_shape, torch_module
+
+JSON_PRIMITIVES = (str, int, float, bool, type(None))
+
+
+def normalize_metric(item: Any, identifier: str) -> float | Deferred:
+    """A real number. bool becomes 0.0/1.0; NaN and ±inf are kept as they are."""
+    cls = type(item)
+    if cls is float:
+        return item
+    if cls is int or cls is bool:
+        return float(item)
+    if is_tensor(item):
+        if item.numel() != 1:
+            raise bad_item("metric", identifier, "a scalar (one-element tensor)", item, ValueError)
+        if item.is_complex():
+            raise bad_item("metric", identifier, "a real number", item)
+        return snapshot_tensor(item, scalar=True)
+    if isinstance(item, np.ndarray) or isinstance(item, np.generic):
+        if item.size != 1:
+            raise bad_item("metric", identifier, "a scalar (one-element array)", item, ValueError)
+        if np.iscomplexobj(item) or item.dtype.kind not in "biuf":
+            raise bad_item("metric", identifier, "a real number", item)
+        return float(item.reshape(-1)[0])
+    if isinstance(item, numbers.Real):
+        return float(item)
+    raise bad_item("metric", identifier, "a real number (int, float, numpy or tensor scalar)", item)
+
+
+def _json_safe(value: Any) -> Any:
+    """A deep JSON snapshot of `value`; unknown objects become their str()."""
+    return json.loads(json.dumps(value, default=_json_default, allow_nan=True))
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray) or is_tensor(obj):
+        return obj.tolist()
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj, key=str)
+    return str(obj)
+
+
+def normalize_param(item: Any, identifier: str) -> Any:
+    """A JSON primitive. Numpy scalars are unwrapped; other objects become JSON text or str().
+
+    Keys that look like secrets are redacted (see :mod:`fanlog.secrets`).
+    """
+    if is_secret_key(identifier):
+        return REDACTED
+    if isinstance(item, JSON_PRIMITIVES):
+        return item
+    if isinstance(item, np.generic):
+        return item.item()
+    if isinstance(item, (Mapping, list, tuple)):
+        return json.dumps(_json_safe(redact(item)), sort_keys=False)
+    return str(item)
+
+
+def normalize_text(item: Any, identifier: str) -> str:
+    if isinstance(item, str):
+        return item
+    if isinstance(item, (bytes, bytearray)):
+        try:
+            return bytes(item).decode("utf-8")
+        except UnicodeDecodeError:
+            raise bad_item("text", identifier, "UTF-8 text", item, ValueError) from None
+    raise bad_item("text", identifier, "a str", item)
+
+
+def normalize_dict(item: Any, identifier: str) -> dict[str, Any]:
+    if not isinstance(item, Mapping):
+        raise bad_item("dict", identifier, "a mapping (dict)", item)
+    return _json_safe(redact(item))
+
+
+def normalize_figure(item: Any, identifier: str) -> bytes:
+    """Render a matplotlib figure to PNG now: the figure may change or close after the call."""
+    if not hasattr(item, "savefig") or not hasattr(item, "canvas"):
+        raise bad_item("figure", identifier, "a matplotlib Figure", item)
+    buffer = io.BytesIO()
+    item.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def normalize_image(item: Any, identifier: str) -> np.ndarray | Deferred:
+    """Validate the shape now and snapshot the pixels; layout and encoding happen later."""
+    if hasattr(item, "getbands") and hasattr(item, "convert"):  # PIL.Image
+        mode = "RGBA" if "A" in item.getbands() else ("L" if item.mode in ("1", "L") else "RGB")
+        return np.asarray(item.convert(mode)).copy()
+    if is_tensor(item):
+        _check_image_shape(tensor_shape(item), identifier, item)
+        return snapshot_tensor(item)
+    if isinstance(item, np.ndarray):
+        _check_image_shape(item.shape, identifier, item)
+        return item.copy()
+    raise bad_item("image", identifier, "a PIL image, numpy array or tensor", item)
+
+
+def _channels_ok(n: int) -> bool:
+    return n in (1, 3, 4)
+
+
+def _check_image_shape(shape: tuple[int, ...], identifier: str, item: Any) -> None:
+    expected = "an image of shape HW, HWC, CHW, NCHW or NHWC with 1, 3 or 4 channels"
+    ok = (
+        len(shape) == 2
+        or (len(shape) == 3 and (_channels_ok(shape[-1]) or _channels_ok(shape[0])))
+        or (len(shape) == 4 and (_channels_ok(shape[-1]) or _channels_ok(shape[1])))
+    )
+    if not ok or min(shape, default=0) == 0:
+        raise bad_item("image", identifier, expected, item, ValueError)
+
+
+def to_hwc_uint8(array: np.ndarray) -> np.ndarray:
+    """Any accepted image layout as an HWC uint8 array; a batch becomes a grid."""
+    if array.ndim == 4:
+        batch = array if _channels_ok(array.shape[-1]) else array.transpose(0, 2, 3, 1)
+        array = _grid(batch)
+    elif array.ndim == 3 and not _channels_ok(array.shape[-1]):
+        array = array.transpose(1, 2, 0)
+    elif array.ndim == 3 and _channels_ok(array.shape[0]) and array.shape[-1] > 4:
+        array = array.transpose(1, 2, 0)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.dtype != np.uint8:
+        data = array.astype(np.float64)
+        if array.dtype.kind == "f" and np.nanmax(data, initial=0.0) <= 1.0:
+            data = data * 255.0
+        array = np.clip(np.nan_to_num(data), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(array)
+
+
+def _grid(batch: np.ndarray) -> np.ndarray:
+    """Tile an NHWC batch into one HWC image, as close to square as possible."""
+    count, height, width, channels = batch.shape
+    cols = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / cols)
+    grid = np.zeros((rows * height, cols * width, channels), dtype=batch.dtype)
+    for index in range(count):
+        r, c = divmod(index, cols)
+        grid[r * height : (r + 1) * height, c * width : (c + 1) * width] = batch[index]
+    return grid
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    from PIL import Image
+
+    hwc = to_hwc_uint8(array)
+    image = Image.fromarray(hwc[:, :, 0] if hwc.shape[2] == 1 else hwc)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def normalize_histogram(item: Any, identifier: str) -> np.ndarray | Deferred:
+    if is_tensor(item):
+        if item.numel() == 0:
+            raise bad_item("histogram", identifier, "a non-empty array", item, ValueError)
+        return snapshot_tensor(item)
+    try:
+        array = np.array(item, dtype=np.float64, copy=True)
+    except (TypeError, ValueError):
+        raise bad_item("histogram", identifier, "a numeric array or tensor", item) from None
+    if array.size == 0:
+        raise bad_item("histogram", identifier, "a non-empty array", item, ValueError)
+    return array
+
+
+def flatten_values(array: np.ndarray) -> np.ndarray:
+    return np.asarray(array, dtype=np.float64).reshape(-1)
+
+
+def check_relative_path(kind: str, identifier: str) -> str:
+    """Refuse identifiers that would write outside the run directory."""
+    path = PurePosixPath(identifier.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts:
+        raise ValueError(
+            f"log(kind={kind!r}, identifier={identifier!r}): expected a relative path inside "
+            "the run; absolute paths and '..' are refused"
+        )
+    return identifier
+
+
+def normalize_artifact(item: Any, identifier: str) -> str:
+    """An existing file or directory, as an absolute path; the writer copies it into the run."""
+    if not isinstance(item, (str, os.PathLike)):
+        raise bad_item("artifact", identifier, "a path to a file or directory", item)
+    check_relative_path("artifact", identifier)
+    path = os.path.abspath(os.fspath(item))
+    if not os.path.exists(path):
+        raise ValueError(
+            f"log(kind='artifact', identifier={identifier!r}): expected an existing file or "
+            f"directory, but {path!r} does not exist"
+        )
+    return path
+
+
+def _torch_save(item: Any) -> bytes:
+    torch = torch_module()
+    assert torch is not None
+    buffer = io.BytesIO()
+    torch.save(item, buffer)
+    return buffer.getvalue()
+
+
+def normalize_model(item: Any, identifier: str) -> bytes:
+    """A torch.nn.Module, serialised now (a snapshot of its weights at call time)."""
+    torch = torch_module()
+    if torch is None or not isinstance(item, torch.nn.Module):
+        raise bad_item("model", identifier, "a torch.nn.Module", item)
+    try:
+        return _torch_save(item)
+    except Exception:  # a module defined in a function cannot be pickled: keep its weights
+        return _torch_save({"state_dict": item.state_dict(), "class": type(item).__qualname__})
+
+
+def normalize_torch(item: Any, identifier: str) -> bytes:
+    if torch_module() is None:
+        raise bad_item("torch", identifier, "an object torch.save can write", item)
+    try:
+        return _torch_save(item)
+    except Exception as exc:
+        raise TypeError(
+            f"log(kind='torch', identifier={identifier!r}): expected an object torch.save "
+            f"can write; it failed with {exc!r}"
+        ) from None
+
+
+def _image_finalize(value: Any) -> bytes:
+    return encode_png(np.asarray(value))
+
+
+def _histogram_finalize(value: Any) -> np.ndarray:
+    return flatten_values(value)
+
+
+for _kind in (
+    Kind("metric", normalize_metric, "num", doc="a real scalar"),
+    Kind("param", normalize_param, "json", doc="a hyperparameter (JSON primitive)"),
+    Kind("text", normalize_text, "json", doc="a text document"),
+    Kind("dict", normalize_dict, "json", doc="a JSON/YAML document"),
+    Kind("figure", normalize_figure, "png", doc="a matplotlib figure"),
+    Kind("image", normalize_image, "png", finalize=_image_finalize, doc="an image"),
+    Kind("artifact", normalize_artifact, "file", doc="a file or directory"),
+    Kind("model", normalize_model, "bytes", doc="a torch.nn.Module"),
+    Kind("torch", normalize_torch, "bytes", doc="any object torch.save can write"),
+    Kind("histogram", normalize_histogram, "npy", finalize=_histogram_finalize, doc="values"),
+):
+    register_kind(_kind)

@@ -1,0 +1,127 @@
+"""Kinds beyond the core ten: tag, dataset and the provenance kinds of itwinai's Prov4MLLogger."""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from fanlog.errors import bad_item
+from fanlog.kinds import Kind, register_kind
+from fanlog.kinds.core import _json_safe, normalize_metric, normalize_model
+from fanlog.tensors import torch_module
+
+
+def normalize_tag(item: Any, identifier: str) -> str:
+    if isinstance(item, (str, int, float, bool)):
+        return str(item)
+    raise bad_item("tag", identifier, "a str, number or bool", item)
+
+
+def normalize_dataset(item: Any, identifier: str) -> dict[str, Any]:
+    """A description of a dataset: a mapping, a path, a DataFrame, a Dataset or a DataLoader."""
+    if isinstance(item, Mapping):
+        return _json_safe(dict(item))
+    if isinstance(item, (str, os.PathLike)):
+        return {"source": os.fspath(item)}
+    dataset = getattr(item, "dataset", item)  # a DataLoader carries its Dataset
+    description: dict[str, Any] = {"class": type(dataset).__qualname__}
+    if hasattr(item, "batch_size") and item is not dataset:
+        description["batch_size"] = item.batch_size
+    if hasattr(dataset, "columns") and hasattr(dataset, "shape"):  # pandas-like
+        description.update(num_rows=int(dataset.shape[0]), columns=[str(c) for c in dataset.columns])
+        return description
+    try:
+        description["num_rows"] = len(dataset)
+    except TypeError:
+        raise bad_item(
+            "dataset", identifier, "a mapping, path, DataFrame, Dataset or DataLoader", item
+        ) from None
+    return description
+
+
+def normalize_system(item: Any, identifier: str) -> dict[str, float]:
+    """System usage now: given as a mapping of numbers, or measured when `item` is None."""
+    if isinstance(item, Mapping):
+        return {str(k): normalize_metric(v, f"{identifier}/{k}") for k, v in item.items()}
+    if item is not None:
+        raise bad_item("system", identifier, "None (measure now) or a mapping of numbers", item)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    load1, _, _ = os.getloadavg()
+    metrics = {
+        "cpu_user_seconds": usage.ru_utime,
+        "cpu_system_seconds": usage.ru_stime,
+        "max_rss_mb": usage.ru_maxrss / 1024.0,
+        "load_average_1m": load1,
+    }
+    torch = torch_module()
+    if torch is not None and torch.cuda.is_available():
+        metrics["gpu_memory_allocated_mb"] = torch.cuda.memory_allocated() / 2**20
+    return metrics
+
+
+def _count_flops(model: Any, inputs: Any) -> float:
+    torch = torch_module()
+    if torch is None:
+        raise RuntimeError("counting FLOPs needs torch")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(inputs)
+    return float(counter.get_total_flops())
+
+
+def normalize_flops_per_batch(item: Any, identifier: str) -> float:
+    """FLOPs of one forward pass: a number, or a (model, batch) pair counted now."""
+    if isinstance(item, tuple) and len(item) == 2:
+        return _count_flops(*item)
+    try:
+        return float(normalize_metric(item, identifier))  # type: ignore[arg-type]
+    except TypeError:
+        raise bad_item("flops_pb", identifier, "a number or a (model, batch) pair", item) from None
+
+
+def normalize_flops_per_epoch(item: Any, identifier: str) -> float:
+    """FLOPs of one epoch: a number, or (model, dataloader), counted as batches × first batch."""
+    if isinstance(item, tuple) and len(item) == 2:
+        model, loader = item
+        batch = next(iter(loader))
+        inputs = batch[0] if isinstance(batch, (list, tuple)) else batch
+        return _count_flops(model, inputs) * len(loader)
+    try:
+        return float(normalize_metric(item, identifier))  # type: ignore[arg-type]
+    except TypeError:
+        raise bad_item(
+            "flops_pe", identifier, "a number or a (model, dataloader) pair", item
+        ) from None
+
+
+def normalize_execution_time(item: Any, identifier: str) -> float:
+    """Seconds: a number, or None for the seconds since the process started."""
+    if item is None:
+        return time.process_time()
+    return float(normalize_metric(item, identifier))  # type: ignore[arg-type]
+
+
+def normalize_prov_documents(item: Any, identifier: str) -> dict[str, Any]:
+    """A request to write the provenance documents now; `item` may carry options."""
+    if item is None:
+        return {}
+    if isinstance(item, Mapping):
+        return _json_safe(dict(item))
+    raise bad_item("prov_documents", identifier, "None or a mapping of options", item)
+
+
+for _kind in (
+    Kind("tag", normalize_tag, "json", doc="a run tag"),
+    Kind("dataset", normalize_dataset, "json", doc="a dataset description (MLflow log_input)"),
+    Kind("system", normalize_system, "json", doc="system usage metrics"),
+    Kind("flops_pb", normalize_flops_per_batch, "num", doc="FLOPs per batch"),
+    Kind("flops_pe", normalize_flops_per_epoch, "num", doc="FLOPs per epoch"),
+    Kind("execution_time", normalize_execution_time, "num", doc="seconds"),
+    Kind("prov_documents", normalize_prov_documents, "json", doc="write provenance documents"),
+    Kind("best_model", normalize_model, "bytes", doc="the best model so far"),
+):
+    register_kind(_kind)
