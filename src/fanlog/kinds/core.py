@@ -34,7 +34,7 @@ def normalize_metric(item: Any, identifier: str) -> float | Deferred:
         if item.is_complex():
             raise bad_item("metric", identifier, "a real number", item)
         return snapshot_tensor(item, scalar=True)
-    if isinstance(item, np.ndarray) or isinstance(item, np.generic):
+    if isinstance(item, (np.ndarray, np.generic)):
         if item.size != 1:
             raise bad_item("metric", identifier, "a scalar (one-element array)", item, ValueError)
         if np.iscomplexobj(item) or item.dtype.kind not in "biuf":

@@ -1,0 +1,143 @@
+"""ConsoleLogger: a live display of the latest metrics (rich), or plain periodic lines.
+
+In a terminal it redraws one panel in place; in a non-TTY (CI, SLURM logs) it prints a
+plain line at most every `interval` seconds, and a final summary at close.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from fanlog.backend import Backend
+from fanlog.logger import BackendLogger
+from fanlog.record import Record, RunInfo, RunStatus
+
+
+class ConsoleBackend(Backend):
+    name = "console"
+    supported_kinds = frozenset({"metric", "param", "text", "tag", "execution_time"})
+
+    def __init__(
+        self,
+        interval: float = 5.0,
+        live: bool | None = None,
+        stream: TextIO | None = None,
+        total_epochs: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.interval = interval
+        self.stream = stream
+        self.live_requested = live
+        self.total_epochs = total_epochs
+        self.latest: dict[str, tuple[float, int, int | None]] = {}
+        self.params: dict[str, Any] = {}
+        self.records = 0
+        self.epoch: int | None = None
+        self._live: Any = None
+        self._last_line = 0.0
+
+    def open(self, run: RunInfo) -> None:
+        self.run = run
+        stream = self.stream or sys.stdout
+        self.stream = stream
+        live = stream.isatty() if self.live_requested is None else self.live_requested
+        if live:
+            from rich.console import Console
+            from rich.live import Live
+
+            self._live = Live(
+                self._render(), console=Console(file=stream), refresh_per_second=4,
+                transient=False,
+            )
+            self._live.start()
+
+    def write(self, records: Sequence[Record]) -> None:
+        for record in records:
+            self.records += 1
+            if record.epoch is not None:
+                self.epoch = record.epoch
+            if record.kind in ("metric", "execution_time"):
+                self.latest[record.key] = (float(record.value), record.step, record.epoch)
+            elif record.kind in ("param", "tag"):
+                self.params[record.key] = record.value
+            elif record.kind == "text" and self._live is None:
+                print(f"[fanlog] {record.key}: {str(record.value)[:200]}", file=self.stream)
+        if self._live is not None:
+            self._live.update(self._render())
+        elif time.monotonic() - self._last_line >= self.interval:
+            self._print_line()
+
+    def _summary(self) -> str:
+        values = " ".join(f"{k}={v:.5g}" for k, (v, _, _) in sorted(self.latest.items()))
+        epoch = "" if self.epoch is None else f"epoch {self.epoch} "
+        return f"{epoch}| {values}" if values else f"{epoch}| {self.records} records"
+
+    def _print_line(self) -> None:
+        self._last_line = time.monotonic()
+        print(f"[fanlog {self.run.run_name}] {self._summary()}", file=self.stream, flush=True)
+
+    def _render(self) -> Any:
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+
+        table = Table(title=f"fanlog · {getattr(self, 'run', None) and self.run.run_name}",
+                      expand=False)
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        table.add_column("step", justify="right")
+        table.add_column("epoch", justify="right")
+        for key, (value, step, epoch) in sorted(self.latest.items()):
+            table.add_row(key, f"{value:.5g}", str(step), "" if epoch is None else str(epoch))
+        if self.total_epochs:
+            done = min(self.epoch or 0, self.total_epochs)
+            table.caption = f"epoch {done}/{self.total_epochs}"
+            grid = Table.grid()
+            grid.add_row(table)
+            grid.add_row(ProgressBar(total=self.total_epochs, completed=done, width=40))
+            return grid
+        return table
+
+    def close(self, status: RunStatus) -> None:
+        if self._live is not None:
+            self._live.update(self._render())
+            self._live.stop()
+            self._live = None
+        print(
+            f"[fanlog {self.run.run_name}] {status.value}: {self.records} records {self._summary()}",
+            file=self.stream, flush=True,
+        )
+
+
+class ConsoleLogger(BackendLogger):
+    """Show the latest metrics in the terminal (rich), or as plain lines in logs.
+
+    Args:
+        interval: seconds between plain lines when not in a terminal.
+        live: force the live display on or off (default: on in a TTY).
+        total_epochs: show an epoch progress bar.
+    """
+
+    backend_class = ConsoleBackend
+
+    def __init__(
+        self,
+        savedir: str = "mllogs",
+        log_freq: int | str = "epoch",
+        log_on_workers: int | list[int] = 0,
+        interval: float = 5.0,
+        live: bool | None = None,
+        total_epochs: int | None = None,
+        stream: TextIO | None = None,
+        **common: Any,
+    ) -> None:
+        super().__init__(savedir=savedir, log_freq=log_freq, log_on_workers=log_on_workers, **common)
+        self.interval = interval
+        self.live = live
+        self.total_epochs = total_epochs
+        self.stream = stream
+
+    def make_backend(self) -> ConsoleBackend:
+        return ConsoleBackend(self.interval, self.live, self.stream, self.total_epochs)

@@ -1,0 +1,487 @@
+"""MLflow: batched writes through ``MlflowClient.log_batch``, every kind, FINISHED/FAILED/KILLED.
+
+Per-call MLflow logging costs one HTTP request per metric. This backend receives
+the records that piled up in the journal since its last wake-up and sends them as
+``log_batch`` requests of up to 1000 metrics, 100 params and 100 tags, so the
+training loop never waits on the server and a server outage only delays delivery.
+
+Without a tracking URI (argument or ``MLFLOW_TRACKING_URI``) the run goes to an
+SQLite store under the save dir, which works out of the box and is what
+``mlflow ui --backend-store-uri sqlite:///<savedir>/mlflow.db`` reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import posixpath
+import re
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from fanlog.backend import Backend, import_tracker
+from fanlog.errors import FanlogError, PartialDelivery
+from fanlog.logger import BackendLogger
+from fanlog.record import Record, RunInfo, RunStatus
+
+MAX_METRICS_PER_REQUEST = 1000
+MAX_PARAMS_PER_REQUEST = 100
+MAX_TAGS_PER_REQUEST = 100
+MAX_ENTITIES_PER_REQUEST = 1000
+MAX_PARAM_VALUE_LENGTH = 6000
+MAX_TAG_VALUE_LENGTH = 8000
+MAX_KEY_LENGTH = 250
+
+BATCHED_KINDS = frozenset({"metric", "param", "tag"})
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp")
+_BAD_KEY_CHARS = re.compile(r"[^/\w.\- :]")
+
+TAG_RUN_ID = "fanlog.run_id"
+TAG_RANK = "fanlog.rank"
+TAG_DESCRIPTION = "mlflow.note.content"
+TAG_PARENT = "mlflow.parentRunId"
+
+# fanlog retries with backoff itself; MLflow's own retries (7, up to minutes) would only
+# keep a dead server's requests hanging. Applied unless the user set these variables.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+
+
+class ParamConflictError(FanlogError, ValueError):
+    """A param was logged again with a different value; MLflow params are immutable."""
+
+
+def default_tracking_uri(savedir: str | os.PathLike[str]) -> str:
+    """The out-of-the-box store: an SQLite database under the save dir (not the file store)."""
+    return f"sqlite:///{Path(savedir).resolve() / 'mlflow.db'}"
+
+
+def safe_key(key: str) -> str:
+    """A key MLflow accepts: invalid characters become '_', the path is normalised, ≤ 250 chars."""
+    cleaned = _BAD_KEY_CHARS.sub("_", key)
+    normal = posixpath.normpath(cleaned).lstrip("/") if cleaned else "_"
+    if normal in (".", "") or normal.startswith(".."):
+        normal = "_" + normal.strip("./")
+    return normal[:MAX_KEY_LENGTH]
+
+
+def _status_name(status: RunStatus) -> str:
+    return {RunStatus.FINISHED: "FINISHED", RunStatus.FAILED: "FAILED"}.get(status, "KILLED")
+
+
+def _with_suffix(path: str, suffixes: tuple[str, ...], default: str) -> str:
+    return path if path.lower().endswith(suffixes) else path + default
+
+
+class MLflowBackend(Backend):
+    """Writes one fanlog run (one rank) into one MLflow run."""
+
+    name = "mlflow"
+    supported_kinds = frozenset(
+        {"metric", "param", "tag", "text", "dict", "figure", "image", "artifact", "model",
+         "torch", "dataset"}
+    )  # fmt: skip
+    max_batch = 1000
+
+    def __init__(
+        self,
+        tracking_uri: str | None = None,
+        experiment_name: str = "fanlog",
+        run_name: str | None = None,
+        run_id: str | None = None,
+        parent_run_id: str | None = None,
+        run_description: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        per_rank_runs: bool = False,
+        savedir: str | os.PathLike[str] = "mllogs",
+        model_flavour: bool = True,
+        parent_wait: float = 60.0,
+    ) -> None:
+        super().__init__()
+        self.tracking_uri = tracking_uri
+        self.experiment_name = experiment_name
+        self.run_name = run_name
+        self.requested_run_id = run_id
+        self.parent_run_id = parent_run_id
+        self.run_description = run_description
+        self.tags = {str(k): str(v) for k, v in (tags or {}).items()}
+        self.per_rank_runs = per_rank_runs
+        self.savedir = os.fspath(savedir)
+        self.model_flavour = model_flavour
+        self.parent_wait = parent_wait
+        self.run_id: str | None = None
+        """The MLflow run this backend writes to, once open."""
+        self.experiment_id: str | None = None
+        self.owns_run = True
+        self._mlflow: Any = None
+        self._client: Any = None
+        self._active_run_id: str | None = None
+        self._artifact_location: str | None = None
+        self._params: dict[str, str] = {}
+        self._renamed: dict[str, str] = {}
+        self._staging: str | None = None
+        self._parent_deadline: float | None = None
+
+    # ------------------------------------------------------------ caller thread
+    def prepare(self) -> None:
+        """Import MLflow and settle the tracking URI and the run to attach to. No network."""
+        self._mlflow = import_tracker("mlflow", "mlflow")
+        for name, value in HTTP_DEFAULTS.items():
+            os.environ.setdefault(name, value)
+        # MLflow's active run is per thread: look for it here, on the caller's thread.
+        active = self._mlflow.active_run()
+        if active is not None and self.requested_run_id is None:
+            self._active_run_id = active.info.run_id
+        if self.requested_run_id is None and os.environ.get("MLFLOW_RUN_ID") and active is None:
+            self.requested_run_id = os.environ["MLFLOW_RUN_ID"]
+        if self.tracking_uri is None:
+            if os.environ.get("MLFLOW_TRACKING_URI"):
+                self.tracking_uri = os.environ["MLFLOW_TRACKING_URI"]
+            elif active is not None:
+                self.tracking_uri = self._mlflow.get_tracking_uri()
+            else:
+                self.tracking_uri = default_tracking_uri(self.savedir)
+                artifacts = Path(self.savedir).resolve() / "mlartifacts"
+                self._artifact_location = artifacts.as_uri()
+
+    def describe(self) -> str:
+        return f"mlflow {self.tracking_uri or '(not prepared)'}"
+
+    def ui_command(self) -> str:
+        """The command that shows this backend's runs in the MLflow UI."""
+        return f"mlflow ui --backend-store-uri {self.tracking_uri}"
+
+    # ------------------------------------------------------------ dispatcher thread
+    def open(self, run: RunInfo) -> None:
+        if self._mlflow is None:
+            self.prepare()
+        if self.run_id is not None:  # a retried open after the run was already made
+            return
+        if self.tracking_uri and self.tracking_uri.startswith("sqlite:"):
+            Path(self.savedir).mkdir(parents=True, exist_ok=True)
+        client = self._client = self._mlflow.MlflowClient(tracking_uri=self.tracking_uri)
+        self._staging = tempfile.mkdtemp(prefix="mlflow-", dir=run.run_dir)
+        run_id = self.requested_run_id or self._active_run_id
+        if run_id is None and run.resumed:
+            run_id = self._find_run(run.run_id, run.rank)
+        if run_id is not None:
+            self._attach(run_id, owned=run_id != self._active_run_id)
+            return
+        tags = {TAG_RUN_ID: run.run_id, TAG_RANK: str(run.rank), **self.tags}
+        if self.run_description:
+            tags[TAG_DESCRIPTION] = self.run_description
+        parent = self.parent_run_id
+        name = self.run_name or run.run_name
+        if self.per_rank_runs and run.rank != 0:
+            parent = parent or self._wait_for_parent(run.run_id)
+            name = f"{name}-rank-{run.rank}"
+        if parent:
+            tags[TAG_PARENT] = parent
+        created = client.create_run(self._experiment_id(), run_name=name, tags=tags)
+        self.run_id = created.info.run_id
+        self.experiment_id = created.info.experiment_id
+        self.owns_run = True
+
+    def _experiment_id(self) -> str:
+        client = self._client
+        experiment = client.get_experiment_by_name(self.experiment_name)
+        if experiment is not None:
+            return str(experiment.experiment_id)
+        try:
+            return str(
+                client.create_experiment(
+                    self.experiment_name, artifact_location=self._artifact_location
+                )
+            )
+        except self._mlflow.exceptions.MlflowException:  # another rank created it meanwhile
+            experiment = client.get_experiment_by_name(self.experiment_name)
+            if experiment is None:
+                raise
+            return str(experiment.experiment_id)
+
+    def _attach(self, run_id: str, owned: bool) -> None:
+        """Continue an existing run (resume, or a run someone else started)."""
+        existing = self._client.get_run(run_id)
+        self.run_id = run_id
+        self.experiment_id = existing.info.experiment_id
+        self.owns_run = owned
+        self._params = dict(existing.data.params)
+        if owned and existing.info.status != "RUNNING":
+            self._client.update_run(run_id, status="RUNNING")
+
+    def _find_run(self, fanlog_run_id: str, rank: int) -> str | None:
+        experiment = self._client.get_experiment_by_name(self.experiment_name)
+        if experiment is None:
+            return None
+        found = self._client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.`{TAG_RUN_ID}` = '{fanlog_run_id}' and tags.`{TAG_RANK}` = '{rank}'",
+            max_results=1,
+        )
+        return found[0].info.run_id if found else None
+
+    def _wait_for_parent(self, fanlog_run_id: str) -> str:
+        """Rank 0's run, which the other ranks' runs hang below. Raising here means "retry"."""
+        parent = self._find_run(fanlog_run_id, 0)
+        if parent is None:
+            raise LookupError(
+                f"per_rank_runs: rank 0 has not created the parent MLflow run of fanlog run "
+                f"{fanlog_run_id!r} yet in experiment {self.experiment_name!r} (retrying)"
+            )
+        return parent
+
+    def write(self, records: Sequence[Record]) -> None:
+        """Send `records` in order; batchable kinds go out as few `log_batch` requests as possible."""
+        batch = _Batch()
+        done = 0
+        try:
+            for record in records:
+                if record.kind in BATCHED_KINDS:
+                    if not batch.fits(record.kind):
+                        done += self._send(batch)
+                    self._add(batch, record)
+                    continue
+                done += self._send(batch)
+                self._write_one(record)
+                done += 1
+            done += self._send(batch)
+        except ParamConflictError as conflict:
+            try:
+                done += self._send(batch)  # what came before the conflict is still good
+            except Exception as exc:
+                if done:
+                    raise PartialDelivery(done, exc) from exc
+                raise
+            raise PartialDelivery(done + 1, conflict) from conflict  # skip the conflicting one
+        except Exception as exc:
+            if done:
+                raise PartialDelivery(done, exc) from exc
+            raise
+
+    def _add(self, batch: _Batch, record: Record) -> None:
+        entities = self._mlflow.entities
+        key = self._key(record.key)
+        if record.kind == "metric":
+            batch.add_metric(
+                entities.Metric(key, float(record.value), int(record.time * 1000), record.step)
+            )
+        elif record.kind == "param":
+            value = self._limited("param", key, str(record.value), MAX_PARAM_VALUE_LENGTH)
+            known = self._params.get(key, batch.params.get(key))
+            if known is None:
+                batch.add_param(key, value)
+            elif known != value:
+                raise ParamConflictError(
+                    f"MLflow param {key!r} of run {self.run_id} is already {known!r}; it cannot "
+                    f"be changed to {value!r} (log it as a metric, or use a new run)"
+                )
+            else:
+                batch.covered += 1  # the same value again: nothing to send
+        else:
+            value = self._limited("tag", key, str(record.value), MAX_TAG_VALUE_LENGTH)
+            batch.add_tag(entities.RunTag(key, value))
+
+    def _send(self, batch: _Batch) -> int:
+        """One `log_batch` request for what `batch` holds; the number of records it covered."""
+        covered = batch.covered
+        if not covered:
+            return 0
+        if batch.metrics or batch.params or batch.tags:
+            params = [self._mlflow.entities.Param(k, v) for k, v in batch.params.items()]
+            try:
+                self._client.log_batch(
+                    self.run_id, metrics=batch.metrics, params=params, tags=batch.tags,
+                    synchronous=True,
+                )  # fmt: skip
+            except self._mlflow.exceptions.MlflowException:
+                if params:  # maybe another process set a param: learn the run's params
+                    self._params = dict(self._client.get_run(self.run_id).data.params)
+                raise
+            self._params.update(batch.params)
+        batch.clear()
+        return covered
+
+    def _key(self, key: str) -> str:
+        cleaned = self._renamed.get(key)
+        if cleaned is None:
+            cleaned = self._renamed[key] = safe_key(key)
+            if cleaned != key:
+                warnings.warn(
+                    f"fanlog mlflow: key {key!r} is not a valid MLflow name; logged as {cleaned!r}",
+                    stacklevel=2,
+                )
+        return cleaned
+
+    @staticmethod
+    def _limited(what: str, key: str, value: str, limit: int) -> str:
+        if len(value) <= limit:
+            return value
+        warnings.warn(
+            f"fanlog mlflow: {what} {key!r} is {len(value)} characters long; MLflow keeps "
+            f"{limit}, so it is truncated",
+            stacklevel=2,
+        )
+        return value[:limit]
+
+    # ------------------------------------------------------------ one request per record
+    def _write_one(self, record: Record) -> None:
+        client, run_id, kind = self._client, self.run_id, record.kind
+        path = str(record.options.get("artifact_file") or record.key)
+        prefix = record.options.get("artifact_path")
+        if prefix:
+            path = posixpath.join(str(prefix), posixpath.basename(path))
+        if kind == "text":
+            client.log_text(run_id, record.value, _with_suffix(path, (".txt", ".md", ".log",
+                            ".html", ".json", ".yaml", ".yml", ".csv"), ".txt"))  # fmt: skip
+        elif kind == "dict":
+            client.log_dict(run_id, record.value, _with_suffix(path, (".json", ".yaml", ".yml"),
+                            ".json"))  # fmt: skip
+        elif kind == "figure":
+            self._upload_bytes(record.value, _with_suffix(path, IMAGE_SUFFIXES, ".png"))
+        elif kind == "image":
+            self._write_image(record, path)
+        elif kind == "artifact":
+            self._write_artifact(record.value, path)
+        elif kind == "model":
+            self._write_model(record, path)
+        elif kind == "torch":
+            self._upload_bytes(record.value, _with_suffix(path, (".pt", ".pth", ".bin"), ".pt"))
+        elif kind == "dataset":
+            self._write_dataset(record)
+        else:  # pragma: no cover - the dispatcher only sends supported kinds
+            raise ValueError(f"mlflow backend cannot write kind {kind!r}")
+
+    def _upload_bytes(self, data: bytes, artifact_file: str) -> None:
+        """Store `data` as the artifact file `artifact_file` (a path inside the run)."""
+        assert self._staging is not None
+        folder = tempfile.mkdtemp(dir=self._staging)
+        try:
+            local = os.path.join(folder, posixpath.basename(artifact_file))
+            with open(local, "wb") as handle:
+                handle.write(data)
+            directory = posixpath.dirname(artifact_file) or None
+            self._client.log_artifact(self.run_id, local, artifact_path=directory)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _write_image(self, record: Record, path: str) -> None:
+        """A path-like identifier (`x.png`) is a static file; a plain key is an image per step."""
+        if record.options.get("artifact_file") or path.lower().endswith(IMAGE_SUFFIXES):
+            self._upload_bytes(record.value, _with_suffix(path, IMAGE_SUFFIXES, ".png"))
+            return
+        from PIL import Image
+
+        with Image.open(io.BytesIO(record.value)) as image:
+            image.load()
+            self._client.log_image(
+                self.run_id, image, key=self._key(record.key), step=record.step,
+                timestamp=int(record.time * 1000), synchronous=True,
+            )  # fmt: skip
+
+    def _write_artifact(self, local: str, path: str) -> None:
+        """A file lands at `path`; a directory's content lands below `path`."""
+        if os.path.isdir(local):
+            self._client.log_artifacts(self.run_id, local, artifact_path=path)
+            return
+        if posixpath.basename(path) == os.path.basename(local):
+            self._client.log_artifact(self.run_id, local, artifact_path=posixpath.dirname(path)
+                                      or None)  # fmt: skip
+            return
+        with open(local, "rb") as handle:
+            self._upload_bytes(handle.read(), path)
+
+    def _write_model(self, record: Record, path: str) -> None:
+        """An MLflow pytorch model (loadable with mlflow.pytorch.load_model), or its state_dict."""
+        import torch
+
+        obj = torch.load(io.BytesIO(record.value), weights_only=False)
+        if self.model_flavour and isinstance(obj, torch.nn.Module):
+            import mlflow.pytorch
+            from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+            version = torch.__version__.split("+")[0]
+            # Model.log reads the global tracking URI; point it at this backend's store.
+            with _use_tracking_uri(self.tracking_uri):
+                mlflow.pytorch.log_model(
+                    obj, name=safe_key(path).replace("/", "-"), run_id=self.run_id,
+                    step=record.step, pip_requirements=[f"torch=={version}"],
+                )  # fmt: skip
+            return
+        state = obj.state_dict() if isinstance(obj, torch.nn.Module) else obj
+        if isinstance(state, dict) and "state_dict" in state and "class" in state:
+            state = state["state_dict"]  # a module that could not be pickled whole
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        self._upload_bytes(buffer.getvalue(), posixpath.join(path, "state_dict.pt"))
+
+    def _write_dataset(self, record: Record) -> None:
+        entities = self._mlflow.entities
+        description = dict(record.value)
+        text = json.dumps(description, sort_keys=True)
+        source = description.get("source")
+        if isinstance(source, str):
+            source_type, source_json = "local", json.dumps({"uri": source})
+        else:
+            source_type, source_json = "code", json.dumps({"tags": {"fanlog.key": record.key}})
+        dataset = entities.Dataset(
+            name=str(record.options.get("name") or record.key),
+            digest=hashlib.sha256(text.encode()).hexdigest()[:8],
+            source_type=source_type,
+            source=source_json,
+            profile=text,
+        )
+        context = str(record.options.get("context", "training"))
+        tags = [entities.InputTag("mlflow.data.context", context)]
+        self._client.log_inputs(self.run_id, [entities.DatasetInput(dataset, tags)])
+
+    def flush(self) -> None:
+        """Every `write` is synchronous: what it accepted is already stored."""
+
+    def close(self, status: RunStatus) -> None:
+        try:
+            if self.run_id is not None and self.owns_run:
+                self._client.set_terminated(self.run_id, status=_status_name(status))
+        finally:
+            if self._staging is not None:
+                shutil.rmtree(self._staging, ignore_errors=True)
+                self._staging = None
+
+
+class _Batch:
+    """What goes into one `log_batch` request, within MLflow's per-request limits."""
+
+    def __init__(self) -> None:
+        self.metrics: list[Any] = []
+        self.params: dict[str, str] = {}
+        self.tags: list[Any] = []
+        self.covered = 0
+
+    def fits(self, kind: str) -> bool:
+        if len(self.metrics) + len(self.params) + len(self.tags) >= MAX_ENTITIES_PER_REQUEST:
+            return False
+        if kind == "metric":
+            return len(self.metrics) < MAX_METRICS_PER_REQUEST
+        if kind == "param":
+            return len(self.params) < MAX_PARAMS_PER_REQUEST
+        return len(self.tags) < MAX_TAGS_PER_REQUEST
+
+    def add_metric(self, metric: Any) -> None:
+        self.metrics.append(metric)
+        self.covered += 1
+
+    def add_param(self, key: str, value: str) -> None:
+        self.params[key] = value
+        self.covered += 1
+
+    def add_tag(self, tag: Any) -> None:
+        self.tags.append(tag)
+        self.covered += 1
+
+    def clear(self) -> None:
+        self.metrics, self.params, self.tags, self.covered = [], {}, [], 0

@@ -1,0 +1,312 @@
+"""TensorBoard: event files written with tensorboard's own writer, no TensorFlow needed.
+
+Every record becomes one ``Event`` carrying the record's own step and wall time,
+written through ``tensorboard.summary.writer.event_file_writer.EventFileWriter``
+(the writer ``torch.utils.tensorboard.SummaryWriter`` itself wraps), so
+``max_queue`` and ``flush_secs`` mean exactly what they mean in TensorBoard.
+Summaries are built from tensorboard's protobufs, so images and figures keep the
+PNG bytes the journal already holds instead of being decoded and re-encoded.
+torch is used only for the model graph (``kind="torch"`` with a
+``(module, example_input)`` pair), through ``SummaryWriter.add_graph``.
+
+No ``SessionLog.START`` is ever written: TensorBoard would then purge every
+event with a larger step, which is how a resumed run silently loses data.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import struct
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from fanlog.backend import Backend, import_tracker
+from fanlog.logger import BackendLogger
+from fanlog.record import Record, RunInfo, RunStatus
+
+log = logging.getLogger("fanlog")
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# PNG colour type → TensorBoard colorspace (1 gray, 2 gray+alpha, 3 RGB, 4 RGBA).
+_PNG_COLORSPACE = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
+
+
+def png_size(png: bytes) -> tuple[int, int, int]:
+    """(height, width, colorspace) read from the PNG header: no decoding needed."""
+    if png[:8] != PNG_SIGNATURE or png[12:16] != b"IHDR":
+        raise ValueError("not a PNG image")
+    width, height = struct.unpack(">II", png[16:24])
+    return height, width, _PNG_COLORSPACE.get(png[25], 3)
+
+
+def hparam_value(key: str, value: Any) -> bool | float | int | str:
+    """A value the HParams plugin accepts (bool, number, str); anything else becomes its str."""
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    log.debug("fanlog tensorboard: hyperparameter %r = %r stored as a string", key, value)
+    return str(value)
+
+
+class TensorBoardBackend(Backend):
+    """Writes records as TensorBoard events into one log directory per run (and rank)."""
+
+    name = "tensorboard"
+    supported_kinds = frozenset(
+        {"metric", "image", "figure", "text", "dict", "histogram", "torch", "param"}
+    )
+    max_batch = 1000
+
+    def __init__(
+        self,
+        savedir: str = "mllogs",
+        logdir: str | None = None,
+        max_queue: int = 10,
+        flush_secs: float = 120,
+        histogram_bins: int = 64,
+    ) -> None:
+        super().__init__(
+            savedir=savedir, logdir=logdir, max_queue=max_queue, flush_secs=flush_secs,
+            histogram_bins=histogram_bins,
+        )  # fmt: skip
+        self.savedir = savedir
+        self.logdir = logdir
+        self.max_queue = max_queue
+        self.flush_secs = flush_secs
+        self.histogram_bins = histogram_bins
+        self._writer: Any = None
+        self._run: RunInfo | None = None
+        self._hparams: dict[str, bool | float | int | str] = {}
+        self._hparams_time: float | None = None
+        self._session_started = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def prepare(self) -> None:
+        """Import tensorboard now, on the caller's thread, so a missing extra fails early."""
+        import_tracker("tensorboard.summary.writer.event_file_writer", "tensorboard")
+        import_tracker("tensorboard.compat.proto.summary_pb2", "tensorboard")
+
+    def run_logdir(self, run: RunInfo) -> str:
+        """``<savedir>/tensorboard/<run name>[/rank-<r>]`` unless `logdir` was given."""
+        base = self.logdir or os.path.join(self.savedir, "tensorboard", run.run_name)
+        if run.world_size > 1 or run.rank != 0:
+            base = os.path.join(base, f"rank-{run.rank}")
+        return os.path.abspath(base)
+
+    def open(self, run: RunInfo) -> None:
+        writer_module = import_tracker(
+            "tensorboard.summary.writer.event_file_writer", "tensorboard"
+        )
+        self._run = run
+        self.logdir = self.run_logdir(run)
+        self._writer = writer_module.EventFileWriter(
+            self.logdir, max_queue_size=self.max_queue, flush_secs=self.flush_secs
+        )
+
+    def write(self, records: Sequence[Record]) -> None:
+        from tensorboard.compat.proto import event_pb2
+
+        for record in records:
+            if record.kind == "param":
+                self._hparams[record.key] = hparam_value(record.key, record.value)
+                self._hparams_time = self._hparams_time or record.time
+                if self._session_started:  # the plugin keeps only the first session info
+                    log.debug(
+                        "fanlog tensorboard: hyperparameter %r arrived after the HParams session "
+                        "was written; it is stored as text under 'hparams/%s'",
+                        record.key, record.key,
+                    )  # fmt: skip
+                    self._add(self._text(f"hparams/{record.key}", str(record.value)), record)
+                continue
+            if self._hparams and not self._session_started:
+                self._start_session()
+            if record.kind == "torch":
+                self._graph(record)
+                continue
+            summary = self._summary(record)
+            if summary is not None:
+                self._writer.add_event(
+                    event_pb2.Event(wall_time=record.time, step=record.step, summary=summary)
+                )
+
+    def flush(self) -> None:
+        if self._hparams and not self._session_started:
+            self._start_session()
+        if self._writer is not None:
+            self._writer.flush()
+
+    def close(self, status: RunStatus) -> None:
+        if self._writer is None:
+            return
+        if self._hparams and not self._session_started:
+            self._start_session()
+        if self._session_started:
+            self._end_session(status)
+        self._writer.close()
+        self._writer = None
+
+    def describe(self) -> str:
+        return f"tensorboard --logdir {self.logdir or os.path.join(self.savedir, 'tensorboard')}"
+
+    # ------------------------------------------------------------------ summaries
+    def _summary(self, record: Record) -> Any:
+        from tensorboard.compat.proto import summary_pb2
+
+        kind, key, value = record.kind, record.key, record.value
+        if kind == "metric":
+            return summary_pb2.Summary(
+                value=[summary_pb2.Summary.Value(tag=key, simple_value=float(value))]
+            )
+        if kind in ("image", "figure"):
+            height, width, colorspace = png_size(value)
+            image = summary_pb2.Summary.Image(
+                height=height, width=width, colorspace=colorspace, encoded_image_string=value
+            )
+            return summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=key, image=image)])
+        if kind == "text":
+            return self._text(key, value)
+        if kind == "dict":
+            body = json.dumps(value, indent=2, sort_keys=True, default=str)
+            return self._text(key, "\n".join("    " + line for line in body.splitlines()))
+        if kind == "histogram":
+            bins = int(record.options.get("bins", self.histogram_bins))
+            histogram = self._histogram(key, np.asarray(value, dtype=np.float64), bins)
+            if histogram is None:
+                return None
+            return summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=key, histo=histogram)])
+        return None
+
+    @staticmethod
+    def _text(tag: str, text: str) -> Any:
+        from tensorboard.plugins.text.summary_v2 import text_pb
+
+        return text_pb(tag, text)
+
+    @staticmethod
+    def _histogram(key: str, values: np.ndarray, bins: int) -> Any:
+        """TensorBoard's classic HistogramProto: right bucket edges and counts."""
+        from tensorboard.compat.proto import summary_pb2
+
+        values = values.reshape(-1)
+        finite = values[np.isfinite(values)]
+        if finite.size < values.size:
+            log.debug("fanlog tensorboard: %d non-finite values left out of histogram %r",
+                      values.size - finite.size, key)  # fmt: skip
+        if finite.size == 0:
+            log.debug("fanlog tensorboard: histogram %r has no finite value; skipped", key)
+            return None
+        counts, edges = np.histogram(finite, bins=max(1, bins))
+        return summary_pb2.HistogramProto(
+            min=float(finite.min()),
+            max=float(finite.max()),
+            num=float(finite.size),
+            sum=float(finite.sum()),
+            sum_squares=float(np.dot(finite, finite)),
+            bucket_limit=[float(edge) for edge in edges[1:]],
+            bucket=[float(count) for count in counts],
+        )
+
+    def _add(self, summary: Any, record: Record) -> None:
+        from tensorboard.compat.proto import event_pb2
+
+        self._writer.add_event(
+            event_pb2.Event(wall_time=record.time, step=record.step, summary=summary)
+        )
+
+    def _graph(self, record: Record) -> None:
+        """Draw the graph of a ``(module, example_input)`` pair; other torch objects are skipped."""
+        torch = import_tracker("torch", "torch")
+        obj = torch.load(io.BytesIO(record.value), weights_only=False)
+        if not (
+            isinstance(obj, (tuple, list)) and len(obj) == 2 and isinstance(obj[0], torch.nn.Module)
+        ):
+            log.debug("fanlog tensorboard: torch record %r is not a (module, example input) pair;"
+                      " TensorBoard has no view for it", record.key)  # fmt: skip
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        model, example = obj
+        self._writer.flush()
+        graph_writer = SummaryWriter(log_dir=self.logdir, filename_suffix=".graph")
+        try:
+            graph_writer.add_graph(model.eval(), example)
+        finally:
+            graph_writer.close()
+
+    # ------------------------------------------------------------------ HParams plugin
+    def _start_session(self) -> None:
+        """One session start info per run: TensorBoard keeps only the first one it reads."""
+        from tensorboard.compat.proto import event_pb2
+        from tensorboard.plugins.hparams.summary_v2 import hparams_pb
+
+        assert self._run is not None
+        start = self._hparams_time or time.time()
+        summary = hparams_pb(dict(self._hparams), trial_id=self._run.run_name,
+                             start_time_secs=start)  # fmt: skip
+        self._writer.add_event(event_pb2.Event(wall_time=start, step=0, summary=summary))
+        self._session_started = True
+
+    def _end_session(self, status: RunStatus) -> None:
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+        from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+
+        codes = {
+            RunStatus.FINISHED: api_pb2.STATUS_SUCCESS,
+            RunStatus.FAILED: api_pb2.STATUS_FAILURE,
+            RunStatus.KILLED: api_pb2.STATUS_FAILURE,  # the plugin has no "aborted" status
+        }
+        end = plugin_data_pb2.SessionEndInfo(
+            status=codes.get(status, api_pb2.STATUS_UNKNOWN), end_time_secs=time.time()
+        )
+        content = metadata.create_summary_metadata(
+            plugin_data_pb2.HParamsPluginData(session_end_info=end)
+        )
+        summary = summary_pb2.Summary(
+            value=[
+                summary_pb2.Summary.Value(
+                    tag=metadata.SESSION_END_INFO_TAG, metadata=content,
+                    tensor=metadata.NULL_TENSOR,
+                )
+            ]
+        )  # fmt: skip
+        self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=0, summary=summary))
+
+
+class TensorBoardLogger(BackendLogger):
+    """Log to TensorBoard event files under ``<savedir>/tensorboard/<run name>``.
+
+    ``max_queue`` and ``flush_secs`` are TensorBoard's own: events wait in memory
+    until ``max_queue`` are pending or ``flush_secs`` have passed. ``logdir`` puts
+    the event files in exactly that directory instead.
+    """
+
+    backend_class = TensorBoardBackend
+
+    def __init__(
+        self,
+        savedir: str = "mllogs",
+        log_freq: int | str = "epoch",
+        log_on_workers: int | list[int] = 0,
+        max_queue: int = 10,
+        flush_secs: float = 120,
+        logdir: str | None = None,
+        histogram_bins: int = 64,
+        **common: Any,
+    ) -> None:
+        super().__init__(savedir=savedir, log_freq=log_freq, log_on_workers=log_on_workers,
+                         **common)  # fmt: skip
+        self.max_queue = max_queue
+        self.flush_secs = flush_secs
+        self.logdir = logdir
+        self.histogram_bins = histogram_bins
+
+    def make_backend(self) -> TensorBoardBackend:
+        return TensorBoardBackend(
+            savedir=self.savedir, logdir=self.logdir, max_queue=self.max_queue,
+            flush_secs=self.flush_secs, histogram_bins=self.histogram_bins,
+        )  # fmt: skip

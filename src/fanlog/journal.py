@@ -1,0 +1,274 @@
+"""The local journal: a per-run, per-rank SQLite database in WAL mode.
+
+Every accepted record is appended here before any backend sees it; backends are
+then fed from the journal, each from its own delivery cursor. That is what makes
+"nothing lost" true: a tracker that is down, slow or added later (``fanlog sync``)
+reads what it missed from the same table.
+
+Layout of a run directory::
+
+    <savedir>/runs/<run_id>/rank-<r>/journal.sqlite   the records
+    <savedir>/runs/<run_id>/rank-<r>/files/<seq>/...   copies of logged artifacts
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from fanlog.kinds import Kind, get_kind
+from fanlog.record import Record
+from fanlog.tensors import Deferred
+
+JOURNAL_NAME = "journal.sqlite"
+FILES_DIR = "files"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS backends (
+    slot INTEGER PRIMARY KEY, name TEXT UNIQUE, kinds TEXT, options TEXT);
+CREATE TABLE IF NOT EXISTS records (
+    seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, key TEXT NOT NULL, step INTEGER NOT NULL,
+    batch_idx INTEGER, epoch INTEGER, time REAL NOT NULL, mask INTEGER NOT NULL,
+    num REAL, payload BLOB, options TEXT);
+CREATE INDEX IF NOT EXISTS records_key ON records (key, seq);
+CREATE TABLE IF NOT EXISTS delivery (
+    name TEXT PRIMARY KEY, seq INTEGER NOT NULL, updated REAL, error TEXT);
+"""
+
+ALL_BACKENDS = -1
+"""A mask bit pattern meaning "every backend" (used for records written by sync tools)."""
+
+# A pending record as built on the caller's thread: cheap to create, turned into a row here.
+Pending = tuple  # (kind: Kind, key, value, step, batch_idx, epoch, time, mask, options|None)
+
+
+def connect(path: str, readonly: bool = False) -> sqlite3.Connection:
+    """Open a journal with the settings every user of it shares."""
+    if readonly:
+        uri = f"file:{path}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+    else:
+        conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: survives kill -9, not power loss
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+def encode_value(kind: Kind, value: Any, run_dir: str, seq: int, key: str) -> tuple[Any, Any]:
+    """(num, payload) columns for one value of `kind`. Runs on the writer thread."""
+    if isinstance(value, Deferred):
+        value = value.resolve()
+    if kind.finalize is not None:
+        value = kind.finalize(value)
+    storage = kind.storage
+    if storage == "num":
+        return float(value), None
+    if storage == "json":
+        return None, json.dumps(value, allow_nan=True)
+    if storage in ("png", "bytes"):
+        return None, bytes(value)
+    if storage == "npy":
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(value), allow_pickle=False)
+        return None, buffer.getvalue()
+    if storage == "file":
+        return None, _copy_into_run(value, run_dir, seq, key)
+    raise ValueError(f"unknown storage {storage!r} of kind {kind.name!r}")
+
+
+def _copy_into_run(source: str, run_dir: str, seq: int, key: str) -> str:
+    """Copy an artifact below the run directory; return its path relative to it."""
+    name = os.path.basename(key.rstrip("/")) or os.path.basename(source.rstrip("/"))
+    relative = os.path.join(FILES_DIR, str(seq), name)
+    target = os.path.join(run_dir, relative)
+    os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+    if os.path.isdir(source):
+        shutil.copytree(source, target, dirs_exist_ok=True)
+    else:
+        shutil.copyfile(source, target)
+    return relative
+
+
+def decode_value(storage: str, num: Any, payload: Any, run_dir: str) -> Any:
+    """The value backends receive, from the journal columns."""
+    if storage == "num":
+        return num
+    if storage == "json":
+        return json.loads(payload)
+    if storage in ("png", "bytes"):
+        return bytes(payload)
+    if storage == "npy":
+        return np.load(io.BytesIO(payload), allow_pickle=False)
+    if storage == "file":
+        relative = payload.decode() if isinstance(payload, bytes) else payload
+        return os.path.join(run_dir, relative)
+    raise ValueError(f"unknown storage {storage!r}")
+
+
+def _storage_of(kind_name: str) -> str:
+    try:
+        return get_kind(kind_name).storage
+    except ValueError:
+        return "json"
+
+
+class Journal:
+    """One journal file. The writer thread appends; dispatcher threads read and record delivery."""
+
+    def __init__(self, path: str, readonly: bool = False) -> None:
+        self.path = os.path.abspath(path)
+        self.run_dir = os.path.dirname(self.path)
+        if not readonly:
+            os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
+        self._conn = connect(self.path, readonly=readonly)
+        if not readonly:
+            self._conn.executescript(_SCHEMA)
+            os.chmod(self.path, 0o600)
+        row = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM records").fetchone()
+        self.last_seq: int = row[0]
+        """Highest committed seq (updated by the writer after each commit)."""
+        self._lock = threading.Lock()  # one connection per Journal; calls from threads take turns
+
+    # ----------------------------------------------------------------- metadata
+    def set_meta(self, values: dict[str, Any]) -> None:
+        with self._lock, self._conn:
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                [(k, json.dumps(v)) for k, v in values.items()],
+            )
+
+    def meta(self) -> dict[str, Any]:
+        with self._lock:
+            rows = self._conn.execute("SELECT key, value FROM meta").fetchall()
+        return {k: json.loads(v) for k, v in rows}
+
+    def register_backend(self, name: str, kinds: Iterable[str], options: dict[str, Any]) -> int:
+        """The slot (bit index) of backend `name` in this journal; kept across restarts."""
+        with self._lock, self._conn:
+            row = self._conn.execute("SELECT slot FROM backends WHERE name = ?", (name,)).fetchone()
+            if row is not None:
+                return int(row[0])
+            slot = self._conn.execute("SELECT COALESCE(MAX(slot) + 1, 0) FROM backends").fetchone()
+            if slot[0] >= 62:
+                raise ValueError("a journal holds at most 62 backends")
+            self._conn.execute(
+                "INSERT INTO backends (slot, name, kinds, options) VALUES (?, ?, ?, ?)",
+                (slot[0], name, json.dumps(sorted(kinds)), json.dumps(options, default=str)),
+            )
+            return int(slot[0])
+
+    def backends(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._conn.execute("SELECT name, slot FROM backends").fetchall())
+
+    # ----------------------------------------------------------------- writing
+    def append(self, pending: list[Pending], on_error: Any = None) -> int:
+        """Encode and insert a batch in one transaction; return the highest seq.
+
+        A record whose value cannot be encoded (a failed file copy, a device snapshot
+        that failed) is skipped and reported through `on_error(exc, key)`; the rest land.
+        """
+        rows = []
+        seq = self.last_seq
+        for kind, key, value, step, batch_idx, epoch, when, mask, options in pending:
+            seq += 1
+            try:
+                num, payload = encode_value(kind, value, self.run_dir, seq, key)
+            except Exception as exc:  # noqa: BLE001 - reported, never raised into the writer
+                seq -= 1
+                if on_error is not None:
+                    on_error(exc, key)
+                continue
+            rows.append(
+                (seq, kind.name, key, step, batch_idx, epoch, when, mask, num, payload,
+                 json.dumps(options, default=str) if options else None)
+            )
+        with self._lock, self._conn:
+            self._conn.executemany(
+                "INSERT INTO records (seq, kind, key, step, batch_idx, epoch, time, mask, num,"
+                " payload, options) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        self.last_seq = seq
+        return seq
+
+    # ----------------------------------------------------------------- reading
+    def read(
+        self, after: int, upto: int | None = None, slot: int | None = None, limit: int = 1000,
+        rank: int = 0,
+    ) -> list[Record]:
+        """Records with seq in (after, upto], for backend `slot` (None: all), oldest first."""
+        query = (
+            "SELECT seq, kind, key, step, batch_idx, epoch, time, num, payload, options "
+            "FROM records WHERE seq > ?"
+        )
+        params: list[Any] = [after]
+        if upto is not None:
+            query += " AND seq <= ?"
+            params.append(upto)
+        if slot is not None:
+            query += " AND (mask & ?) != 0"
+            params.append(1 << slot)
+        query += " ORDER BY seq LIMIT ?"
+        params.append(limit)
+        with self._lock:
+            rows = self._conn.execute(query, params).fetchall()
+        return [self._record(row, rank) for row in rows]
+
+    def iter_records(self, kinds: Iterable[str] | None = None, rank: int = 0) -> Iterator[Record]:
+        """Every record (optionally of some kinds), in seq order, in pages."""
+        wanted = set(kinds) if kinds is not None else None
+        after = 0
+        while True:
+            page = self.read(after, limit=5000, rank=rank)
+            if not page:
+                return
+            after = page[-1].seq
+            yield from (r for r in page if wanted is None or r.kind in wanted)
+
+    def _record(self, row: tuple, rank: int) -> Record:
+        seq, kind, key, step, batch_idx, epoch, when, num, payload, options = row
+        value = decode_value(_storage_of(kind), num, payload, self.run_dir)
+        return Record(
+            seq=seq, kind=kind, key=key, value=value, step=step, time=when, rank=rank,
+            batch_idx=batch_idx, epoch=epoch, options=json.loads(options) if options else {},
+        )
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM records").fetchone()[0])
+
+    # ----------------------------------------------------------------- delivery
+    def delivered(self, name: str) -> int:
+        with self._lock:
+            row = self._conn.execute("SELECT seq FROM delivery WHERE name = ?", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def set_delivered(self, name: str, seq: int, error: str | None = None) -> None:
+        with self._lock, self._conn:
+            self._conn.execute(
+                "INSERT INTO delivery (name, seq, updated, error) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET seq = MAX(seq, excluded.seq), "
+                "updated = excluded.updated, error = excluded.error",
+                (name, seq, time.time(), error),
+            )
+
+    def delivery(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            rows = self._conn.execute("SELECT name, seq, updated, error FROM delivery").fetchall()
+        return {n: {"seq": s, "updated": u, "error": e} for n, s, u, e in rows}
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

@@ -1,0 +1,314 @@
+"""Moving records off the training loop's thread: queue → journal writer → dispatchers.
+
+The caller appends a tuple to a deque (no lock, no I/O). One writer thread drains
+it in batches into the journal and commits; one dispatcher thread per backend
+reads what is new for it from the journal, hands it over in batches, records how
+far delivery got, and retries with backoff when the tracker fails. A slow or dead
+backend therefore never slows the caller nor the other backends: its backlog
+waits on disk.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from fanlog.backend import Backend
+from fanlog.errors import PartialDelivery
+from fanlog.journal import Journal, Pending
+from fanlog.record import RunInfo, RunStatus
+
+log = logging.getLogger("fanlog")
+
+
+@dataclass
+class PipelineSettings:
+    """Knobs of the background machinery; the defaults suit a training loop."""
+
+    flush_interval: float = 0.2
+    """Longest time a record waits in memory before it is committed (what kill -9 can lose)."""
+    max_pending: int = 200_000
+    """Records held in memory before the caller is made to wait (the backlog beyond is on disk)."""
+    max_block: float = 1.0
+    """Longest the caller waits at `max_pending`; then the record is dropped and counted."""
+    close_timeout: float = 30.0
+    """Longest destroy waits for backends to catch up; the rest stays in the journal for sync."""
+    retry_initial: float = 0.5
+    retry_max: float = 30.0
+
+
+UNHEALTHY_AFTER = 2
+"""Consecutive failures after which flush() stops waiting for a backend."""
+
+
+@dataclass
+class BackendSlot:
+    """A backend attached to a pipeline: its journal name, its mask bit and its state."""
+
+    name: str
+    backend: Backend
+    slot: int
+    delivered: int = 0
+    failures: int = 0
+    errors: list[str] = field(default_factory=list)
+    opened: bool = False
+    closed: bool = False
+
+    @property
+    def bit(self) -> int:
+        return 1 << self.slot
+
+    @property
+    def healthy(self) -> bool:
+        return self.failures < UNHEALTHY_AFTER
+
+
+class Pipeline:
+    """The background half of a logger: owns the journal, the writer and the dispatchers."""
+
+    def __init__(
+        self,
+        run: RunInfo,
+        journal_path: str,
+        backends: list[tuple[str, Backend]],
+        settings: PipelineSettings | None = None,
+        on_error: Callable[[str, BaseException], None] | None = None,
+    ) -> None:
+        self.run = run
+        self.settings = settings or PipelineSettings()
+        self.journal = Journal(journal_path)
+        self.committed = self.journal.last_seq
+        self._on_error = on_error
+        self.slots: list[BackendSlot] = []
+        for name, backend in backends:
+            slot = self.journal.register_backend(
+                name, backend.supported_kinds, {"class": type(backend).__qualname__}
+            )
+            entry = BackendSlot(name, backend, slot, delivered=self.journal.delivered(name))
+            self.slots.append(entry)
+        self.pending: collections.deque[Pending] = collections.deque()
+        self.dropped = 0
+        self.submitted = 0
+        self.written = 0
+        self.encode_errors = 0
+        self._closing = False
+        self._wake_writer = threading.Event()
+        self._progress = threading.Condition()
+        self._stop_dispatch = threading.Event()
+        self._writer = threading.Thread(target=self._write_loop, name="fanlog-writer", daemon=True)
+        self._delivering = [e for e in self.slots if getattr(e.backend, "needs_delivery", True)]
+        for entry in self.slots:
+            if entry not in self._delivering:
+                entry.opened = True  # the journal itself is this backend's store
+        self._dispatchers = [
+            threading.Thread(
+                target=self._dispatch_loop, args=(entry,), name=f"fanlog-{entry.name}", daemon=True
+            )
+            for entry in self._delivering
+        ]
+        self._writer.start()
+        for thread in self._dispatchers:
+            thread.start()
+
+    # ------------------------------------------------------------ caller side
+    def submit(self, record: Pending) -> None:
+        """Hand a record over. Waits only when `max_pending` records are still in memory."""
+        pending = self.pending
+        if len(pending) >= self.settings.max_pending and not self._wait_for_room():
+            self.dropped += 1
+            if self.dropped == 1:
+                warnings.warn(
+                    f"fanlog: the journal writer is {self.settings.max_pending} records behind; "
+                    "records are being dropped (see Logger.dropped)",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+            return
+        pending.append(record)
+        self.submitted += 1
+
+    def _wait_for_room(self) -> bool:
+        deadline = time.monotonic() + self.settings.max_block
+        self._wake_writer.set()
+        while len(self.pending) >= self.settings.max_pending:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.001)
+        return True
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until all submitted records are committed and delivered to healthy backends."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        target_count = self.submitted
+        self._wake_writer.set()
+        with self._progress:
+            if not self._progress.wait_for(
+                lambda: self.written >= target_count or not self._writer.is_alive(),
+                timeout=_remaining(deadline),
+            ):
+                return False
+            target = self.committed
+            for entry in self._delivering:
+                if not self._progress.wait_for(
+                    lambda e=entry: e.delivered >= target or not e.healthy or e.closed,
+                    timeout=_remaining(deadline),
+                ):
+                    return False
+        return all(e.delivered >= target or not e.healthy for e in self._delivering)
+
+    def close(self, status: RunStatus, timeout: float | None = None) -> bool:
+        """Flush, then close every backend with `status`. Returns False if something is left."""
+        timeout = self.settings.close_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        complete = self.flush(timeout=timeout)
+        self._closing = True
+        self._close_status = status
+        self._stop_dispatch.set()
+        self._wake_writer.set()
+        self._writer.join(_remaining(deadline))
+        for thread in self._dispatchers:
+            thread.join(max(0.5, _remaining(deadline) or 0.0))
+        for entry in self.slots:
+            if not getattr(entry.backend, "needs_delivery", True):
+                entry.closed = True
+                _safe(entry.backend.close, status)
+        self.journal.set_meta({"status": status.value, "ended": time.time()})
+        self.journal.close()
+        return complete and all(e.closed for e in self.slots)
+
+    # ------------------------------------------------------------ writer thread
+    def _write_loop(self) -> None:
+        pending = self.pending
+        settings = self.settings
+        while True:
+            if not pending:
+                if self._closing:
+                    return
+                self._wake_writer.wait(min(settings.flush_interval, 0.05))
+                self._wake_writer.clear()
+                continue
+            batch = []
+            while pending and len(batch) < 5000:
+                batch.append(pending.popleft())
+            try:
+                committed = self.journal.append(batch, on_error=self._encode_failed)
+            except Exception as exc:  # noqa: BLE001 - disk full, read-only save dir, ...
+                self._report("journal", exc)
+                pending.extendleft(reversed(batch))  # keep them; retry after a pause
+                time.sleep(settings.retry_initial)
+                if self._closing:
+                    return
+                continue
+            with self._progress:
+                self.committed = committed
+                self.written += len(batch)
+                self._progress.notify_all()
+
+    def _encode_failed(self, exc: BaseException, key: str) -> None:
+        self.encode_errors += 1
+        self._report("journal", RuntimeError(f"record {key!r} could not be stored: {exc!r}"))
+
+    # ------------------------------------------------------------ dispatchers
+    def _dispatch_loop(self, entry: BackendSlot) -> None:
+        settings = self.settings
+        reader = Journal(self.journal.path)
+        delay = settings.retry_initial
+        try:
+            while True:
+                stopping = self._stop_dispatch.is_set()
+                if not entry.opened:
+                    if not self._attempt(entry, lambda: entry.backend.open(self.run)):
+                        if stopping:
+                            return
+                        self._stop_dispatch.wait(delay)
+                        delay = min(delay * 2, settings.retry_max)
+                        continue
+                    entry.opened = True
+                target = self.committed
+                if entry.delivered < target:
+                    if self._deliver(entry, reader, target):
+                        delay = settings.retry_initial
+                        continue
+                    if stopping:
+                        return  # the rest waits in the journal for `fanlog sync`
+                    self._stop_dispatch.wait(delay)
+                    delay = min(delay * 2, settings.retry_max)
+                    continue
+                if stopping and not self._writer.is_alive() and entry.delivered >= self.committed:
+                    self._attempt(entry, entry.backend.flush)
+                    if self._attempt(entry, lambda: entry.backend.close(self._close_status)):
+                        entry.closed = True
+                    return
+                self._stop_dispatch.wait(min(settings.flush_interval, 0.05))
+        finally:
+            reader.close()
+            with self._progress:
+                self._progress.notify_all()
+
+    def _deliver(self, entry: BackendSlot, reader: Journal, target: int) -> bool:
+        """Deliver one batch (or skip ahead if nothing is for this backend). False on failure."""
+        batch = reader.read(
+            entry.delivered, upto=target, slot=entry.slot, limit=entry.backend.max_batch,
+            rank=self.run.rank,
+        )
+        if not batch:
+            self._advance(entry, reader, target)
+            return True
+        try:
+            entry.backend.write(batch)
+        except PartialDelivery as partial:
+            if partial.done:
+                self._advance(entry, reader, batch[partial.done - 1].seq)
+            self._failed(entry, partial.cause)
+            return False
+        except Exception as exc:  # noqa: BLE001 - isolated: never reaches the caller
+            self._failed(entry, exc)
+            return False
+        entry.failures = 0
+        last = batch[-1].seq if len(batch) >= entry.backend.max_batch else target
+        self._advance(entry, reader, last)
+        return True
+
+    def _advance(self, entry: BackendSlot, reader: Journal, seq: int) -> None:
+        reader.set_delivered(entry.name, seq)
+        with self._progress:
+            entry.delivered = seq
+            self._progress.notify_all()
+
+    def _attempt(self, entry: BackendSlot, call: Callable[[], object]) -> bool:
+        try:
+            call()
+        except Exception as exc:  # noqa: BLE001
+            self._failed(entry, exc)
+            return False
+        return True
+
+    def _failed(self, entry: BackendSlot, exc: BaseException) -> None:
+        entry.failures += 1
+        entry.errors.append(repr(exc))
+        del entry.errors[:-20]
+        with self._progress:
+            self._progress.notify_all()
+        self._report(entry.name, exc)
+
+    def _report(self, name: str, exc: BaseException) -> None:
+        if self._on_error is not None:
+            self._on_error(name, exc)
+        else:
+            log.warning("fanlog backend %s failed: %r", name, exc)
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _safe(call: Callable[..., object], *args: object) -> None:
+    try:
+        call(*args)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("fanlog: %r", exc)

@@ -1,0 +1,117 @@
+"""Reading runs back from their journals: `fanlog.read_run(path)` and `fanlog.find_runs(savedir)`."""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from fanlog.journal import JOURNAL_NAME, Journal
+from fanlog.record import Record
+
+
+class MetricRow(NamedTuple):
+    key: str
+    step: int
+    value: float
+    time: float
+    rank: int
+    epoch: int | None
+    batch_idx: int | None
+
+
+@dataclass
+class RunData:
+    """Everything one run (one or all of its ranks) stored in its journals."""
+
+    paths: list[str]
+    meta: dict[int, dict[str, Any]]
+    """Per rank: run_id, run_name, status, started, ended, backends, ..."""
+    records: list[Record] = field(default_factory=list)
+
+    @property
+    def metrics(self) -> list[MetricRow]:
+        """Metrics as (key, step, value, time, rank, epoch, batch_idx), in logging order per rank."""
+        return [
+            MetricRow(r.key, r.step, r.value, r.time, r.rank, r.epoch, r.batch_idx)
+            for r in self.records
+            if r.kind == "metric"
+        ]
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The last value of every param (rank 0's first, then other ranks' new keys)."""
+        found: dict[str, Any] = {}
+        for record in sorted(self.of_kind("param"), key=lambda r: r.rank != 0):
+            found.setdefault(record.key, record.value)
+        return found
+
+    def of_kind(self, kind: str) -> list[Record]:
+        return [r for r in self.records if r.kind == kind]
+
+    def metric(self, key: str, rank: int | None = None) -> list[tuple[int, float]]:
+        """(step, value) pairs of one metric."""
+        return [
+            (m.step, m.value) for m in self.metrics if m.key == key and (rank is None or m.rank == rank)
+        ]
+
+    def to_dataframe(self) -> Any:
+        """The metrics as a pandas DataFrame (needs pandas)."""
+        try:
+            import pandas as pd
+        except ImportError as exc:
+            raise ImportError("to_dataframe() needs pandas: pip install 'fanlog[pandas]'") from exc
+        return pd.DataFrame(self.metrics, columns=list(MetricRow._fields))
+
+
+def journal_paths(path: str | os.PathLike[str]) -> list[str]:
+    """Journals under `path`: a journal file, a rank dir, a run dir, or a savedir (all runs)."""
+    path = os.fspath(path)
+    if os.path.isfile(path):
+        return [os.path.abspath(path)]
+    candidates = [
+        os.path.join(path, JOURNAL_NAME),
+        os.path.join(path, "rank-*", JOURNAL_NAME),
+        os.path.join(path, "runs", "*", "rank-*", JOURNAL_NAME),
+    ]
+    for pattern in candidates:
+        found = sorted(glob.glob(pattern))
+        if found:
+            return [os.path.abspath(p) for p in found]
+    raise FileNotFoundError(f"no fanlog journal under {path!r}")
+
+
+def find_runs(savedir: str | os.PathLike[str] = "mllogs") -> list[str]:
+    """Run directories under a savedir, oldest first."""
+    runs = {os.path.dirname(os.path.dirname(p)) for p in journal_paths(savedir)}
+    return sorted(runs, key=os.path.getmtime)
+
+
+def iter_journals(path: str | os.PathLike[str]) -> Iterator[tuple[str, Journal, dict[str, Any]]]:
+    for journal_path in journal_paths(path):
+        journal = Journal(journal_path, readonly=True)
+        try:
+            yield journal_path, journal, journal.meta()
+        finally:
+            journal.close()
+
+
+def read_run(path: str | os.PathLike[str], kinds: list[str] | None = None) -> RunData:
+    """Read one run (or one rank of it) back: records, metrics, params and metadata.
+
+    `path` may be a journal file, a ``rank-N`` directory, a run directory (every rank),
+    or a savedir (its most recent run).
+    """
+    paths = journal_paths(path)
+    run_dirs = {os.path.dirname(os.path.dirname(p)) for p in paths}
+    if len(run_dirs) > 1:
+        path = max(run_dirs, key=os.path.getmtime)
+        paths = journal_paths(path)
+    data = RunData(paths=paths, meta={})
+    for _, journal, meta in iter_journals(path):
+        rank = int(meta.get("rank", 0))
+        data.meta[rank] = meta
+        data.records.extend(journal.iter_records(kinds, rank=rank))
+    return data
