@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -28,6 +29,8 @@ import numpy as np
 from fanlog.kinds import Kind, get_kind
 from fanlog.record import Record
 from fanlog.tensors import Deferred
+
+log = logging.getLogger("fanlog")
 
 JOURNAL_NAME = "journal.sqlite"
 FILES_DIR = "files"
@@ -50,6 +53,8 @@ ALL_BACKENDS = -1
 
 # A pending record as built on the caller's thread: cheap to create, turned into a row here.
 Pending = tuple  # (kind: Kind, key, value, step, batch_idx, epoch, time, mask, options|None)
+# An encoded row: (seq, kind name, key, step, batch_idx, epoch, time, mask, num, payload, options).
+Row = tuple
 
 
 def connect(path: str, readonly: bool = False) -> sqlite3.Connection:
@@ -73,7 +78,10 @@ def encode_value(kind: Kind, value: Any, run_dir: str, seq: int, key: str) -> tu
         value = kind.finalize(value)
     storage = kind.storage
     if storage == "num":
-        return float(value), None
+        number = float(value)
+        if number != number:  # SQLite stores NaN as NULL: keep it as text instead
+            return None, "nan"
+        return number, None
     if storage == "json":
         return None, json.dumps(value, allow_nan=True)
     if storage in ("png", "bytes"):
@@ -88,22 +96,32 @@ def encode_value(kind: Kind, value: Any, run_dir: str, seq: int, key: str) -> tu
 
 
 def _copy_into_run(source: str, run_dir: str, seq: int, key: str) -> str:
-    """Copy an artifact below the run directory; return its path relative to it."""
+    """Copy an artifact below the run directory; return its path relative to it.
+
+    When the copy fails (disk full, read-only save dir) the record keeps the absolute
+    path of the original instead, so the artifact still reaches the trackers.
+    """
     name = os.path.basename(key.rstrip("/")) or os.path.basename(source.rstrip("/"))
     relative = os.path.join(FILES_DIR, str(seq), name)
     target = os.path.join(run_dir, relative)
-    os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
-    if os.path.isdir(source):
-        shutil.copytree(source, target, dirs_exist_ok=True)
-    else:
-        shutil.copyfile(source, target)
+    try:
+        os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+        if os.path.isdir(source):
+            shutil.copytree(source, target, dirs_exist_ok=True)
+        else:
+            shutil.copyfile(source, target)
+    except OSError as exc:
+        shutil.rmtree(os.path.dirname(target), ignore_errors=True)
+        log.warning("fanlog: could not copy artifact %r into the run (%s); the journal refers "
+                    "to the original file", source, exc.strerror or exc)  # fmt: skip
+        return os.path.abspath(source)
     return relative
 
 
 def decode_value(storage: str, num: Any, payload: Any, run_dir: str) -> Any:
     """The value backends receive, from the journal columns."""
     if storage == "num":
-        return num
+        return float("nan") if num is None else num
     if storage == "json":
         return json.loads(payload)
     if storage in ("png", "bytes"):
@@ -129,12 +147,16 @@ class Journal:
     def __init__(self, path: str, readonly: bool = False) -> None:
         self.path = os.path.abspath(path)
         self.run_dir = os.path.dirname(self.path)
-        if not readonly:
-            os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
-        self._conn = connect(self.path, readonly=readonly)
-        if not readonly:
-            self._conn.executescript(_SCHEMA)
-            os.chmod(self.path, 0o600)
+        try:
+            if not readonly:
+                os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
+            self._conn = connect(self.path, readonly=readonly)
+            if not readonly:
+                self._conn.executescript(_SCHEMA)
+                os.chmod(self.path, 0o600)
+        except (OSError, sqlite3.Error) as exc:  # disk full, read-only, not a directory, ...
+            what = "open" if readonly else "create or open"
+            raise OSError(f"fanlog: cannot {what} the journal {self.path!r}: {exc}") from exc
         row = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM records").fetchone()
         self.last_seq: int = row[0]
         """Highest committed seq (updated by the writer after each commit)."""
@@ -176,11 +198,16 @@ class Journal:
     def append(self, pending: list[Pending], on_error: Any = None) -> int:
         """Encode and insert a batch in one transaction; return the highest seq.
 
-        A record whose value cannot be encoded (a failed file copy, a device snapshot
-        that failed) is skipped and reported through `on_error(exc, key)`; the rest land.
+        A record whose value cannot be encoded (a device snapshot that failed) is
+        skipped and reported through `on_error(exc, key)`; the rest land.
         """
-        rows = []
-        seq = self.last_seq
+        self.insert(self.encode(pending, self.last_seq + 1, on_error))
+        return self.last_seq
+
+    def encode(self, pending: list[Pending], first_seq: int, on_error: Any = None) -> list[Row]:
+        """Rows for `pending`, numbered from `first_seq` without gaps. Runs on the writer thread."""
+        rows: list[Row] = []
+        seq = first_seq - 1
         for kind, key, value, step, batch_idx, epoch, when, mask, options in pending:
             seq += 1
             try:
@@ -194,14 +221,25 @@ class Journal:
                 (seq, kind.name, key, step, batch_idx, epoch, when, mask, num, payload,
                  json.dumps(options, default=str) if options else None)
             )
+        return rows
+
+    def insert(self, rows: list[Row]) -> None:
+        """Insert encoded rows in one transaction (raises, inserting nothing, on disk full)."""
+        if not rows:
+            return
         with self._lock, self._conn:
             self._conn.executemany(
                 "INSERT INTO records (seq, kind, key, step, batch_idx, epoch, time, mask, num,"
                 " payload, options) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
-        self.last_seq = seq
-        return seq
+        self.last_seq = max(self.last_seq, rows[-1][0])
+
+    def row_record(self, row: Row, rank: int = 0) -> Record:
+        """The Record a backend receives for an encoded row that is not (yet) in the journal."""
+        seq, kind, key, step, batch_idx, epoch, when, _mask, num, payload, options = row
+        return self._record((seq, kind, key, step, batch_idx, epoch, when, num, payload, options),
+                            rank)  # fmt: skip
 
     # ----------------------------------------------------------------- reading
     def read(

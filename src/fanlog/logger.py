@@ -285,6 +285,10 @@ class Logger(ABC):
         if pipeline is None:
             return True
         done = pipeline.flush(timeout)
+        owner = self._owner or self
+        if owner.strict and not done and owner._errors and owner._strict_error is None:
+            last = next(reversed(owner._errors.values()))[-1]
+            owner._strict_error = BackendError(f"records not delivered; last error: {last}")
         self._raise_if_strict()
         return done
 
@@ -303,6 +307,11 @@ class Logger(ABC):
         pipeline = self._pipeline
         if pipeline is None:
             raise self._not_started("log")
+        if kwargs and ("reduce" in kwargs or "on_epoch" in kwargs):
+            from fanlog import aggregation  # cross-rank reduction and epoch accumulation
+
+            aggregation.handle(self, item, identifier, kind, step, batch_idx, kwargs)
+            return
         gate = self._gates.get(kind) or self._gate(kind)
         if gate.error is not None:
             raise gate.error
@@ -350,6 +359,10 @@ class Logger(ABC):
         pipeline = self._pipeline
         if pipeline is None:
             raise self._not_started("end_epoch")
+        if getattr(pipeline, "accumulators", None):
+            from fanlog import aggregation
+
+            aggregation.end_epoch(self)
         pipeline.epoch += 1
 
     @property

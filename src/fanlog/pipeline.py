@@ -40,10 +40,8 @@ class PipelineSettings:
     """Longest destroy waits for backends to catch up; the rest stays in the journal for sync."""
     retry_initial: float = 0.5
     retry_max: float = 30.0
-
-
-UNHEALTHY_AFTER = 2
-"""Consecutive failures after which flush() stops waiting for a backend."""
+    down_after: float = 5.0
+    """A backend failing for this long is considered down: flush() stops waiting for it."""
 
 
 @dataclass
@@ -55,6 +53,7 @@ class BackendSlot:
     slot: int
     delivered: int = 0
     failures: int = 0
+    failing_since: float | None = None
     errors: list[str] = field(default_factory=list)
     opened: bool = False
     closed: bool = False
@@ -63,9 +62,9 @@ class BackendSlot:
     def bit(self) -> int:
         return 1 << self.slot
 
-    @property
-    def healthy(self) -> bool:
-        return self.failures < UNHEALTHY_AFTER
+    def down(self, after: float) -> bool:
+        """Failing without a success for `after` seconds."""
+        return self.failing_since is not None and time.monotonic() - self.failing_since >= after
 
 
 class Pipeline:
@@ -97,6 +96,7 @@ class Pipeline:
         self.written = 0
         self.encode_errors = 0
         self._closing = False
+        self._close_deadline = float("inf")
         self._wake_writer = threading.Event()
         self._progress = threading.Condition()
         self._stop_dispatch = threading.Event()
@@ -142,24 +142,32 @@ class Pipeline:
         return True
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until all submitted records are committed and delivered to healthy backends."""
+        """Wait until all submitted records are committed and delivered to every backend that
+        is not down (failing for `down_after` seconds). False if the timeout came first."""
         deadline = None if timeout is None else time.monotonic() + timeout
         target_count = self.submitted
         self._wake_writer.set()
         with self._progress:
-            if not self._progress.wait_for(
-                lambda: self.written >= target_count or not self._writer.is_alive(),
-                timeout=_remaining(deadline),
-            ):
+            if not self._wait(lambda: self.written >= target_count or not self._writer.is_alive(),
+                              deadline):
                 return False
             target = self.committed
-            for entry in self._delivering:
-                if not self._progress.wait_for(
-                    lambda e=entry: e.delivered >= target or not e.healthy or e.closed,
-                    timeout=_remaining(deadline),
-                ):
-                    return False
-        return all(e.delivered >= target or not e.healthy for e in self._delivering)
+            down_after = self.settings.down_after
+            return all(
+                self._wait(lambda e=e: e.delivered >= target or e.closed or e.down(down_after),
+                           deadline)
+                and e.delivered >= target
+                for e in self._delivering
+            )
+
+    def _wait(self, predicate: Callable[[], bool], deadline: float | None) -> bool:
+        """Condition wait that re-checks time-based predicates at least every 0.1 s."""
+        while not predicate():
+            remaining = _remaining(deadline)
+            if remaining == 0.0:
+                return False
+            self._progress.wait(0.1 if remaining is None else min(remaining, 0.1))
+        return True
 
     def close(self, status: RunStatus, timeout: float | None = None) -> bool:
         """Flush, then close every backend with `status`. Returns False if something is left."""
@@ -168,6 +176,7 @@ class Pipeline:
         complete = self.flush(timeout=timeout)
         self._closing = True
         self._close_status = status
+        self._close_deadline = deadline
         self._stop_dispatch.set()
         self._wake_writer.set()
         self._writer.join(_remaining(deadline))
@@ -223,9 +232,9 @@ class Pipeline:
                 stopping = self._stop_dispatch.is_set()
                 if not entry.opened:
                     if not self._attempt(entry, lambda: entry.backend.open(self.run)):
-                        if stopping:
+                        if stopping and self._give_up(entry):
                             return
-                        self._stop_dispatch.wait(delay)
+                        self._pause(delay, stopping)
                         delay = min(delay * 2, settings.retry_max)
                         continue
                     entry.opened = True
@@ -234,9 +243,9 @@ class Pipeline:
                     if self._deliver(entry, reader, target):
                         delay = settings.retry_initial
                         continue
-                    if stopping:
+                    if stopping and self._give_up(entry):
                         return  # the rest waits in the journal for `fanlog sync`
-                    self._stop_dispatch.wait(delay)
+                    self._pause(delay, stopping)
                     delay = min(delay * 2, settings.retry_max)
                     continue
                 if stopping and not self._writer.is_alive() and entry.delivered >= self.committed:
@@ -244,11 +253,25 @@ class Pipeline:
                     if self._attempt(entry, lambda: entry.backend.close(self._close_status)):
                         entry.closed = True
                     return
-                self._stop_dispatch.wait(min(settings.flush_interval, 0.05))
+                if stopping:
+                    time.sleep(0.005)  # the writer is committing its last batch
+                else:
+                    self._stop_dispatch.wait(min(settings.flush_interval, 0.05))
         finally:
             reader.close()
             with self._progress:
                 self._progress.notify_all()
+
+    def _pause(self, delay: float, stopping: bool) -> None:
+        """Back off before a retry; while closing, never past the close deadline."""
+        if stopping:
+            time.sleep(max(0.0, min(delay, self._close_deadline - time.monotonic())))
+        else:
+            self._stop_dispatch.wait(delay)
+
+    def _give_up(self, entry: BackendSlot) -> bool:
+        """While closing: stop retrying a backend that is down or out of time."""
+        return time.monotonic() >= self._close_deadline or entry.down(self.settings.down_after)
 
     def _deliver(self, entry: BackendSlot, reader: Journal, target: int) -> bool:
         """Deliver one batch (or skip ahead if nothing is for this backend). False on failure."""
@@ -269,7 +292,7 @@ class Pipeline:
         except Exception as exc:  # noqa: BLE001 - isolated: never reaches the caller
             self._failed(entry, exc)
             return False
-        entry.failures = 0
+        entry.failures, entry.failing_since = 0, None
         last = batch[-1].seq if len(batch) >= entry.backend.max_batch else target
         self._advance(entry, reader, last)
         return True
@@ -290,6 +313,8 @@ class Pipeline:
 
     def _failed(self, entry: BackendSlot, exc: BaseException) -> None:
         entry.failures += 1
+        if entry.failing_since is None:
+            entry.failing_since = time.monotonic()
         entry.errors.append(repr(exc))
         del entry.errors[:-20]
         with self._progress:

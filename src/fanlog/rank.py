@@ -1,19 +1,45 @@
-"""Which process am I? Rank and world size from the argument, the launcher, or torch.distributed."""
+"""Which process am I? Rank and world size from the argument, the launcher, or torch.distributed.
+
+Launchers are checked most specific first. torchrun sets ``RANK``; Open MPI, MPICH/Hydra
+(``PMI_*``) and PMIx set their own variables. SLURM comes last, because an ``mpirun`` or a
+``torchrun`` started inside a SLURM allocation inherits ``SLURM_PROCID=0`` on every process,
+while the launcher's own variables are right. Rank and world size always come from the
+same launcher, so a half-set environment cannot pair one launcher's rank with another's size.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
+from typing import NamedTuple
 
-RANK_VARIABLES = ("RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
-WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
+# (launcher, rank variable, world size variable, local rank variable), most specific first.
+LAUNCHERS: tuple[tuple[str, str, str, str], ...] = (
+    ("torchrun", "RANK", "WORLD_SIZE", "LOCAL_RANK"),
+    ("openmpi", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),
+    ("pmix", "PMIX_RANK", "PMIX_SIZE", "PMIX_LOCAL_RANK"),
+    ("mpich", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"),
+    ("mvapich", "MV2_COMM_WORLD_RANK", "MV2_COMM_WORLD_SIZE", "MV2_COMM_WORLD_LOCAL_RANK"),
+    ("slurm", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"),
+)
+RANK_VARIABLES = tuple(rank for _, rank, _, _ in LAUNCHERS)
+WORLD_SIZE_VARIABLES = tuple(size for _, _, size, _ in LAUNCHERS)
 
 
-def _from_env(names: tuple[str, ...]) -> int | None:
-    for name in names:
-        value = os.environ.get(name)
-        if value is not None and value.strip().lstrip("-").isdigit():
-            return int(value)
+class Placement(NamedTuple):
+    """Where this process sits in the job, and who said so."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    source: str
+    """The launcher whose variables were used, ``torch.distributed``, or ``default``."""
+
+
+def _int(name: str) -> int | None:
+    value = os.environ.get(name)
+    if value is not None and value.strip().lstrip("-").isdigit():
+        return int(value)
     return None
 
 
@@ -26,23 +52,44 @@ def _distributed() -> object | None:
     return dist if dist.is_available() and dist.is_initialized() else None
 
 
+def detect_placement() -> Placement:
+    """Rank, world size and local rank from the first launcher that set a rank.
+
+    A launcher that sets a rank but no size (rare) falls back to torch.distributed's size,
+    else rank + 1, so that a world size is never smaller than the process count it implies.
+    """
+    for source, rank_var, size_var, local_var in LAUNCHERS:
+        rank = _int(rank_var)
+        if rank is None:
+            continue
+        size = _int(size_var)
+        if size is None:
+            dist = _distributed()
+            size = int(dist.get_world_size()) if dist is not None else rank + 1  # type: ignore[attr-defined]
+        local = _int(local_var)
+        return Placement(rank, max(size, rank + 1), rank if local is None else local, source)
+    dist = _distributed()
+    if dist is not None:
+        rank = int(dist.get_rank())  # type: ignore[attr-defined]
+        return Placement(rank, int(dist.get_world_size()), rank, "torch.distributed")  # type: ignore[attr-defined]
+    return Placement(0, 1, 0, "default")
+
+
 def detect_rank(rank: int | None = None) -> int:
-    """The argument, else torchrun/SLURM/Open MPI/PMI variables, else torch.distributed, else 0."""
+    """The argument, else torchrun/MPI/PMI/SLURM variables, else torch.distributed, else 0."""
     if rank is not None:
         return int(rank)
-    found = _from_env(RANK_VARIABLES)
-    if found is not None:
-        return found
-    dist = _distributed()
-    return int(dist.get_rank()) if dist is not None else 0  # type: ignore[attr-defined]
+    return detect_placement().rank
 
 
 def detect_world_size() -> int:
-    found = _from_env(WORLD_SIZE_VARIABLES)
-    if found is not None:
-        return found
-    dist = _distributed()
-    return int(dist.get_world_size()) if dist is not None else 1  # type: ignore[attr-defined]
+    """The world size from the same source as the rank (launcher, torch.distributed, else 1)."""
+    return detect_placement().world_size
+
+
+def detect_local_rank() -> int:
+    """The rank within this node (the GPU index to use), from the same source as the rank."""
+    return detect_placement().local_rank
 
 
 def job_id_from_env() -> str | None:
@@ -61,7 +108,11 @@ def job_id_from_env() -> str | None:
 
 
 def agree_on(value: str) -> str:
-    """Rank 0's `value` on every rank when torch.distributed is initialised, else `value`."""
+    """Rank 0's `value` on every rank when torch.distributed is initialised, else `value`.
+
+    This is a collective: every rank must reach it (every rank calls
+    ``create_logger_context``), as with any torch.distributed call.
+    """
     dist = _distributed()
     if dist is None:
         return value

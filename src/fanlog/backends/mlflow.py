@@ -20,7 +20,6 @@ import posixpath
 import re
 import shutil
 import tempfile
-import time
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -55,6 +54,13 @@ HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TI
 
 class ParamConflictError(FanlogError, ValueError):
     """A param was logged again with a different value; MLflow params are immutable."""
+
+
+class RecordRejectedError(FanlogError, ValueError):
+    """MLflow refused a record for what it is (not for a passing failure): retrying cannot help."""
+
+
+PERMANENT_ERROR_CODES = frozenset({"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "INVALID_STATE"})
 
 
 def default_tracking_uri(savedir: str | os.PathLike[str]) -> str:
@@ -101,7 +107,6 @@ class MLflowBackend(Backend):
         per_rank_runs: bool = False,
         savedir: str | os.PathLike[str] = "mllogs",
         model_flavour: bool = True,
-        parent_wait: float = 60.0,
     ) -> None:
         super().__init__()
         self.tracking_uri = tracking_uri
@@ -114,7 +119,6 @@ class MLflowBackend(Backend):
         self.per_rank_runs = per_rank_runs
         self.savedir = os.fspath(savedir)
         self.model_flavour = model_flavour
-        self.parent_wait = parent_wait
         self.run_id: str | None = None
         """The MLflow run this backend writes to, once open."""
         self.experiment_id: str | None = None
@@ -126,7 +130,6 @@ class MLflowBackend(Backend):
         self._params: dict[str, str] = {}
         self._renamed: dict[str, str] = {}
         self._staging: str | None = None
-        self._parent_deadline: float | None = None
 
     # ------------------------------------------------------------ caller thread
     def prepare(self) -> None:
@@ -248,17 +251,25 @@ class MLflowBackend(Backend):
                     self._add(batch, record)
                     continue
                 done += self._send(batch)
-                self._write_one(record)
+                try:
+                    self._write_one(record)
+                except Exception as exc:
+                    if not self._is_permanent(exc):
+                        raise
+                    raise RecordRejectedError(
+                        f"mlflow cannot store {record.kind} {record.key!r} (seq {record.seq}); "
+                        f"it is skipped (it stays in the journal): {exc}"
+                    ) from exc
                 done += 1
             done += self._send(batch)
-        except ParamConflictError as conflict:
+        except (ParamConflictError, RecordRejectedError) as conflict:
             try:
                 done += self._send(batch)  # what came before the conflict is still good
             except Exception as exc:
                 if done:
                     raise PartialDelivery(done, exc) from exc
                 raise
-            raise PartialDelivery(done + 1, conflict) from conflict  # skip the conflicting one
+            raise PartialDelivery(done + 1, conflict) from conflict  # skip the refused record
         except Exception as exc:
             if done:
                 raise PartialDelivery(done, exc) from exc
@@ -306,6 +317,12 @@ class MLflowBackend(Backend):
             self._params.update(batch.params)
         batch.clear()
         return covered
+
+    def _is_permanent(self, exc: Exception) -> bool:
+        """A refusal of the record itself, as opposed to a server or network failure."""
+        if isinstance(exc, self._mlflow.exceptions.MlflowException):
+            return exc.error_code in PERMANENT_ERROR_CODES
+        return isinstance(exc, (TypeError, ValueError)) and not isinstance(exc, OSError)
 
     def _key(self, key: str) -> str:
         cleaned = self._renamed.get(key)
@@ -411,6 +428,7 @@ class MLflowBackend(Backend):
                 mlflow.pytorch.log_model(
                     obj, name=safe_key(path).replace("/", "-"), run_id=self.run_id,
                     step=record.step, pip_requirements=[f"torch=={version}"],
+                    serialization_format="pickle",  # "pt2" would need an input example
                 )  # fmt: skip
             return
         state = obj.state_dict() if isinstance(obj, torch.nn.Module) else obj
@@ -485,3 +503,84 @@ class _Batch:
 
     def clear(self) -> None:
         self.metrics, self.params, self.tags, self.covered = [], {}, [], 0
+
+
+class MLflowLogger(BackendLogger):
+    """Log to MLflow: a tracking server, Databricks, or by default an SQLite store in `savedir`.
+
+    Args:
+        savedir: where the journal goes and, without a tracking URI, the MLflow store
+            (``<savedir>/mlflow.db``, artifacts in ``<savedir>/mlartifacts``).
+        experiment_name: the MLflow experiment (created if missing).
+        tracking_uri: any URI MLflow accepts; default ``MLFLOW_TRACKING_URI``, else the
+            URI of a run already active in the process, else the SQLite store above.
+        run_name, run_description, tags: shown in the MLflow UI.
+        run_id: attach to this existing run (default ``MLFLOW_RUN_ID``), e.g. after a restart.
+        parent_run_id: make the run a child of this run.
+        per_rank_runs: in DDP, rank 0 logs to the parent run and every other logging rank
+            to a child run below it, tagged with its rank.
+        model_flavour: log ``kind="model"`` with ``mlflow.pytorch.log_model`` (True) or as a
+            ``state_dict.pt`` artifact (False).
+        **common: options of :class:`fanlog.logger.Logger` (``job_id``, ``strict``, ...).
+    """
+
+    backend_class = MLflowBackend
+
+    def __init__(
+        self,
+        savedir: str | os.PathLike[str] = "mllogs",
+        experiment_name: str = "fanlog",
+        tracking_uri: str | None = None,
+        run_name: str | None = None,
+        run_id: str | None = None,
+        parent_run_id: str | None = None,
+        run_description: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        log_freq: int | str = "epoch",
+        log_on_workers: int | list[int] = 0,
+        per_rank_runs: bool = False,
+        model_flavour: bool = True,
+        **common: Any,
+    ) -> None:
+        super().__init__(
+            savedir=savedir, log_freq=log_freq, log_on_workers=log_on_workers,
+            experiment_name=experiment_name, run_name=run_name, **common,
+        )  # fmt: skip
+        self.tracking_uri = tracking_uri
+        self.run_id = run_id
+        self.parent_run_id = parent_run_id
+        self.run_description = run_description
+        self.tags = dict(tags or {})
+        self.per_rank_runs = per_rank_runs
+        self.model_flavour = model_flavour
+
+    def make_backend(self) -> MLflowBackend:
+        return MLflowBackend(
+            tracking_uri=self.tracking_uri,
+            experiment_name=self.experiment_name or "fanlog",
+            run_name=self.run_name,
+            run_id=self.run_id,
+            parent_run_id=self.parent_run_id,
+            run_description=self.run_description,
+            tags=self.tags,
+            per_rank_runs=self.per_rank_runs,
+            savedir=self.savedir,
+            model_flavour=self.model_flavour,
+        )
+
+    @property
+    def mlflow_run_id(self) -> str | None:
+        """The MLflow run being written to (known once the background worker opened it)."""
+        backend = self.backend
+        return backend.run_id if isinstance(backend, MLflowBackend) else None
+
+
+def get_mlflow_logger(logger: Any) -> MLflowLogger | None:
+    """The MLflowLogger in `logger` (itself, or a member of a LoggersCollection), else None."""
+    if isinstance(logger, MLflowLogger):
+        return logger
+    for member in getattr(logger, "loggers", None) or []:
+        found = get_mlflow_logger(member)
+        if found is not None:
+            return found
+    return None

@@ -1,0 +1,576 @@
+"""yProv4ML backend: W3C PROV provenance documents of a training run, written by ``yprov4ml``.
+
+``yprov4ml`` (pinned to 3.2.4, the last release that imports on Python 3.11) keeps its
+state in one global object per process, saves models into the current working
+directory, and walks that directory for a ``requirements.txt`` when a run ends. So the
+backend never runs it in the training process: each run gets a small worker process
+(``python -m fanlog.backends.prov``) whose working directory is a scratch folder inside
+fanlog's run directory. That gives every run a clean yprov4ml state, keeps the user's
+working directory untouched, and lets two ranks (or two loggers) write side by side.
+
+Records travel to the worker over a pipe as plain tuples; models travel as
+``torch.save`` bytes of their ``state_dict`` because the worker cannot import the user's
+model classes.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import threading
+import traceback
+import warnings
+from collections.abc import Sequence
+from importlib import metadata, util
+from multiprocessing.connection import Connection
+from typing import Any
+
+from fanlog.backend import Backend
+from fanlog.errors import PartialDelivery
+from fanlog.logger import BackendLogger
+from fanlog.record import Record, RunInfo, RunStatus
+
+YPROV4ML_VERSION = "3.2.4"
+CONTEXTS = ("training", "validation", "testing")
+"""The values of the ``context`` option (itwinai's contexts)."""
+
+PROV_KINDS = frozenset(
+    {
+        "metric", "param", "system", "flops_pb", "flops_pe", "execution_time",
+        "model", "best_model", "dataset", "prov_documents",
+    }
+)  # fmt: skip
+
+_SOURCES = {
+    "flops_pb": "torch.utils.flop_counter",
+    "flops_pe": "torch.utils.flop_counter",
+    "execution_time": "std.time",
+}
+_svg_warned = False
+
+
+class WorkerError(RuntimeError):
+    """The yprov4ml worker failed or went away; the message carries its traceback or log."""
+
+
+class Prov4MLBackend(Backend):
+    """Feeds one yprov4ml run, in a worker process of its own, for one rank."""
+
+    name = "prov"
+    supported_kinds = PROV_KINDS
+    max_batch = 500
+
+    def __init__(
+        self,
+        provenance_save_dir: str = "mllogs/prov_logs",
+        experiment_name: str = "experiment_name",
+        prov_user_namespace: str = "www.example.org",
+        save_after_n_logs: int = 100,
+        create_graph: bool = True,
+        create_svg: bool = True,
+        create_rocrate: bool = False,
+        metrics_file_type: str = "csv",
+        run_id: str | int | None = None,
+        start_timeout: float = 180.0,
+        call_timeout: float = 300.0,
+    ) -> None:
+        super().__init__(
+            provenance_save_dir=provenance_save_dir, experiment_name=experiment_name,
+            run_id=run_id,
+        )  # fmt: skip
+        # Absolute now, on the caller's thread: the worker runs in another directory.
+        self.provenance_save_dir = os.path.abspath(provenance_save_dir)
+        self.experiment_name = experiment_name
+        self.prov_user_namespace = prov_user_namespace
+        self.save_after_n_logs = save_after_n_logs
+        self.create_graph = create_graph
+        self.create_svg = create_svg
+        self.create_rocrate = create_rocrate
+        self.metrics_file_type = metrics_file_type
+        self.run_id = run_id
+        self.start_timeout = start_timeout
+        self.call_timeout = call_timeout
+        self.experiment_dir: str | None = None
+        self.documents: list[str] = []
+        """Files of the last provenance documents written (PROV-JSON, dot, svg)."""
+        self._mlflow_target: tuple[str, str] | None = None
+        self._worker: _Worker | None = None
+        self._run: RunInfo | None = None
+
+    # ------------------------------------------------------------------ caller thread
+    def prepare(self) -> None:
+        """Check that yprov4ml is installed (without importing it: it imports torch) and
+        remember the caller's active MLflow run, which is thread-local in MLflow."""
+        if util.find_spec("yprov4ml") is None:
+            raise ImportError(
+                "yprov4ml is not installed; install it with: pip install 'fanlog[prov]' and "
+                f"pip install --no-deps yprov4ml=={YPROV4ML_VERSION} (see docs/backends/prov.md)"
+            )
+        version = metadata.version("yprov4ml")
+        if version != YPROV4ML_VERSION:
+            warnings.warn(
+                f"fanlog's prov backend is tested with yprov4ml {YPROV4ML_VERSION}; found "
+                f"{version} (3.2.5-3.2.8 do not import on Python 3.11)",
+                RuntimeWarning, stacklevel=3,
+            )  # fmt: skip
+        if self.metrics_file_type not in ("csv", "nc", "zarr"):
+            raise ValueError(f"metrics_file_type must be csv, nc or zarr; got {self.metrics_file_type!r}")
+        if self.create_svg and shutil.which("dot") is None:
+            global _svg_warned
+            if not _svg_warned:
+                _svg_warned = True
+                warnings.warn(
+                    "create_svg=True needs graphviz's `dot`, which is not on PATH; the SVG "
+                    "graph is skipped (the PROV-JSON and .dot files are still written)",
+                    RuntimeWarning, stacklevel=3,
+                )  # fmt: skip
+            self.create_svg = False
+        if self.create_svg:
+            self.create_graph = True
+        self._mlflow_target = _active_mlflow_run()
+
+    # ------------------------------------------------------------------ dispatcher thread
+    def open(self, run: RunInfo) -> None:
+        if self._worker is not None:
+            self._worker.stop()
+        self._run = run
+        workdir = os.path.join(run.run_dir, "prov-cwd")
+        os.makedirs(workdir, exist_ok=True)
+        os.makedirs(self.provenance_save_dir, exist_ok=True)
+        self._worker = _Worker(workdir, run.rank, self.start_timeout, self.call_timeout)
+        reply = self._worker.call(
+            "start",
+            {
+                "experiment_name": self.experiment_name,
+                "prov_user_namespace": self.prov_user_namespace,
+                "provenance_save_dir": self.provenance_save_dir,
+                # Every rank writes its own files; fanlog's log_on_workers decides who logs.
+                "collect_all_processes": True,
+                "save_after_n_logs": self.save_after_n_logs,
+                "rank": run.rank,
+                "metrics_file_type": self.metrics_file_type,
+                # The same id on every rank: yprov4ml's own numbering races between ranks.
+                "use_run_id": self.run_id if self.run_id is not None else run.run_id,
+            },
+            timeout=self.start_timeout,
+        )
+        self.experiment_dir = reply["experiment_dir"]
+
+    def write(self, records: Sequence[Record]) -> None:
+        worker = self._require_worker()
+        resumed = self._run is not None and self._run.resumed
+        items = [self._item(record, resumed) for record in records]
+        reply = worker.call("write", items)
+        for index, documents in reply["documents"]:
+            self._publish(documents, records[index])
+        if reply["error"] is not None:
+            done = reply["done"]
+            cause = WorkerError(reply["error"])
+            if done == 0:
+                raise cause
+            raise PartialDelivery(done, cause)
+
+    def close(self, status: RunStatus) -> None:
+        """Write the final documents and stop the worker; the status becomes a param."""
+        worker = self._require_worker()
+        try:
+            reply = worker.call("end", {"status": status.value, **self._document_options({})})
+            self.documents = reply["documents"]
+        finally:
+            worker.stop()
+            self._worker = None
+
+    def describe(self) -> str:
+        return f"yprov4ml {self.experiment_dir or self.provenance_save_dir}"
+
+    # ------------------------------------------------------------------ helpers
+    def _require_worker(self) -> _Worker:
+        if self._worker is None:
+            raise WorkerError("the yprov4ml worker is not running (open() failed or close() ran)")
+        return self._worker
+
+    def _item(self, record: Record, resumed: bool) -> tuple[Any, ...]:
+        """A record as the plain tuple the worker understands (models as state_dict bytes)."""
+        options = record.options or {}
+        value = record.value
+        if record.kind in ("model", "best_model"):
+            value = _state_dict_bytes(value)
+        elif record.kind == "prov_documents":
+            value = self._document_options({**options, **value})
+        extra = {"resumed": resumed, "time_ms": int(record.time * 1000)}
+        return (record.kind, record.key, value, record.step, options.get("context"), extra)
+
+    def _document_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        svg = bool(options.get("create_svg", self.create_svg)) and shutil.which("dot") is not None
+        return {
+            "create_graph": bool(options.get("create_graph", self.create_graph)) or svg,
+            "create_svg": svg,
+            "create_rocrate": bool(options.get("create_rocrate", self.create_rocrate)),
+        }
+
+    def _publish(self, documents: list[str], record: Record) -> None:
+        """Upload freshly written documents to the caller's MLflow run, when there was one."""
+        self.documents = documents
+        if self._mlflow_target is None or not record.options.get("upload", True):
+            return
+        from mlflow.tracking import MlflowClient
+
+        tracking_uri, run_id = self._mlflow_target
+        client = MlflowClient(tracking_uri=tracking_uri)
+        for path in documents:
+            client.log_artifact(run_id, path, artifact_path="prov")
+
+
+def _active_mlflow_run() -> tuple[str, str] | None:
+    """(tracking URI, run id) of the caller thread's active MLflow run, if mlflow is in use."""
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is None:
+        return None
+    run = mlflow.active_run()
+    if run is None:
+        return None
+    return mlflow.get_tracking_uri(), run.info.run_id
+
+
+def _state_dict_bytes(payload: bytes) -> bytes:
+    """The module's state_dict (and its parameter names) as torch.save bytes.
+
+    The worker cannot unpickle a module whose class lives in the user's script, so the
+    module is opened here, where its class is importable."""
+    import torch
+
+    loaded = torch.load(io.BytesIO(payload), weights_only=False)
+    if isinstance(loaded, torch.nn.Module):
+        state = {k: v.detach().cpu() for k, v in loaded.state_dict().items()}
+        params = [name for name, _ in loaded.named_parameters()]
+        cls = type(loaded).__qualname__
+    else:  # fanlog's fallback for modules that cannot be pickled
+        state = dict(loaded["state_dict"])
+        params = list(state)
+        cls = str(loaded.get("class", "Module"))
+    buffer = io.BytesIO()
+    torch.save({"state_dict": state, "params": params, "class": cls}, buffer)
+    return buffer.getvalue()
+
+
+class _Worker:
+    """The worker process and the two pipes to it; calls are request/reply."""
+
+    def __init__(self, workdir: str, rank: int, start_timeout: float, call_timeout: float) -> None:
+        self.workdir = workdir
+        self.call_timeout = call_timeout
+        self.log_path = os.path.join(workdir, "worker.log")
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        env = dict(os.environ)
+        # yprov4ml reads the rank for its document from SLURM_PROCID (or torch.distributed,
+        # which is not initialised in the worker).
+        env["SLURM_PROCID"] = str(rank)
+        env["PYTHONUNBUFFERED"] = "1"
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "fanlog.backends.prov", str(to_child_r), str(from_child_w)],
+                cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                pass_fds=(to_child_r, from_child_w), start_new_session=True,
+            )  # fmt: skip
+        os.close(to_child_r)
+        os.close(from_child_w)
+        self._send = Connection(to_child_w, readable=False)
+        self._recv = Connection(from_child_r, writable=False)
+        self._lock = threading.Lock()
+
+    def call(self, op: str, payload: Any, timeout: float | None = None) -> Any:
+        """Send one request and wait for its reply; a dead or silent worker is an error."""
+        with self._lock:
+            try:
+                self._send.send_bytes(pickle.dumps((op, payload)))
+                if not self._recv.poll(timeout or self.call_timeout):
+                    self.stop()
+                    raise WorkerError(f"yprov4ml worker gave no answer to {op!r} in time; {self._tail()}")
+                status, result = pickle.loads(self._recv.recv_bytes())
+            except (EOFError, OSError) as exc:
+                code = self.process.poll()
+                raise WorkerError(f"yprov4ml worker exited (code {code}); {self._tail()}") from exc
+        if status == "error":
+            raise WorkerError(f"yprov4ml {op} failed:\n{result}")
+        return result
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Close the pipes and wait for the worker; kill it (by PID) if it does not exit."""
+        for conn in (self._send, self._recv):
+            try:
+                conn.close()
+            except OSError:
+                pass
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+    def _tail(self) -> str:
+        try:
+            with open(self.log_path, "rb") as log:
+                text = log.read()[-2000:].decode("utf-8", "replace")
+        except OSError:
+            text = ""
+        return f"worker log {self.log_path}:\n{text}" if text else f"see {self.log_path}"
+
+
+# ---------------------------------------------------------------------------- the worker
+class _SavedModel:
+    """Stands in for the user's module in the worker: yprov4ml needs only its
+    ``state_dict()`` (to save it) and ``parameters()`` (to count them)."""
+
+    def __init__(self, state: dict[str, Any], params: list[str], cls: str) -> None:
+        self._state = state
+        self._params = params
+        self.class_name = cls
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._state
+
+    def parameters(self) -> list[Any]:
+        return [self._state[name] for name in self._params if name in self._state]
+
+
+class _Sized:
+    """A Dataset of a known length, rebuilt from fanlog's dataset description."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+
+class _WorkerState:
+    """Everything the worker does with yprov4ml, one request at a time."""
+
+    def __init__(self) -> None:
+        import torch
+        import yprov4ml
+        from yprov4ml.constants import PROV4ML_DATA
+
+        self.torch = torch
+        self.yprov4ml = yprov4ml
+        self.data = PROV4ML_DATA
+        self.metric_dirs: set[str] = set()
+
+    def start(self, options: dict[str, Any]) -> dict[str, Any]:
+        self.yprov4ml.start_run(**options)
+        return {"experiment_dir": os.path.abspath(self.data.EXPERIMENT_DIR)}
+
+    def write(self, items: list[tuple[Any, ...]]) -> dict[str, Any]:
+        done, documents = 0, []
+        try:
+            for index, item in enumerate(items):
+                written = self.apply(*item)
+                if written is not None:
+                    documents.append((index, written))
+                done += 1
+        except Exception:
+            return {"done": done, "documents": documents, "error": traceback.format_exc()}
+        return {"done": done, "documents": documents, "error": None}
+
+    def apply(
+        self, kind: str, key: str, value: Any, step: int, context: str | None, extra: dict[str, Any]
+    ) -> list[str] | None:
+        y = self.yprov4ml
+        if kind in ("metric", "flops_pb", "flops_pe", "execution_time"):
+            self.metric(key, value, context, step, _SOURCES.get(kind), extra["time_ms"])
+        elif kind == "param":
+            y.log_param(key, value, context=context)
+        elif kind == "system":
+            # yprov4ml's own reading (power, RAM, GPU) is taken now, so only in a live run;
+            # the values fanlog measured at the call are kept under `<key>/<name>`.
+            if not extra["resumed"]:
+                y.log_system_metrics(context=context, step=step)
+            for name, number in value.items():
+                self.metric(f"{key}/{name}", number, context, step, "fanlog", extra["time_ms"])
+        elif kind == "model":
+            self.ensure_dir(key)
+            y.save_model_version(key, self.model(value), context=context, step=step)
+        elif kind == "best_model":
+            self.ensure_dir(key)
+            y.log_model(key, self.model(value), context=context, is_input=False)
+        elif kind == "dataset":
+            y.log_dataset(key, self.dataset(value), context=context)
+        elif kind == "prov_documents":
+            return self.documents(value)
+        else:
+            raise ValueError(f"the prov backend does not handle kind {kind!r}")
+        return None
+
+    def metric(
+        self, key: str, value: float, context: str | None, step: int, source: str | None, ms: int
+    ) -> None:
+        # A key like "train/loss" becomes a file in a sub-folder that yprov4ml does not create.
+        folder = os.path.dirname(key)
+        if folder and folder not in self.metric_dirs:
+            os.makedirs(os.path.join(self.data.METRIC_DIR, folder), exist_ok=True)
+            self.metric_dirs.add(folder)
+        self.yprov4ml.log_metric(
+            key, float(value), context=context, step=step, source=source, timestamp=ms
+        )
+
+    def ensure_dir(self, key: str) -> None:
+        """yprov4ml saves `<key>_<n>.pt` in the working directory before copying it."""
+        folder = os.path.dirname(key)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+
+    def model(self, payload: bytes) -> _SavedModel:
+        saved = self.torch.load(io.BytesIO(payload), weights_only=True)
+        return _SavedModel(saved["state_dict"], saved["params"], saved["class"])
+
+    def dataset(self, description: dict[str, Any]) -> Any:
+        """A DataLoader or Dataset with the recorded size, for yprov4ml's statistics."""
+        rows = description.get("num_rows")
+        if rows is None:
+            return None
+        from torch.utils.data import DataLoader, Dataset
+
+        class RecordedDataset(_Sized, Dataset):  # type: ignore[misc]
+            """yprov4ml tells a Dataset from a DataLoader by isinstance."""
+
+        dataset = RecordedDataset(int(rows))
+        if description.get("batch_size"):
+            return DataLoader(dataset, batch_size=int(description["batch_size"]))
+        return dataset
+
+    def documents(self, options: dict[str, Any]) -> list[str]:
+        """Write the PROV-JSON (and dot/svg/RO-Crate) now; yprov4ml keeps collecting."""
+        self.yprov4ml.end_run(
+            create_graph=bool(options.get("create_graph", True)) or bool(options.get("create_svg")),
+            create_svg=bool(options.get("create_svg", False)),
+            crate_ro_crate=bool(options.get("create_rocrate", False)),
+        )
+        stem = os.path.join(self.data.EXPERIMENT_DIR, f"prov_{self.data.PROV_JSON_NAME}")
+        found = [stem + ext for ext in (".json", ".dot", ".svg") if os.path.exists(stem + ext)]
+        crate = self.data.EXPERIMENT_DIR + ".zip"
+        if options.get("create_rocrate") and os.path.exists(crate):
+            found.append(crate)
+        return [os.path.abspath(path) for path in found]
+
+    def end(self, options: dict[str, Any]) -> dict[str, Any]:
+        self.yprov4ml.log_param("run_status", options["status"])
+        return {"documents": self.documents(options)}
+
+
+def _worker_main(read_fd: int, write_fd: int) -> None:
+    """Serve requests until the parent closes the pipe or sends 'end'."""
+    receive = Connection(read_fd, writable=False)
+    send = Connection(write_fd, readable=False)
+    state: _WorkerState | None = None
+    while True:
+        try:
+            op, payload = pickle.loads(receive.recv_bytes())
+        except EOFError:
+            # The training process went away without closing the run: keep what we have.
+            if state is not None and state.data.is_collecting:
+                state.end({"status": RunStatus.KILLED.value, "create_graph": False})
+            return
+        try:
+            if state is None:
+                state = _WorkerState()
+            result = getattr(state, op)(payload)
+            send.send_bytes(pickle.dumps(("ok", result)))
+        except Exception:
+            send.send_bytes(pickle.dumps(("error", traceback.format_exc())))
+        if op == "end":
+            return
+
+
+# ---------------------------------------------------------------------------- user-facing
+class Prov4MLLogger(BackendLogger):
+    """itwinai's ``Prov4MLLogger`` on fanlog: provenance of a run as W3C PROV documents.
+
+    Args:
+        prov_user_namespace: the PROV namespace of the user.
+        experiment_name: yprov4ml's experiment; files go to
+            ``<provenance_save_dir>/<experiment_name>_<run id>/``.
+        provenance_save_dir: where yprov4ml writes (made absolute at construction).
+        save_after_n_logs: yprov4ml flushes a metric to its file every n values.
+        create_graph, create_svg: also write the graph as ``.dot`` / ``.svg`` (needs graphviz).
+        create_rocrate: also zip the experiment folder as an RO-Crate.
+        metrics_file_type: ``csv``, ``nc`` (netCDF) or ``zarr``.
+        run_id: yprov4ml's run id; default fanlog's run id, which every rank shares.
+        savedir, log_freq, log_on_workers, **common: see :class:`fanlog.logger.Logger`.
+
+    Log with ``context="training" | "validation" | "testing"`` to place a record in that
+    activity of the provenance graph.
+    """
+
+    backend_class = Prov4MLBackend
+
+    def __init__(
+        self,
+        prov_user_namespace: str = "www.example.org",
+        experiment_name: str = "experiment_name",
+        provenance_save_dir: str = "mllogs/prov_logs",
+        save_after_n_logs: int = 100,
+        create_graph: bool = True,
+        create_svg: bool = True,
+        create_rocrate: bool = False,
+        metrics_file_type: str = "csv",
+        run_id: str | int | None = None,
+        savedir: str = "mllogs",
+        log_freq: int | str = "epoch",
+        log_on_workers: int | list[int] = 0,
+        **common: Any,
+    ) -> None:
+        super().__init__(
+            savedir=savedir, log_freq=log_freq, log_on_workers=log_on_workers,
+            experiment_name=experiment_name, **common,
+        )  # fmt: skip
+        self.prov_user_namespace = prov_user_namespace
+        self.provenance_save_dir = os.path.abspath(provenance_save_dir)
+        self.save_after_n_logs = save_after_n_logs
+        self.create_graph = create_graph
+        self.create_svg = create_svg
+        self.create_rocrate = create_rocrate
+        self.metrics_file_type = metrics_file_type
+        self.prov_run_id = run_id
+
+    def make_backend(self) -> Prov4MLBackend:
+        return Prov4MLBackend(
+            provenance_save_dir=self.provenance_save_dir,
+            experiment_name=self.experiment_name or "experiment_name",
+            prov_user_namespace=self.prov_user_namespace,
+            save_after_n_logs=self.save_after_n_logs,
+            create_graph=self.create_graph,
+            create_svg=self.create_svg,
+            create_rocrate=self.create_rocrate,
+            metrics_file_type=self.metrics_file_type,
+            run_id=self.prov_run_id,
+        )
+
+    def log(
+        self,
+        item: Any,
+        identifier: str,
+        kind: str = "metric",
+        step: int | None = None,
+        batch_idx: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """As :meth:`Logger.log`; ``context`` must be one of :data:`CONTEXTS` when given."""
+        context = kwargs.get("context")
+        if context is not None and context not in CONTEXTS:
+            raise ValueError(
+                f"log(identifier={identifier!r}): context must be one of {CONTEXTS}; got {context!r}"
+            )
+        super().log(item, identifier, kind, step=step, batch_idx=batch_idx, **kwargs)
+
+
+if __name__ == "__main__":
+    # The worker: stdout is the log file; requests come on the fds given as arguments.
+    _worker_main(int(sys.argv[1]), int(sys.argv[2]))

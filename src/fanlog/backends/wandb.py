@@ -1,0 +1,391 @@
+"""Weights & Biases: every record kept at its own step, online or offline, one run per rank.
+
+Steps. W&B drops a row whose ``step=`` is lower than the last one it saw, which
+loses validation metrics logged "in the past" and everything a run resumed from
+a checkpoint logs again. fanlog never passes ``step=``: each ``wandb.log`` row
+carries the record's step in a metric of our own, ``fanlog/step``, declared with
+``define_metric("*", step_metric="fanlog/step")`` so charts use it as x-axis.
+
+Rows. Records arrive from the journal in order; consecutive records of the same
+step (metrics, text, dicts, images, histograms) are merged into one
+``wandb.log`` call, which is what makes W&B cheap to feed.
+
+Mode. ``mode=None`` means ``WANDB_MODE`` if set, else online when credentials
+exist (``WANDB_API_KEY``, ``WANDB_IDENTITY_TOKEN_FILE`` or a ``.netrc`` entry for
+the W&B host) and offline otherwise, decided without any network probe. If the
+online start fails (a compute node without network), the run falls back to
+offline, so nothing waits on a network that is not there; ``wandb sync`` uploads it later.
+"""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+import re
+import shutil
+import tempfile
+import threading
+import uuid
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from fanlog.backend import Backend, import_tracker
+from fanlog.errors import PartialDelivery
+from fanlog.logger import BackendLogger
+from fanlog.record import Record, RunInfo, RunStatus
+
+log = logging.getLogger("fanlog")
+
+STEP_METRIC = "fanlog/step"
+"""The x-axis of every fanlog chart in W&B; W&B's own `_step` only counts rows."""
+ROW_KINDS = frozenset({"metric", "text", "dict", "figure", "image", "histogram"})
+"""Kinds that become a value in a `wandb.log` row; the others are config, artifacts or tags."""
+ARTIFACT_TYPES = {"artifact": "artifact", "model": "model", "best_model": "model", "torch": "torch"}
+MODES = ("online", "offline", "disabled", "shared")
+EXIT_CODES = {RunStatus.FINISHED: 0, RunStatus.FAILED: 1, RunStatus.KILLED: 143}
+DEFAULT_HOST = "https://api.wandb.ai"
+
+
+def has_credentials(environ: dict[str, str] | None = None) -> bool:
+    """True if W&B would find an API key: environment or .netrc. Reads files only, no network."""
+    env = os.environ if environ is None else environ
+    if env.get("WANDB_API_KEY") or env.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    host = urlsplit(env.get("WANDB_BASE_URL") or DEFAULT_HOST).netloc
+    path = env.get("NETRC") or os.path.join(os.path.expanduser("~"), ".netrc")
+    try:
+        entry = netrc.netrc(path).authenticators(host)
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return bool(entry and entry[2])
+
+
+def resolve_mode(
+    mode: str | None, offline_mode: bool = False, environ: dict[str, str] | None = None
+) -> str:
+    """The W&B mode to start in; see the module docstring for the rule."""
+    env = os.environ if environ is None else environ
+    if offline_mode:
+        return "offline"
+    if mode is None and env.get("WANDB_MODE"):
+        mode = {"dryrun": "offline", "run": "online"}.get(env["WANDB_MODE"], env["WANDB_MODE"])
+    if mode is None:
+        return "online" if has_credentials(env) else "offline"
+    if mode not in MODES:
+        raise ValueError(f"WandBLogger mode must be one of {MODES} or None; got {mode!r}")
+    return mode
+
+
+def artifact_name(key: str) -> str:
+    """A valid W&B artifact name (letters, digits, '-', '_', '.') made from an identifier."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", key).strip("-.") or "artifact"
+
+
+class WandBBackend(Backend):
+    """One W&B run per rank; ranks of one job share a group."""
+
+    name = "wandb"
+    supported_kinds = frozenset(
+        {"metric", "param", "text", "dict", "figure", "image", "histogram",
+         "artifact", "model", "best_model", "torch", "tag"}
+    )  # fmt: skip
+    max_batch = 1000
+
+    def __init__(
+        self,
+        savedir: str = "mllogs",
+        project_name: str = "fanlog",
+        entity: str | None = None,
+        group: str | None = None,
+        run_name: str | None = None,
+        run_id: str | None = None,
+        resume: bool | str | None = None,
+        mode: str | None = None,
+        offline_mode: bool = False,
+        settings: dict[str, Any] | None = None,
+        init_timeout: float = 60.0,
+        histogram_bins: int = 64,
+    ) -> None:
+        super().__init__(
+            savedir=savedir, project_name=project_name, entity=entity, group=group,
+            run_name=run_name, run_id=run_id, resume=resume, mode=mode, offline_mode=offline_mode,
+            settings=settings, init_timeout=init_timeout, histogram_bins=histogram_bins,
+        )  # fmt: skip
+        self.savedir = savedir
+        self.project_name = project_name
+        self.entity = entity
+        self.group = group
+        self.run_name = run_name
+        self.run_id = run_id
+        self.resume = resume
+        self.requested_mode = mode
+        self.offline_mode = offline_mode
+        self.settings = dict(settings or {})
+        self.init_timeout = init_timeout
+        self.histogram_bins = histogram_bins
+        self.mode: str | None = None
+        self.run: Any = None
+        self.opened = threading.Event()
+        self._wandb: Any = None
+        self._staging: str | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def prepare(self) -> None:
+        """Import wandb and decide the mode on the caller's thread (no network)."""
+        self._wandb = import_tracker("wandb", "wandb")
+        self.mode = resolve_mode(self.requested_mode, self.offline_mode)
+
+    def open(self, run: RunInfo) -> None:
+        wandb = self._wandb or import_tracker("wandb", "wandb")
+        self._wandb = wandb
+        mode = self.mode or resolve_mode(self.requested_mode, self.offline_mode)
+        directory = os.path.abspath(os.path.join(self.savedir, "wandb"))
+        os.makedirs(directory, exist_ok=True)
+        distributed = run.world_size > 1
+        name = self.run_name or run.run_name
+        run_id, resume = self._run_id(run)
+        kwargs: dict[str, Any] = dict(
+            entity=self.entity,
+            project=self.project_name,
+            dir=directory,
+            id=run_id,
+            name=f"{name}-rank{run.rank}" if distributed else name,
+            group=self.group or (run.run_name if distributed else None),
+            job_type=f"rank{run.rank}" if distributed else None,
+            resume=resume,
+            reinit="create_new",
+        )
+        try:
+            self.run = wandb.init(mode=mode, settings=self._settings(wandb, mode), **kwargs)
+        except Exception as exc:
+            if self.requested_mode is not None or self.offline_mode or mode != "online":
+                raise
+            log.warning("fanlog wandb: online start failed (%r); logging offline instead, "
+                        "upload later with `wandb sync`", exc)  # fmt: skip
+            mode = "offline"
+            self.run = wandb.init(mode=mode, settings=self._settings(wandb, mode), **kwargs)
+        self.mode = mode
+        self.run.define_metric(STEP_METRIC)
+        self.run.define_metric("*", step_metric=STEP_METRIC, step_sync=True)
+        self._staging = tempfile.mkdtemp(prefix="wandb-staging-", dir=run.run_dir)
+        self.opened.set()
+
+    def _run_id(self, run: RunInfo) -> tuple[str, bool | str | None]:
+        """The W&B run id, remembered in the fanlog run directory so a resumed run reattaches."""
+        memo = os.path.join(run.run_dir, f"wandb-{artifact_name(self.project_name)}.id")
+        if self.run_id is not None:
+            run_id = f"{self.run_id}-rank{run.rank}" if run.world_size > 1 else self.run_id
+            resume = self.resume
+        elif os.path.exists(memo):
+            with open(memo, encoding="utf-8") as handle:
+                run_id = handle.read().strip()
+            resume = self.resume if self.resume is not None else "allow"
+        else:
+            run_id = uuid.uuid4().hex[:8]
+            resume = self.resume
+        os.makedirs(run.run_dir, exist_ok=True)
+        with open(memo, "w", encoding="utf-8") as handle:
+            handle.write(run_id)
+        return run_id, resume
+
+    def _settings(self, wandb: Any, mode: str) -> Any:
+        options: dict[str, Any] = {"init_timeout": self.init_timeout}
+        options.update(self.settings)
+        return wandb.Settings(**options)
+
+    def write(self, records: Sequence[Record]) -> None:
+        done = 0
+        row: dict[str, Any] = {}
+        row_step = 0
+        row_count = 0
+        params: dict[str, Any] = {}
+        temporary: list[str] = []
+        try:
+            for record in records:
+                if record.kind in ROW_KINDS:
+                    if params:
+                        done += self._update_config(params)
+                    if row and (record.step != row_step or record.key in row):
+                        done += self._log_row(row, row_step, row_count, temporary)
+                        row, row_count = {}, 0
+                    row[record.key] = self._row_value(record, temporary)
+                    row_step = record.step
+                    row_count += 1
+                    continue
+                if row:
+                    done += self._log_row(row, row_step, row_count, temporary)
+                    row, row_count = {}, 0
+                if record.kind == "param":
+                    params[record.key] = record.value
+                    continue
+                if params:
+                    done += self._update_config(params)
+                self._other(record)
+                done += 1
+            if row:
+                done += self._log_row(row, row_step, row_count, temporary)
+            if params:
+                done += self._update_config(params)
+        except Exception as exc:
+            if done:
+                raise PartialDelivery(done, exc) from exc
+            raise
+        finally:
+            for path in temporary:
+                _remove(path)
+
+    def flush(self) -> None:
+        """Nothing to do: W&B's service writes each row as it receives it."""
+
+    def close(self, status: RunStatus) -> None:
+        if self.run is None:
+            return
+        run, self.run = self.run, None
+        run.finish(exit_code=EXIT_CODES.get(status, 1))
+        if self._staging:
+            shutil.rmtree(self._staging, ignore_errors=True)
+
+    def describe(self) -> str:
+        where = os.path.join(self.savedir, "wandb")
+        return f"wandb {self.mode or 'auto'} project {self.project_name!r} in {where}"
+
+    # ------------------------------------------------------------------ records
+    def _log_row(self, row: dict[str, Any], step: int, count: int, temporary: list[str]) -> int:
+        row[STEP_METRIC] = step
+        self.run.log(row)
+        for path in temporary:
+            _remove(path)
+        temporary.clear()
+        return count
+
+    def _update_config(self, params: dict[str, Any]) -> int:
+        count = len(params)
+        self.run.config.update(params, allow_val_change=True)
+        params.clear()
+        return count
+
+    def _row_value(self, record: Record, temporary: list[str]) -> Any:
+        wandb = self._wandb
+        kind, value = record.kind, record.value
+        if kind in ("image", "figure"):
+            path = self._stage(record, ".png", value)
+            temporary.append(path)
+            return wandb.Image(path, caption=record.options.get("caption"))
+        if kind == "histogram":
+            values = np.asarray(value, dtype=np.float64).reshape(-1)
+            values = values[np.isfinite(values)]
+            bins = min(512, int(record.options.get("bins", self.histogram_bins)))
+            return wandb.Histogram(values, num_bins=bins)
+        return value  # metric: float, text: str, dict: nested dict
+
+    def _other(self, record: Record) -> None:
+        """Artifacts, models and torch objects become wandb.Artifact; tags become run tags."""
+        if record.kind == "tag":
+            self.run.tags = (*self.run.tags, str(record.value))
+            return
+        wandb = self._wandb
+        artifact_type = record.options.get("artifact_type", ARTIFACT_TYPES[record.kind])
+        artifact = wandb.Artifact(artifact_name(record.key), type=artifact_type,
+                                  metadata={"step": record.step, "fanlog_key": record.key})
+        aliases = ["best"] if record.kind == "best_model" else None
+        if record.kind == "artifact":
+            path = record.value
+            if os.path.isdir(path):
+                artifact.add_dir(path)
+            else:
+                artifact.add_file(path, name=os.path.basename(path))
+            self.run.log_artifact(artifact, aliases=aliases)
+            return
+        path = self._stage(record, ".pt", record.value)
+        try:
+            artifact.add_file(path, name=os.path.basename(record.key) + ".pt")
+            self.run.log_artifact(artifact, aliases=aliases)
+        finally:
+            _remove(path)
+
+    def _stage(self, record: Record, suffix: str, data: bytes) -> str:
+        """Write bytes W&B wants as a file; W&B copies it, and we remove ours afterwards."""
+        staging = self._staging or tempfile.gettempdir()
+        path = os.path.join(staging, f"{record.seq}-{artifact_name(record.key)}{suffix}")
+        with open(path, "wb") as handle:
+            handle.write(data)
+        return path
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+class WandBLogger(BackendLogger):
+    """Log to Weights & Biases, online or offline, at the steps you give.
+
+    ``offline_mode=True`` is itwinai's spelling of ``mode="offline"``. ``settings``
+    goes to ``wandb.Settings``. Ranks that log share ``group`` (default: the run
+    name, which every rank of a job agrees on). ``watch(model)`` hooks W&B's
+    gradient and parameter logging into a module.
+    """
+
+    backend_class = WandBBackend
+
+    def __init__(
+        self,
+        savedir: str = "mllogs",
+        project_name: str = "fanlog",
+        entity: str | None = None,
+        group: str | None = None,
+        run_name: str | None = None,
+        run_id: str | None = None,
+        resume: bool | str | None = None,
+        mode: str | None = None,
+        log_freq: int | str = "epoch",
+        log_on_workers: int | list[int] = 0,
+        offline_mode: bool = False,
+        settings: dict[str, Any] | None = None,
+        init_timeout: float = 60.0,
+        histogram_bins: int = 64,
+        **common: Any,
+    ) -> None:
+        if mode is not None and mode not in MODES:
+            raise ValueError(f"WandBLogger mode must be one of {MODES} or None; got {mode!r}")
+        super().__init__(savedir=savedir, log_freq=log_freq, log_on_workers=log_on_workers,
+                         experiment_name=project_name, run_name=run_name, **common)  # fmt: skip
+        self.project_name = project_name
+        self.entity = entity
+        self.group = group
+        self.run_id = run_id
+        self.resume = resume
+        self.mode = mode
+        self.offline_mode = offline_mode
+        self.wandb_settings = dict(settings or {})
+        self.init_timeout = init_timeout
+        self.histogram_bins = histogram_bins
+
+    def make_backend(self) -> WandBBackend:
+        return WandBBackend(
+            savedir=self.savedir, project_name=self.project_name, entity=self.entity,
+            group=self.group, run_name=self.run_name, run_id=self.run_id, resume=self.resume,
+            mode=self.mode, offline_mode=self.offline_mode, settings=self.wandb_settings,
+            init_timeout=self.init_timeout, histogram_bins=self.histogram_bins,
+        )  # fmt: skip
+
+    def watch(self, model: Any, timeout: float | None = 120.0, **kwargs: Any) -> None:
+        """``wandb.watch`` on this logger's run: gradients/parameters of `model` (W&B's kwargs).
+
+        A live module cannot travel through the journal, so this is a method, not a
+        kind. It waits (up to `timeout` seconds) for the run to be open.
+        """
+        backend = self.backend
+        if not isinstance(backend, WandBBackend):
+            if self.is_active:
+                return  # this rank does not log (log_on_workers)
+            raise self._not_started("watch")
+        if not backend.opened.wait(timeout):
+            raise TimeoutError(f"the W&B run did not open within {timeout} s")
+        backend.run.watch(model, **kwargs)

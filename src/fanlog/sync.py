@@ -1,0 +1,486 @@
+"""`fanlog sync`: deliver to a tracker what a journal holds and the tracker has not received.
+
+This is the air-gapped workflow (log on a compute node with only the journal, copy the
+save dir to a login node, sync) and the repair path after an outage or a ``kill -9``.
+
+Exactly-once rests on the journal's per-backend delivery cursor (the ``delivery``
+table): records are sent in seq order, in batches, and the cursor is committed right
+after the tracker accepted each batch. Running sync again starts from the cursor, so
+nothing is sent twice. SIGINT/SIGTERM during a sync finish the batch in flight and
+commit the cursor before stopping. Only a ``kill -9`` that lands between the tracker's
+acceptance of a batch and the cursor commit (a few milliseconds per batch) can resend
+that one batch; the batch range is kept as an "in flight" marker so the next sync says
+so (see docs/sync.md for which trackers store such a resend idempotently).
+
+The cursor used is the run's own entry when the run already had that backend (so sync
+continues where live delivery stopped, honouring the run's log_freq mask), else
+``sync:<tracker>`` (a tracker the run never used gets every record of a kind it supports).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import inspect
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import types
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+
+from fanlog.backend import Backend, logger_class
+from fanlog.errors import FanlogError, PartialDelivery
+from fanlog.journal import Journal, connect
+from fanlog.reader import journal_paths
+from fanlog.record import Record, RunInfo, RunStatus
+
+INFLIGHT_SUFFIX = ":inflight"
+"""Delivery entry that holds the last seq of the batch being sent (0 when none is)."""
+PROGRESS_THRESHOLD = 2000
+"""Syncs with at least this many records show a progress bar."""
+
+
+class SyncError(FanlogError):
+    """A sync could not start (locked, live run, bad options) or the tracker kept failing."""
+
+
+@dataclass
+class JournalSync:
+    """What sync did (or would do) for one journal (one rank of one run)."""
+
+    path: str
+    cursor: str
+    """Name of the delivery entry used."""
+    start: int
+    """Cursor before the sync: records with a larger seq were candidates."""
+    end: int
+    """Cursor after the sync."""
+    pending: dict[str, int] = field(default_factory=dict)
+    """Records to send, by kind (kinds the tracker supports)."""
+    unsupported: dict[str, int] = field(default_factory=dict)
+    """Records the tracker cannot store, by kind (skipped)."""
+    sent: int = 0
+    resumed_inflight: tuple[int, int] | None = None
+    """(first, last) seq of a batch a previous sync was sending when it died, if any."""
+    error: str | None = None
+
+    @property
+    def total(self) -> int:
+        return sum(self.pending.values())
+
+
+@dataclass
+class SyncReport:
+    """The outcome of :func:`sync`, one :class:`JournalSync` per journal."""
+
+    to: str
+    dry_run: bool
+    journals: list[JournalSync] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def sent(self) -> int:
+        return sum(j.sent for j in self.journals)
+
+    @property
+    def pending(self) -> int:
+        return sum(j.total for j in self.journals)
+
+    @property
+    def ok(self) -> bool:
+        return not self.interrupted and all(j.error is None for j in self.journals)
+
+    def summary(self) -> str:
+        verb = "would send" if self.dry_run else "sent"
+        lines = []
+        for j in self.journals:
+            kinds = ", ".join(f"{n} {k}" for k, n in sorted(j.pending.items())) or "nothing"
+            done = j.total if self.dry_run else j.sent
+            line = f"{j.path}: {verb} {done} record(s) to {self.to} [{kinds}] (cursor {j.cursor!r}"
+            line += f" {j.start} -> {j.end})"
+            if j.unsupported:
+                skipped = ", ".join(f"{n} {k}" for k, n in sorted(j.unsupported.items()))
+                line += f"; {self.to} does not store: {skipped}"
+            if j.resumed_inflight:
+                line += (f"; a previous sync died while sending seq {j.resumed_inflight[0]}.."
+                         f"{j.resumed_inflight[1]}")
+            if j.error:
+                line += f"; FAILED: {j.error}"
+            lines.append(line)
+        if self.interrupted:
+            lines.append("interrupted: the cursor is saved, run the same command to continue")
+        return "\n".join(lines)
+
+
+def sync(
+    path: str | os.PathLike[str],
+    to: str,
+    dry_run: bool = False,
+    progress: bool = True,
+    cursor: str | None = None,
+    batch_size: int | None = None,
+    retries: int = 3,
+    force: bool = False,
+    **tracker_options: Any,
+) -> SyncReport:
+    """Deliver every record of the journal(s) under `path` that tracker `to` has not received.
+
+    Args:
+        path: a journal file, a rank or run directory, or a save dir (every run in it).
+        to: a backend name (``mlflow``, ``wandb``, ``tensorboard``, ``azureml``, ...).
+        dry_run: only count what would be sent; open no tracker, change nothing.
+        progress: show a progress bar (on stderr) for syncs of many records.
+        cursor: the delivery entry to use (default: see the module docstring).
+        batch_size: records per write (default: the backend's ``max_batch``).
+        retries: attempts per batch before giving up on a journal (the cursor is kept).
+        force: sync even if the process that writes the journal still runs.
+        **tracker_options: options of the tracker's Logger class (``tracking_uri=...``).
+    """
+    report = SyncReport(to=to, dry_run=dry_run)
+    with _graceful_stop() as stop:
+        for journal_path in journal_paths(path):
+            result = _sync_one(journal_path, to, dry_run, progress, cursor, batch_size, retries,
+                               force, tracker_options, stop)  # fmt: skip
+            report.journals.append(result)
+            if stop.requested:
+                report.interrupted = True
+                break
+    return report
+
+
+# ---------------------------------------------------------------------------- one journal
+def _sync_one(
+    journal_path: str, to: str, dry_run: bool, progress: bool, cursor: str | None,
+    batch_size: int | None, retries: int, force: bool, options: dict[str, Any], stop: _Stop,
+) -> JournalSync:
+    backend = make_backend(to, journal_path, options)
+    journal = Journal(journal_path, readonly=dry_run)
+    try:
+        meta = journal.meta()
+        slots = journal.backends()
+        name = cursor or (to if to in slots else f"sync:{to}")
+        slot = slots.get(name)
+        start = journal.delivered(name)
+        result = JournalSync(path=journal_path, cursor=name, start=start, end=start)
+        result.pending, result.unsupported = _count(journal_path, start, slot,
+                                                    backend.supported_kinds)  # fmt: skip
+        inflight = journal.delivered(name + INFLIGHT_SUFFIX)
+        if inflight > start:
+            result.resumed_inflight = (start + 1, inflight)
+        if dry_run:
+            return result
+        if not result.total:
+            if result.unsupported:  # only kinds this tracker cannot store: skip past them
+                journal.set_delivered(name, journal.last_seq)
+                result.end = journal.delivered(name)
+            return result
+        _check_not_live(meta, name, force)
+        with _lock(journal.run_dir, name):
+            result.start = start = journal.delivered(name)  # another sync may have just run
+            _deliver(journal, backend, meta, name, slot, result, batch_size, retries,
+                     progress, stop)  # fmt: skip
+        return result
+    finally:
+        journal.close()
+
+
+def make_backend(to: str, journal_path: str, options: dict[str, Any]) -> Backend:
+    """The target backend, built by its Logger class with the run's savedir and names."""
+    cls = logger_class(to)
+    run_dir = os.path.dirname(os.path.abspath(journal_path))
+    defaults: dict[str, Any] = {"savedir": os.path.dirname(os.path.dirname(os.path.dirname(run_dir)))}
+    accepted = inspect.signature(cls.__init__).parameters
+    try:
+        meta = _read_meta(journal_path)
+    except Exception:  # noqa: BLE001 - an unreadable journal fails later, with its own error
+        meta = {}
+    if "experiment_name" in accepted and meta.get("experiment_name"):
+        defaults["experiment_name"] = meta["experiment_name"]
+    if "run_name" in accepted and meta.get("run_name"):
+        defaults["run_name"] = meta["run_name"]
+    try:
+        logger = cls(**{**defaults, **options})
+    except TypeError as exc:
+        raise SyncError(f"bad option for --to {to}: {exc}") from exc
+    return logger.make_backend()
+
+
+def _read_meta(journal_path: str) -> dict[str, Any]:
+    conn = connect(journal_path, readonly=True)
+    try:
+        return {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
+    finally:
+        conn.close()
+
+
+def _count(
+    journal_path: str, after: int, slot: int | None, supported: frozenset[str]
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Records after `after` (for `slot`'s mask), by kind: (supported, unsupported)."""
+    query = "SELECT kind, COUNT(*) FROM records WHERE seq > ?"
+    params: list[Any] = [after]
+    if slot is not None:
+        query += " AND (mask & ?) != 0"
+        params.append(1 << slot)
+    conn = connect(journal_path, readonly=True)
+    try:
+        rows = conn.execute(query + " GROUP BY kind", params).fetchall()
+    finally:
+        conn.close()
+    pending = {k: int(n) for k, n in rows if k in supported}
+    unsupported = {k: int(n) for k, n in rows if k not in supported}
+    return pending, unsupported
+
+
+def _check_not_live(meta: dict[str, Any], name: str, force: bool) -> None:
+    """Refuse to race the live process's own dispatcher on the same cursor."""
+    pid = meta.get("pid")
+    if force or meta.get("status") != "running" or name not in meta.get("backends", []):
+        return
+    if meta.get("host") != os.uname().nodename or not isinstance(pid, int) or pid == os.getpid():
+        return
+    if _alive(pid):
+        raise SyncError(
+            f"process {pid} still writes this run and delivers to {name!r} itself; "
+            "sync after it ended (or pass --force)"
+        )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _lock(run_dir: str, name: str) -> Iterator[None]:
+    """One sync per (journal, cursor) at a time, across processes."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    path = os.path.join(run_dir, f".sync-{safe}.lock")
+    handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SyncError(f"another `fanlog sync` is delivering {run_dir} to {name!r}") from None
+        yield
+    finally:
+        os.close(handle)
+
+
+def _run_info(meta: dict[str, Any], run_dir: str) -> RunInfo:
+    run_id = str(meta.get("run_id") or os.path.basename(os.path.dirname(run_dir)))
+    return RunInfo(
+        run_id=run_id,
+        run_name=str(meta.get("run_name") or run_id),
+        rank=int(meta.get("rank", 0)),
+        world_size=int(meta.get("world_size", 1)),
+        run_dir=run_dir,
+        experiment_name=meta.get("experiment_name"),
+        resumed=True,  # reattach to what an earlier delivery or sync created
+    )
+
+
+def _final_status(meta: dict[str, Any]) -> RunStatus:
+    """The run's own end status; a run that never closed (kill -9) ends as KILLED."""
+    status = meta.get("status")
+    if status in {s.value for s in RunStatus}:
+        return RunStatus(status)
+    pid = meta.get("pid")
+    if meta.get("host") == os.uname().nodename and isinstance(pid, int) and _alive(pid):
+        return RunStatus.FINISHED  # still running elsewhere: leave it finished-so-far
+    return RunStatus.KILLED
+
+
+def _deliver(
+    journal: Journal, backend: Backend, meta: dict[str, Any], name: str, slot: int | None,
+    result: JournalSync, batch_size: int | None, retries: int, progress: bool, stop: _Stop,
+) -> None:
+    run = _run_info(meta, journal.run_dir)
+    prepare = getattr(backend, "prepare", None)
+    if prepare is not None:
+        prepare()
+    _retry(lambda: backend.open(run), retries, "open")
+    limit = max(1, min(batch_size or backend.max_batch, backend.max_batch))
+    supported = backend.supported_kinds
+    bar = _progress_bar(result.total, f"sync {os.path.basename(journal.run_dir)} → {backend.name}",
+                        progress)  # fmt: skip
+    status = _final_status(meta)
+    try:
+        with bar:
+            while not stop.requested:
+                cursor = journal.delivered(name)
+                page = journal.read(cursor, slot=slot, limit=limit, rank=run.rank)
+                if not page:
+                    break
+                records = [r for r in page if r.kind in supported]
+                if records:
+                    journal.set_delivered(name + INFLIGHT_SUFFIX, page[-1].seq)
+                    _write(journal, backend, name, records, retries)
+                journal.set_delivered(name, page[-1].seq)
+                result.sent += len(records)
+                result.end = page[-1].seq
+                bar.update(len(records))
+            backend.flush()
+    except Exception as exc:  # noqa: BLE001 - reported per journal; the cursor is kept
+        result.error = repr(exc)
+        result.end = journal.delivered(name)
+        with contextlib.suppress(Exception):
+            backend.close(status)
+        return
+    backend.close(status)
+
+
+def _write(journal: Journal, backend: Backend, name: str, records: list[Record], retries: int) -> None:
+    """Write `records`, retrying with backoff; a partial delivery advances the cursor first."""
+    delay = 0.5
+    for attempt in range(retries):
+        try:
+            backend.write(records)
+            return
+        except PartialDelivery as partial:
+            if partial.done:
+                journal.set_delivered(name, records[partial.done - 1].seq)
+                records = records[partial.done:]
+            if not records:
+                return
+            error: BaseException = partial.cause
+        except Exception as exc:  # noqa: BLE001 - retried, then raised
+            error = exc
+        if attempt == retries - 1:
+            raise error
+        time.sleep(delay)
+        delay = min(delay * 2, 10.0)
+
+
+def _retry(call: Any, retries: int, what: str) -> None:
+    delay = 0.5
+    for attempt in range(retries):
+        try:
+            call()
+            return
+        except Exception:
+            if attempt == retries - 1:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+class _NoBar:
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: int) -> None:
+        return None
+
+
+def _progress_bar(total: int, label: str, progress: bool) -> Any:
+    if not progress or total < PROGRESS_THRESHOLD:
+        return _NoBar()
+    return click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True)
+
+
+# ---------------------------------------------------------------------------- signals
+class _Stop:
+    """Set by SIGINT/SIGTERM: the batch in flight completes and its cursor is committed."""
+
+    requested = False
+
+
+@contextlib.contextmanager
+def _graceful_stop() -> Iterator[_Stop]:
+    stop = _Stop()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.requested = True
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+# ---------------------------------------------------------------------------- CLI
+def _parse_option(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise click.BadParameter(f"expected KEY=VALUE, got {text!r}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.replace("-", "_"), value
+
+
+@click.command("sync")
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--to", "to", required=True, help="tracker: mlflow, wandb, tensorboard, azureml, ...")
+@click.option("--dry-run", is_flag=True, help="report what would be sent; send nothing")
+@click.option("--tracking-uri", default=None, help="MLflow/AzureML tracking URI")
+@click.option("--experiment-name", default=None, help="MLflow experiment (default: the run's)")
+@click.option("--project-name", default=None, help="W&B project")
+@click.option("--mode", default=None, help="W&B mode (online, offline)")
+@click.option("--logdir", default=None, help="TensorBoard log directory")
+@click.option("--savedir", default=None, help="where file-based trackers write (default: the run's)")
+@click.option("-o", "--option", "extra", multiple=True, help="any tracker option, KEY=VALUE (JSON)")
+@click.option("--cursor", default=None, help="delivery entry to use (default: the run's own or sync:<to>)")
+@click.option("--batch-size", type=int, default=None, help="records per request")
+@click.option("--force", is_flag=True, help="sync even though the writing process still runs")
+@click.option("--no-progress", is_flag=True, help="no progress bar")
+def sync_command(
+    path: str, to: str, dry_run: bool, tracking_uri: str | None, experiment_name: str | None,
+    project_name: str | None, mode: str | None, logdir: str | None, savedir: str | None,
+    extra: tuple[str, ...], cursor: str | None, batch_size: int | None, force: bool,
+    no_progress: bool,
+) -> None:
+    """Deliver what the journal(s) under PATH hold and tracker --to has not received yet.
+
+    PATH is a journal, a run or rank directory, or a save dir. Running it again sends
+    nothing twice; an interrupted sync continues where it stopped.
+    """
+    options: dict[str, Any] = {
+        k: v for k, v in {
+            "tracking_uri": tracking_uri, "experiment_name": experiment_name,
+            "project_name": project_name, "mode": mode, "logdir": logdir, "savedir": savedir,
+        }.items() if v is not None
+    }  # fmt: skip
+    options.update(_parse_option(text) for text in extra)
+    try:
+        report = sync(path, to=to, dry_run=dry_run, progress=not no_progress, cursor=cursor,
+                      batch_size=batch_size, force=force, **options)  # fmt: skip
+    except (SyncError, ValueError, FileNotFoundError, ImportError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(report.summary())
+    if report.interrupted:
+        sys.exit(130)
+    if not report.ok:
+        sys.exit(1)
+
+
+class _CallableModule(types.ModuleType):
+    """`fanlog.sync(path, to=...)` works even after `import fanlog.sync` put the module there."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> SyncReport:
+        return sync(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,358 @@
+"""W&B backend, offline only: what fanlog logs, read back from W&B's own transaction log.
+
+No mocks and no network: every run is a real offline W&B run (the wandb-core
+service writes ``run-<id>.wandb``), read back as W&B's protobuf ``Record``
+messages (``wandb.proto.wandb_internal_pb2``). wandb 0.31 ships no Python reader
+for the file framing (the old ``wandb.sdk.internal.datastore`` is gone), so
+:func:`read_wandb_file` walks it here: a 7-byte ``:W&B`` header, then 32 KiB
+blocks of records (crc32 over type+data, uint16 length, uint8 type), each
+checked against its CRC, as in the leveldb log format W&B uses.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from wandb.proto import wandb_internal_pb2
+
+from fanlog.backends.wandb import (
+    STEP_METRIC,
+    WandBBackend,
+    WandBLogger,
+    has_credentials,
+    resolve_mode,
+)
+from fanlog.errors import PartialDelivery
+from fanlog.record import Record, RunInfo, RunStatus
+
+HEADER = b":W&B"
+BLOCK = 32 * 1024
+QUIET = {"x_disable_stats": True, "x_disable_meta": True, "x_disable_machine_info": True,
+         "console": "off", "disable_git": True, "disable_code": True}  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def offline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No credentials, every W&B directory under tmp, no error reporting: nothing leaves the box."""
+    for name in ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_MODE", "WANDB_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("NETRC", str(home / ".netrc"))
+    for name in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR",
+                 "WANDB_ARTIFACT_DIR"):  # fmt: skip
+        monkeypatch.setenv(name, str(tmp_path / "wandb-home" / name.lower()))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_ERROR_REPORTING", "false")
+    monkeypatch.setenv("WANDB_DISABLE_GIT", "true")
+
+
+# ---------------------------------------------------------------- W&B transaction log reader
+def read_wandb_file(path: str) -> list[Any]:
+    """Every protobuf Record in a .wandb file, in order; raises on a bad header or CRC."""
+    data = Path(path).read_bytes()
+    if data[:4] != HEADER:
+        raise ValueError(f"{path} is not a W&B transaction log")
+    records: list[Any] = []
+    pos, pending = 7, b""
+    while pos + 7 <= len(data):
+        left = BLOCK - pos % BLOCK
+        if left < 7:  # block trailer
+            pos += left
+            continue
+        checksum, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if kind == 0 and length == 0:  # zero padding to the end of the block
+            pos += left
+            continue
+        chunk = data[pos + 7 : pos + 7 + length]
+        if zlib.crc32(bytes([kind]) + chunk) & 0xFFFFFFFF != checksum:
+            raise ValueError(f"{path}: bad checksum at byte {pos}")
+        pos += 7 + length
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):  # FULL or LAST: one complete record
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    return records
+
+
+class OfflineRun:
+    """What one offline run stored, decoded from its .wandb file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.files_dir = os.path.join(os.path.dirname(path), "files")
+        self.records = read_wandb_file(path)
+
+    def of(self, kind: str) -> list[Any]:
+        return [getattr(r, kind) for r in self.records if r.WhichOneof("record_type") == kind]
+
+    @property
+    def run(self) -> Any:
+        return self.of("run")[0]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """History rows as {key: value}; nested keys joined with '/' like W&B's UI."""
+        return [
+            {"/".join(item.nested_key) or item.key: json.loads(item.value_json)
+             for item in history.item}
+            for history in self.of("history")
+        ]  # fmt: skip
+
+    def series(self, key: str) -> list[tuple[int, Any]]:
+        """(fanlog step, value) of every row that holds `key`."""
+        return [(row[STEP_METRIC], row[key]) for row in self.rows() if key in row]
+
+    def config(self) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for config in [self.run.config, *self.of("config")]:
+            for item in config.update:
+                key = "/".join(item.nested_key) or item.key
+                if key != "_wandb":
+                    found[key] = json.loads(item.value_json)
+        return found
+
+    def exit_code(self) -> int:
+        return self.of("exit")[0].exit_code
+
+
+def offline_runs(savedir: Path) -> list[OfflineRun]:
+    paths = sorted(glob.glob(str(savedir / "wandb" / "wandb" / "offline-run-*" / "run-*.wandb")))
+    return [OfflineRun(p) for p in paths]
+
+
+def info(tmp_path: Path, rank: int = 0, world_size: int = 1, name: str = "job") -> RunInfo:
+    return RunInfo(run_id="job-1", run_name=name, rank=rank, world_size=world_size,
+                   run_dir=str(tmp_path / "runs" / f"rank-{rank}"))  # fmt: skip
+
+
+def rec(seq: int, kind: str, key: str, value: Any, step: int = 0, **options: Any) -> Record:
+    return Record(seq=seq, kind=kind, key=key, value=value, step=step, time=1.7e9 + seq,
+                  options=options)  # fmt: skip
+
+
+class Net(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x)
+
+
+# ---------------------------------------------------------------- mode, without any network
+def test_mode_is_offline_without_credentials_and_online_with_them(tmp_path: Path) -> None:
+    netrc_path = tmp_path / "netrc"
+    env = {"NETRC": str(netrc_path)}
+    assert not has_credentials(env)
+    assert resolve_mode(None, environ=env) == "offline"
+    netrc_path.write_text("machine api.wandb.ai\n  login user\n  password k" + "0" * 39 + "\n")
+    netrc_path.chmod(0o600)
+    assert has_credentials(env)
+    assert resolve_mode(None, environ=env) == "online"
+    assert resolve_mode(None, offline_mode=True, environ=env) == "offline"  # itwinai's flag
+    assert resolve_mode(None, environ={**env, "WANDB_MODE": "dryrun"}) == "offline"
+    assert resolve_mode("disabled", environ=env) == "disabled"
+    other_host = {**env, "WANDB_BASE_URL": "https://wandb.example.org"}
+    assert resolve_mode(None, environ=other_host) == "offline"  # the key is for another host
+    assert resolve_mode(None, environ={"WANDB_API_KEY": "x" * 40, "NETRC": "/nonexistent"}) == "online"
+    with pytest.raises(ValueError, match="mode must be one of"):
+        resolve_mode("sometimes")
+    with pytest.raises(ValueError, match="mode must be one of"):
+        WandBLogger(mode="sometimes")
+
+
+# ---------------------------------------------------------------- backend, batches in and out
+def test_backend_merges_rows_and_keeps_every_step(tmp_path: Path) -> None:
+    backend = WandBBackend(savedir=str(tmp_path), project_name="proj", settings=QUIET)
+    backend.prepare()
+    assert backend.mode == "offline"  # no credentials here: offline, decided without a probe
+    backend.open(info(tmp_path))
+    records = [rec(1, "param", "lr", 0.01), rec(2, "param", "model/depth", 4)]
+    seq = 10
+    for step in range(20):  # three metrics per step → one row per step
+        for key in ("loss", "acc", "grad_norm"):
+            records.append(rec(seq, "metric", key, step + {"loss": 0.1, "acc": 0.2}.get(key, 0.3),
+                               step=step))  # fmt: skip
+            seq += 1
+    # validation "in the past" and a restart from a checkpoint at step 15
+    records += [rec(200, "metric", "val/loss", 1.5, step=5), rec(201, "metric", "val/loss", 1.2, step=10)]
+    records += [rec(300 + s, "metric", "loss", 100.0 + s, step=s) for s in range(15, 20)]
+    records.append(rec(400, "metric", "loss", 7.0, step=19))  # same key, same step: a new row
+    backend.write(records)
+    backend.close(RunStatus.FINISHED)
+
+    (run,) = offline_runs(tmp_path)
+    assert run.run.project == "proj"
+    loss = run.series("loss")
+    expected = [(s, pytest.approx(s + 0.1)) for s in range(20)]
+    expected += [(s, 100.0 + s) for s in range(15, 20)] + [(19, 7.0)]
+    assert loss == expected
+    assert run.series("val/loss") == [(5, 1.5), (10, 1.2)]
+    assert [s for s, _ in run.series("acc")] == list(range(20))
+    assert len(run.rows()) == 20 + 2 + 5 + 1  # merged: not 60 + 8 rows
+    assert run.config() == {"lr": 0.01, "model/depth": 4}
+    metrics = run.of("metric")
+    assert any(m.glob_name == "*" and m.step_metric == STEP_METRIC for m in metrics)
+    assert run.exit_code() == 0
+
+
+def test_backend_media_artifacts_and_models(tmp_path: Path) -> None:
+    from fanlog.kinds.core import encode_png
+
+    artifact_file = tmp_path / "report.csv"
+    artifact_file.write_text("a,b\n1,2\n")
+    model = torch.nn.Linear(3, 2)
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    backend = WandBBackend(savedir=str(tmp_path), settings=QUIET)
+    backend.prepare()
+    backend.open(info(tmp_path))
+    backend.write([
+        rec(1, "image", "samples", encode_png(np.zeros((3, 8, 12), np.float32)), step=2),
+        rec(2, "figure", "curve", encode_png(np.full((5, 7, 3), 200, np.uint8)), step=2),
+        rec(3, "histogram", "weights", np.arange(100.0), step=2, bins=10),
+        rec(4, "text", "note", "hello", step=2),
+        rec(5, "dict", "summary", {"best": {"epoch": 3, "acc": 0.9}}, step=2),
+        rec(6, "artifact", "reports/report.csv", str(artifact_file), step=2),
+        rec(7, "model", "net", buffer.getvalue(), step=3),
+        rec(8, "tag", "tag", "baseline"),
+    ])  # fmt: skip
+    backend.close(RunStatus.FAILED)
+
+    (run,) = offline_runs(tmp_path)
+    (row,) = run.rows()
+    assert row[STEP_METRIC] == 2
+    assert (row["samples/_type"], row["samples/width"], row["samples/height"]) == ("image-file", 12, 8)
+    assert (row["curve/width"], row["curve/height"]) == (7, 5)
+    assert os.path.isfile(os.path.join(run.files_dir, row["samples/path"]))
+    assert row["weights/_type"] == "histogram" and len(row["weights/values"]) == 10
+    assert sum(row["weights/values"]) == 100
+    assert row["note"] == "hello"
+    assert row["summary/best/acc"] == 0.9
+    artifacts = {a.name: a for a in run.of("artifact")}
+    assert artifacts["reports-report.csv"].type == "artifact"
+    assert [c.path for c in artifacts["reports-report.csv"].manifest.contents] == ["report.csv"]
+    assert artifacts["net"].type == "model"
+    assert [c.path for c in artifacts["net"].manifest.contents] == ["net.pt"]
+    assert json.loads(artifacts["net"].metadata)["step"] == 3
+    assert run.exit_code() == 1
+    assert backend._staging is not None and not os.path.exists(backend._staging)  # cleaned up
+
+
+def test_backend_reports_partial_delivery(tmp_path: Path) -> None:
+    """A record that fails mid-batch: the rows before it are stored and counted, not resent."""
+    backend = WandBBackend(savedir=str(tmp_path), settings=QUIET)
+    backend.prepare()
+    backend.open(info(tmp_path))
+    batch = [rec(1, "metric", "loss", 1.0, step=0), rec(2, "metric", "loss", 2.0, step=1),
+             rec(3, "artifact", "gone", str(tmp_path / "deleted.bin"), step=1),
+             rec(4, "metric", "loss", 3.0, step=2)]  # fmt: skip
+    with pytest.raises(PartialDelivery) as caught:
+        backend.write(batch)
+    assert caught.value.done == 2
+    backend.write(batch[3:])  # what the dispatcher retries
+    backend.close(RunStatus.FINISHED)
+    (run,) = offline_runs(tmp_path)
+    assert run.series("loss") == [(0, 1.0), (1, 2.0), (2, 3.0)]
+
+
+def test_ranks_share_a_group(tmp_path: Path) -> None:
+    for rank in (0, 1):
+        backend = WandBBackend(savedir=str(tmp_path), settings=QUIET)
+        backend.prepare()
+        backend.open(info(tmp_path, rank=rank, world_size=2, name="job-42"))
+        backend.write([rec(1, "metric", "loss", float(rank))])
+        backend.close(RunStatus.FINISHED)
+    runs = offline_runs(tmp_path)
+    assert sorted((r.run.group, r.run.display_name, r.run.job_type) for r in runs) == [
+        ("job-42", "job-42-rank0", "rank0"), ("job-42", "job-42-rank1", "rank1")
+    ]
+    assert len({r.run.run_id for r in runs}) == 2
+
+
+# ---------------------------------------------------------------- through the Logger
+def test_logger_end_to_end(tmp_path: Path) -> None:
+    """The user's API: journal → dispatcher → W&B offline run, steps and config intact."""
+    logger = WandBLogger(savedir=str(tmp_path), project_name="e2e", log_freq="batch",
+                         settings=QUIET, run_name="trial")  # fmt: skip
+    with logger.start_logging():
+        logger.save_hyperparameters({"lr": 3e-4, "optim": {"name": "adam", "betas": [0.9, 0.99]}})
+        for step in range(200):
+            logger.log_metrics({"train/loss": 1.0 / (step + 1), "train/lr": 3e-4}, step=step)
+        for epoch_step in (50, 100, 150):  # validation after the fact
+            logger.log(0.5, "val/loss", step=epoch_step)
+        logger.log(torch.ones(2, 3, 4, 4), "inputs", kind="image")
+        logger.log(torch.randn(1000), "acts", kind="histogram")
+        logger.log("free text", "notes", kind="text")
+        logger.log(torch.nn.Linear(2, 2), "final", kind="model")
+        assert logger.flush(timeout=120)
+        assert logger.backend.mode == "offline"
+    assert logger.delivery_errors() == {}
+    (run,) = offline_runs(tmp_path)
+    assert run.run.display_name == "trial"
+    assert [s for s, _ in run.series("train/loss")] == list(range(200))
+    assert run.series("train/loss")[9] == (9, pytest.approx(0.1))
+    assert run.series("val/loss") == [(50, 0.5), (100, 0.5), (150, 0.5)]
+    assert len([r for r in run.rows() if "train/loss" in r]) == 200  # loss+lr merged per step
+    config = run.config()
+    assert config["lr"] == pytest.approx(3e-4)
+    assert config["optim/name"] == "adam"
+    media = [r for r in run.rows() if "inputs/_type" in r]
+    assert media and (media[0]["inputs/width"], media[0]["inputs/height"]) == (8, 8)  # 2×1 grid
+    assert any(r.get("acts/_type") == "histogram" for r in run.rows())
+    assert [a.type for a in run.of("artifact")] == ["model"]
+    assert run.exit_code() == 0
+
+
+def test_resumed_run_reattaches_and_keeps_restarted_steps(tmp_path: Path) -> None:
+    """A job restarted from a checkpoint logs steps again; W&B must not drop them."""
+    first = WandBLogger(savedir=str(tmp_path), log_freq="batch", settings=QUIET, job_id="job-7")
+    with first.start_logging():
+        for step in range(10):
+            first.log(float(step), "loss", step=step)
+    second = WandBLogger(savedir=str(tmp_path), log_freq="batch", settings=QUIET, job_id="job-7")
+    with second.start_logging():
+        assert second.run_info is not None and second.run_info.resumed
+        for step in range(6, 12):  # restarted from the checkpoint of step 6
+            second.log(100.0 + step, "loss", step=step)
+    runs = offline_runs(tmp_path)
+    assert len(runs) == 2
+    assert runs[0].run.run_id == runs[1].run.run_id  # the same W&B run, resumed
+    loss = [pair for run in runs for pair in run.series("loss")]
+    assert loss == [(s, float(s)) for s in range(10)] + [(s, 100.0 + s) for s in range(6, 12)]
+
+
+def test_watch_logs_gradients(tmp_path: Path) -> None:
+    logger = WandBLogger(savedir=str(tmp_path), log_freq="batch", settings=QUIET)
+    with logger.start_logging():
+        model = Net()
+        logger.watch(model, log="all", log_freq=1)
+        for step in range(3):
+            model(torch.randn(4, 3)).sum().backward()
+            logger.log(float(step), "loss", step=step)
+            logger.flush(timeout=60)
+    (run,) = offline_runs(tmp_path)
+    keys = {key for row in run.rows() for key in row}
+    assert any(key.startswith("gradients/fc.weight") for key in keys), sorted(keys)
+    assert any(key.startswith("parameters/fc.weight") for key in keys), sorted(keys)
+    assert [s for s, _ in run.series("loss")] == [0, 1, 2]
+
+
+def test_watch_before_start_is_a_clear_error() -> None:
+    from fanlog.errors import LoggerNotStartedError
+
+    with pytest.raises(LoggerNotStartedError):
+        WandBLogger().watch(Net())
