@@ -277,7 +277,7 @@ def test_ranks_share_a_group(tmp_path: Path) -> None:
         backend.write([rec(1, "metric", "loss", float(rank))])
         backend.close(RunStatus.FINISHED)
     runs = offline_runs(tmp_path)
-    assert sorted((r.run.group, r.run.display_name, r.run.job_type) for r in runs) == [
+    assert sorted((r.run.run_group, r.run.display_name, r.run.job_type) for r in runs) == [
         ("job-42", "job-42-rank0", "rank0"), ("job-42", "job-42-rank1", "rank1")
     ]
     assert len({r.run.run_id for r in runs}) == 2
@@ -294,7 +294,7 @@ def test_logger_end_to_end(tmp_path: Path) -> None:
             logger.log_metrics({"train/loss": 1.0 / (step + 1), "train/lr": 3e-4}, step=step)
         for epoch_step in (50, 100, 150):  # validation after the fact
             logger.log(0.5, "val/loss", step=epoch_step)
-        logger.log(torch.ones(2, 3, 4, 4), "inputs", kind="image")
+        logger.log(torch.ones(2, 3, 5, 6), "inputs", kind="image")
         logger.log(torch.randn(1000), "acts", kind="histogram")
         logger.log("free text", "notes", kind="text")
         logger.log(torch.nn.Linear(2, 2), "final", kind="model")
@@ -311,7 +311,7 @@ def test_logger_end_to_end(tmp_path: Path) -> None:
     assert config["lr"] == pytest.approx(3e-4)
     assert config["optim/name"] == "adam"
     media = [r for r in run.rows() if "inputs/_type" in r]
-    assert media and (media[0]["inputs/width"], media[0]["inputs/height"]) == (8, 8)  # 2×1 grid
+    assert media and (media[0]["inputs/width"], media[0]["inputs/height"]) == (12, 5)  # 1×2 grid
     assert any(r.get("acts/_type") == "histogram" for r in run.rows())
     assert [a.type for a in run.of("artifact")] == ["model"]
     assert run.exit_code() == 0

@@ -133,10 +133,7 @@ def end_epoch(logger: Any) -> None:
     epoch = int(getattr(pipeline, "epoch", 0))
     for identifier in sorted(accumulators):
         acc = accumulators[identifier]
-        if acc.reduce is None:
-            value = acc.local()
-        else:
-            value = _reduce_epoch(pipeline, identifier, acc)
+        value = acc.local() if acc.reduce is None else _reduce_epoch(pipeline, identifier, acc)
         del accumulators[identifier]
         step = acc.step if acc.step is not None else epoch
         logger.log(value, identifier, acc.kind, step=step, batch_idx=None, **acc.options)
@@ -151,10 +148,13 @@ def pending(logger: Any) -> list[str]:
 # ---------------------------------------------------------------------- cross-rank
 def reduce_across_ranks(pipeline: Any, identifier: str, op: str, value: Any) -> float:
     """`value` reduced with `op` over every rank (the local value without torch.distributed)."""
-    rows = _exchange(pipeline, identifier, op, [_host(value), 1.0])
+    local = _host(value)
+    # Same payload shape as an epoch exchange ([value, count, total]): a rank that pairs one
+    # kind of call with the other is then reported as a mismatch, not a size error.
+    rows = _exchange(pipeline, identifier, op, [local, 1.0, local])
     if rows is None:
-        return _host(value)
-    return _combine(op, [r[0] for r in rows], [r[1] for r in rows], pooled=False)
+        return local
+    return _combine(op, [r[0] for r in rows])
 
 
 def _reduce_epoch(pipeline: Any, identifier: str, acc: Accumulator) -> float:
@@ -164,13 +164,13 @@ def _reduce_epoch(pipeline: Any, identifier: str, acc: Accumulator) -> float:
     rows = _exchange(pipeline, identifier, acc.reduce, [local, float(acc.count), total])
     if rows is None:
         return local
-    pooled = acc.reduce_fx == acc.reduce
-    if pooled and acc.reduce == "mean":
+    if acc.reduce_fx == acc.reduce == "mean":  # pooled: weighted by each rank's batch count
         return sum(r[2] for r in rows) / sum(r[1] for r in rows)
-    return _combine(acc.reduce, [r[0] for r in rows], [r[1] for r in rows], pooled)
+    return _combine(acc.reduce, [r[0] for r in rows])
 
 
-def _combine(op: str, values: list[float], counts: list[float], pooled: bool) -> float:
+def _combine(op: str, values: list[float]) -> float:
+    """`op` over the ranks' values (for max/max, min/min, sum/sum this equals pooling)."""
     if op == "sum":
         return float(sum(values))
     if op == "max":

@@ -200,7 +200,7 @@ def _json_out(value: Any) -> None:
 
 # --------------------------------------------------------------------------- commands
 savedir_option = click.option(
-    "--savedir", default="mllogs", show_default=True, envvar="FANLOG_SAVEDIR",
+    "--savedir", default="mllogs", show_default=True, envvar="FANLOG_SAVEDIR", show_envvar=True,
     help="Where to look up RUN when it is a run id rather than a path.",
 )
 rank_option = click.option("--rank", type=int, default=None, help="Only this rank (default: every rank).")
@@ -252,7 +252,8 @@ def show_command(run: str, savedir: str, rank: int | None, as_json: bool) -> Non
         _json_out({"run": summaries, "params": data.params, "metrics": stats})
         return
     first = summaries[0] if summaries else {}
-    click.echo(f"run        {first.get('run_id')}  ({first.get('run_name')})")
+    name = first.get("run_name")
+    click.echo(f"run        {first.get('run_id')}" + (f"  ({name})" if name != first.get("run_id") else ""))
     if first.get("experiment_name"):
         click.echo(f"experiment {first['experiment_name']}")
     for s in summaries:
@@ -290,7 +291,8 @@ def show_command(run: str, savedir: str, rank: int | None, as_json: bool) -> Non
 @savedir_option
 @rank_option
 @click.option("--title", default=None, help="Figure title (default: the run name).")
-@click.option("--dpi", default=100, show_default=True, type=click.IntRange(20, 600))
+@click.option("--dpi", default=100, show_default=True, type=click.IntRange(20, 600),
+              help="Resolution of the PNG (a panel is 4.2 x 3 inches).")
 def plot_command(
     run: str, keys: tuple[str, ...], output: str, savedir: str, rank: int | None, title: str | None, dpi: int
 ) -> None:

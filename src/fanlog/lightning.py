@@ -45,6 +45,11 @@ def run_status(status: str) -> RunStatus:
     return _STATUS.get(str(status).lower(), RunStatus.FINISHED)
 
 
+def accepts(logger: FanlogBaseLogger, kind: str) -> bool:
+    """Whether some backend of `logger` takes `kind` (asked per member: the journal takes all)."""
+    return any(kind in member.supported_kinds for member in logger.members())
+
+
 def _plain_params(params: Mapping[str, Any] | Namespace) -> dict[str, Any]:
     """Hyperparameters as a plain mapping: Namespaces opened, callables named."""
     if isinstance(params, Namespace):
@@ -171,9 +176,19 @@ class FanlogLogger(_LightningLogger):
             return
         example = input_array if input_array is not None else getattr(model, "example_input_array", None)
         logger = self.experiment
-        if example is None or "torch" not in logger.supported_kinds:
+        if example is None or not accepts(logger, "torch"):
             return
-        logger.log((model, example), "graph", kind="torch")
+        # The copy is traced later, detached from the trainer, where `module.trainer` raises;
+        # Lightning's flag for tracing makes it return None. It is set only while `log`
+        # serialises the module (on this thread), so the live module is unchanged.
+        marked = isinstance(model, _pl.LightningModule) and "_jit_is_scripting" not in vars(model)
+        if marked:
+            model._jit_is_scripting = True
+        try:
+            logger.log((model, example), "graph", kind="torch")
+        finally:
+            if marked:
+                del model._jit_is_scripting
 
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
         """Remember the callback; with ``log_model="all"`` log what it just saved."""
@@ -205,7 +220,7 @@ class FanlogLogger(_LightningLogger):
     def _log_checkpoints(self, callback: Any) -> None:
         """Log checkpoint files not logged yet (or changed since), best first."""
         logger = self.experiment
-        if "artifact" not in logger.supported_kinds:
+        if not accepts(logger, "artifact"):
             return
         best_k: dict[str, Any] = dict(getattr(callback, "best_k_models", {}) or {})
         paths = list(best_k)

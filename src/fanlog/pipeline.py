@@ -6,6 +6,11 @@ reads what is new for it from the journal, hands it over in batches, records how
 far delivery got, and retries with backoff when the tracker fails. A slow or dead
 backend therefore never slows the caller nor the other backends: its backlog
 waits on disk.
+
+Fault path: when the journal cannot be written (disk full, read-only save dir), the
+writer warns once and keeps numbering records into a bounded in-memory *spill* that
+the dispatchers deliver from, so trackers keep receiving. It retries the journal
+every ``retry_initial`` seconds and moves the spill into it once it is writable again.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from dataclasses import dataclass, field
 
 from fanlog.backend import Backend
 from fanlog.errors import PartialDelivery
-from fanlog.journal import Journal, Pending
+from fanlog.journal import Journal, Pending, Row
 from fanlog.record import RunInfo, RunStatus
 
 log = logging.getLogger("fanlog")
@@ -40,6 +45,9 @@ class PipelineSettings:
     """Longest destroy waits for backends to catch up; the rest stays in the journal for sync."""
     retry_initial: float = 0.5
     retry_max: float = 30.0
+    spill_max: int = 100_000
+    """Records kept in memory for the trackers while the journal cannot be written;
+    beyond it the oldest are dropped from memory (and counted in ``spill_dropped``)."""
     down_after: float = 5.0
     """A backend failing for this long is considered down: flush() stops waiting for it."""
 
@@ -95,6 +103,14 @@ class Pipeline:
         self.submitted = 0
         self.written = 0
         self.encode_errors = 0
+        self.accepted = self.committed
+        """Highest seq handed to the dispatchers: in the journal, or in the spill."""
+        self.spill: collections.deque[Row] = collections.deque()
+        self.spill_dropped = 0
+        self.journal_error: BaseException | None = None
+        """Why the journal cannot be written right now (None when it can)."""
+        self._spill_lock = threading.Lock()  # background threads only; never the caller
+        self._next_retry = 0.0
         self._closing = False
         self._close_deadline = float("inf")
         self._wake_writer = threading.Event()
@@ -151,14 +167,15 @@ class Pipeline:
             if not self._wait(lambda: self.written >= target_count or not self._writer.is_alive(),
                               deadline):
                 return False
-            target = self.committed
+            target = self.accepted
             down_after = self.settings.down_after
-            return all(
+            delivered = all(
                 self._wait(lambda e=e: e.delivered >= target or e.closed or e.down(down_after),
                            deadline)
                 and e.delivered >= target
                 for e in self._delivering
             )
+            return delivered and not self.spill  # not durable while records exist only in memory
 
     def _wait(self, predicate: Callable[[], bool], deadline: float | None) -> bool:
         """Condition wait that re-checks time-based predicates at least every 0.1 s."""
@@ -186,15 +203,24 @@ class Pipeline:
             if not getattr(entry.backend, "needs_delivery", True):
                 entry.closed = True
                 _safe(entry.backend.close, status)
-        self.journal.set_meta({"status": status.value, "ended": time.time()})
-        self.journal.close()
-        return complete and all(e.closed for e in self.slots)
+        if self.spill:
+            self._recover(force=True)
+        if self.spill:
+            self._warn(
+                f"fanlog: the journal {self.journal.path} could not be written; "
+                f"{len(self.spill)} record(s) reached the trackers but are not in the journal"
+            )
+        _safe(self.journal.set_meta, {"status": status.value, "ended": time.time()})
+        _safe(self.journal.close)
+        return complete and not self.spill and all(e.closed for e in self.slots)
 
     # ------------------------------------------------------------ writer thread
     def _write_loop(self) -> None:
         pending = self.pending
         settings = self.settings
         while True:
+            if self.spill:
+                self._recover()
             if not pending:
                 if self._closing:
                     return
@@ -204,19 +230,75 @@ class Pipeline:
             batch = []
             while pending and len(batch) < 5000:
                 batch.append(pending.popleft())
-            try:
-                committed = self.journal.append(batch, on_error=self._encode_failed)
-            except Exception as exc:  # noqa: BLE001 - disk full, read-only save dir, ...
-                self._report("journal", exc)
-                pending.extendleft(reversed(batch))  # keep them; retry after a pause
-                time.sleep(settings.retry_initial)
-                if self._closing:
-                    return
-                continue
-            with self._progress:
-                self.committed = committed
-                self.written += len(batch)
-                self._progress.notify_all()
+            rows = self.journal.encode(batch, self.accepted + 1, on_error=self._encode_failed)
+            if not self.spill:
+                try:
+                    self.journal.insert(rows)
+                except Exception as exc:  # noqa: BLE001 - disk full, read-only save dir, ...
+                    self._journal_failed(exc)
+                else:
+                    with self._spill_lock:
+                        if rows:
+                            self.committed = self.accepted = rows[-1][0]
+                    self._written(len(batch))
+                    continue
+            self._spill_rows(rows)
+            self._written(len(batch))
+
+    def _written(self, count: int) -> None:
+        with self._progress:
+            self.written += count
+            self._progress.notify_all()
+
+    # ------------------------------------------------------------ journal fault path
+    def _journal_failed(self, exc: BaseException) -> None:
+        """First failure of an outage: warn once, then keep going from memory."""
+        self.journal_error = exc
+        self._next_retry = time.monotonic() + self.settings.retry_initial
+        self._report("journal", exc)
+        self._warn(
+            f"fanlog: cannot write the journal {self.journal.path} ({exc}); records are kept in "
+            f"memory (up to spill_max={self.settings.spill_max}) and still delivered to the "
+            "trackers, and moved into the journal when it is writable again"
+        )
+
+    def _spill_rows(self, rows: list[Row]) -> None:
+        if not rows:
+            return
+        with self._spill_lock:
+            self.spill.extend(rows)
+            self.accepted = rows[-1][0]
+            overflow = len(self.spill) - self.settings.spill_max
+            for _ in range(max(0, overflow)):
+                self.spill.popleft()
+            if overflow > 0:
+                self.spill_dropped += overflow
+
+    def _recover(self, force: bool = False) -> None:
+        """Move the spill into the journal if it can be written again (at most every retry)."""
+        now = time.monotonic()
+        if not force and now < self._next_retry:
+            return
+        self._next_retry = now + self.settings.retry_initial
+        rows = list(self.spill)  # only this thread changes the spill
+        try:
+            self.journal.insert(rows)
+        except Exception as exc:  # noqa: BLE001 - still full / read-only: keep spilling
+            self.journal_error = exc
+            return
+        with self._spill_lock:
+            for _ in range(len(rows)):
+                self.spill.popleft()
+            self.committed = self.journal.last_seq
+        self.journal_error = None
+        log.warning("fanlog: the journal %s is writable again; %d record(s) moved into it",
+                    self.journal.path, len(rows))  # fmt: skip
+        with self._progress:
+            self._progress.notify_all()
+
+    @staticmethod
+    def _warn(message: str) -> None:
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
 
     def _encode_failed(self, exc: BaseException, key: str) -> None:
         self.encode_errors += 1
@@ -238,7 +320,7 @@ class Pipeline:
                         delay = min(delay * 2, settings.retry_max)
                         continue
                     entry.opened = True
-                target = self.committed
+                target = self.accepted
                 if entry.delivered < target:
                     if self._deliver(entry, reader, target):
                         delay = settings.retry_initial
@@ -248,7 +330,7 @@ class Pipeline:
                     self._pause(delay, stopping)
                     delay = min(delay * 2, settings.retry_max)
                     continue
-                if stopping and not self._writer.is_alive() and entry.delivered >= self.committed:
+                if stopping and not self._writer.is_alive() and entry.delivered >= self.accepted:
                     self._attempt(entry, entry.backend.flush)
                     if self._attempt(entry, lambda: entry.backend.close(self._close_status)):
                         entry.closed = True
@@ -275,10 +357,22 @@ class Pipeline:
 
     def _deliver(self, entry: BackendSlot, reader: Journal, target: int) -> bool:
         """Deliver one batch (or skip ahead if nothing is for this backend). False on failure."""
-        batch = reader.read(
-            entry.delivered, upto=target, slot=entry.slot, limit=entry.backend.max_batch,
-            rank=self.run.rank,
-        )
+        limit = entry.backend.max_batch
+        with self._spill_lock:  # a consistent view: journal up to `committed`, then the spill
+            committed, target = self.committed, self.accepted
+            spilled = list(self.spill) if target > committed else []
+        batch = []
+        if entry.delivered < committed:
+            batch = reader.read(
+                entry.delivered, upto=committed, slot=entry.slot, limit=limit, rank=self.run.rank
+            )
+        if len(batch) < limit and spilled:
+            after = max(entry.delivered, committed)
+            for row in spilled:
+                if row[0] > after and row[7] & entry.bit:
+                    batch.append(reader.row_record(row, self.run.rank))
+                    if len(batch) >= limit:
+                        break
         if not batch:
             self._advance(entry, reader, target)
             return True
@@ -298,7 +392,10 @@ class Pipeline:
         return True
 
     def _advance(self, entry: BackendSlot, reader: Journal, seq: int) -> None:
-        reader.set_delivered(entry.name, seq)
+        try:
+            reader.set_delivered(entry.name, seq)
+        except Exception:  # noqa: BLE001 - journal not writable: the cursor lives in memory
+            pass
         with self._progress:
             entry.delivered = seq
             self._progress.notify_all()

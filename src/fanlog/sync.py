@@ -328,6 +328,7 @@ def _deliver(
                 if records:
                     journal.set_delivered(name + INFLIGHT_SUFFIX, page[-1].seq)
                     _write(journal, backend, name, records, retries)
+                    backend.flush()  # stored in the tracker before the cursor says so
                 journal.set_delivered(name, page[-1].seq)
                 result.sent += len(records)
                 result.end = page[-1].seq

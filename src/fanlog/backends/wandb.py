@@ -48,6 +48,8 @@ ARTIFACT_TYPES = {"artifact": "artifact", "model": "model", "best_model": "model
 MODES = ("online", "offline", "disabled", "shared")
 EXIT_CODES = {RunStatus.FINISHED: 0, RunStatus.FAILED: 1, RunStatus.KILLED: 143}
 DEFAULT_HOST = "https://api.wandb.ai"
+_INIT_LOCK = threading.Lock()
+"""Two W&B loggers opening at once must not both claim to be the global run."""
 
 
 def has_credentials(environ: dict[str, str] | None = None) -> bool:
@@ -157,22 +159,32 @@ class WandBBackend(Backend):
             group=self.group or (run.run_name if distributed else None),
             job_type=f"rank{run.rank}" if distributed else None,
             resume=resume,
-            reinit="create_new",
         )
         try:
-            self.run = wandb.init(mode=mode, settings=self._settings(wandb, mode), **kwargs)
+            self.run = self._init(wandb, mode, kwargs)
         except Exception as exc:
             if self.requested_mode is not None or self.offline_mode or mode != "online":
                 raise
             log.warning("fanlog wandb: online start failed (%r); logging offline instead, "
                         "upload later with `wandb sync`", exc)  # fmt: skip
             mode = "offline"
-            self.run = wandb.init(mode=mode, settings=self._settings(wandb, mode), **kwargs)
+            self.run = self._init(wandb, mode, kwargs)
         self.mode = mode
         self.run.define_metric(STEP_METRIC)
         self.run.define_metric("*", step_metric=STEP_METRIC, step_sync=True)
         self._staging = tempfile.mkdtemp(prefix="wandb-staging-", dir=run.run_dir)
         self.opened.set()
+
+    def _init(self, wandb: Any, mode: str, kwargs: dict[str, Any]) -> Any:
+        """Start the run; it becomes W&B's global run unless the user already has one.
+
+        Being the global run is what makes ``wandb.watch`` hooks (which log to
+        ``wandb.run``) land in our run; a run the user started is left alone.
+        """
+        with _INIT_LOCK:
+            reinit = "create_new" if wandb.run is not None else None
+            return wandb.init(mode=mode, settings=self._settings(wandb, mode), reinit=reinit,
+                              **kwargs)  # fmt: skip
 
     def _run_id(self, run: RunInfo) -> tuple[str, bool | str | None]:
         """The W&B run id, remembered in the fanlog run directory so a resumed run reattaches."""
@@ -388,4 +400,8 @@ class WandBLogger(BackendLogger):
             raise self._not_started("watch")
         if not backend.opened.wait(timeout):
             raise TimeoutError(f"the W&B run did not open within {timeout} s")
+        wandb = backend._wandb
+        if wandb.run is not backend.run:
+            log.warning("fanlog wandb: another W&B run is active in this process; wandb.watch "
+                        "hooks log to wandb.run, so gradients may land there")  # fmt: skip
         backend.run.watch(model, **kwargs)

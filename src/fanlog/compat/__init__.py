@@ -1,0 +1,1 @@
+"""Drop-in names for code written against other logging wrappers (see :mod:`fanlog.compat.itwinai`)."""

@@ -1,0 +1,307 @@
+"""``itwinai.loggers`` names on fanlog: switch by changing one import line.
+
+    from itwinai.loggers import MLFlowLogger      # before
+    from fanlog.compat.itwinai import MLFlowLogger  # after
+
+Every class keeps itwinai's constructor arguments and defaults, the meaning of
+``log(item, identifier, kind, step, batch_idx, **kwargs)``, ``log_freq`` and
+``log_on_workers``, and itwinai's ``supported_kinds``. Like itwinai, a kind a logger
+does not support is ignored silently (fanlog's own loggers warn instead); pass
+``unsupported="warn"`` to get fanlog's behaviour. Any fanlog option (``strict``,
+``job_id``, ``flush_interval``, ...) may be added as a keyword.
+
+Where itwinai's kinds go beyond what fanlog's backend for that tracker stores (the
+console's ``torch`` and ``artifact``, yProv4ML's ``torch`` and ``carbon``), the records
+are kept in fanlog's journal, readable with :func:`fanlog.read_run` and deliverable
+later with ``fanlog sync``.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fanlog.backend import Backend
+from fanlog.backends.console import ConsoleLogger as _ConsoleLogger
+from fanlog.backends.mlflow import MLflowLogger as _MLflowLogger
+from fanlog.backends.mlflow import get_mlflow_logger
+from fanlog.backends.prov import Prov4MLLogger as _Prov4MLLogger
+from fanlog.backends.tensorboard import TensorBoardLogger as _TensorBoardLogger
+from fanlog.backends.wandb import WandBLogger as _WandBLogger
+from fanlog.errors import PartialDelivery, bad_item
+from fanlog.kinds import Kind, get_kind, register_kind
+from fanlog.kinds.core import normalize_metric
+from fanlog.logger import EmptyLogger as _EmptyLogger
+from fanlog.logger import LogFreq, Logger, Workers
+from fanlog.logger import LoggersCollection as _LoggersCollection
+from fanlog.record import Record
+
+__all__ = [
+    "BASE_EXP_NAME", "ConsoleLogger", "EmptyLogger", "Logger", "LoggersCollection", "MLFlowLogger",
+    "Prov4MLLogger", "TensorBoardLogger", "WandBLogger", "get_mlflow_logger",
+]  # fmt: skip
+
+BASE_EXP_NAME = "default_experiment"
+"""itwinai's default experiment (MLflow) and project (W&B) name."""
+
+ITWINAI_KINDS: dict[str, tuple[str, ...]] = {
+    "ConsoleLogger": ("torch", "artifact", "metric"),
+    "MLFlowLogger": (
+        "metric", "figure", "image", "artifact", "torch", "dict", "param", "text", "model", "dataset",
+    ),
+    "WandBLogger": ("watch", "metric", "figure", "image", "torch", "dict", "param", "text"),
+    "TensorBoardLogger": ("metric", "image", "text", "figure", "torch"),
+    "Prov4MLLogger": (
+        "metric", "flops_pb", "flops_pe", "system", "carbon", "execution_time", "model",
+        "best_model", "torch",
+    ),
+}  # fmt: skip
+"""``supported_kinds`` of each itwinai logger, as itwinai declares them."""
+
+TENSORBOARD_FRAMEWORKS = ("pytorch", "tensorflow")
+
+
+def normalize_carbon(item: Any, identifier: str) -> dict[str, float]:
+    """Carbon footprint figures: a mapping of numbers, or one number (kg CO2-eq).
+
+    fanlog does not measure emissions itself; None records that nothing was measured.
+    """
+    if item is None:
+        return {}
+    if isinstance(item, Mapping):
+        return {str(k): float(normalize_metric(v, f"{identifier}/{k}")) for k, v in item.items()}
+    if isinstance(item, numbers.Real) and not isinstance(item, bool):
+        return {"emissions_kg": float(item)}
+    raise bad_item("carbon", identifier, "None, a number (kg CO2-eq) or a mapping of numbers", item)
+
+
+try:
+    get_kind("carbon")
+except ValueError:
+    register_kind(Kind("carbon", normalize_carbon, "json", doc="carbon footprint figures"))
+
+
+class _KindsAdapter:
+    """Gives a fanlog backend itwinai's kinds: the extra kinds are kept in the journal only.
+
+    The record is still journaled (the gate takes it), but the tracker's backend only
+    receives the kinds it knows, so no tracker is asked to store what it cannot.
+    """
+
+    backend_kinds: frozenset[str] = frozenset()
+
+    def write(self, records: Sequence[Record]) -> None:
+        own = [r for r in records if r.kind in self.backend_kinds]
+        for record in records:
+            if record.kind not in self.backend_kinds:
+                self.kept_in_journal(record)
+        if not own:
+            return
+        try:
+            super().write(own)  # type: ignore[misc]
+        except PartialDelivery as partial:
+            # `done` counts the filtered batch; the dispatcher counts the whole batch.
+            done = len(records) if partial.done >= len(own) else records.index(own[partial.done])
+            raise PartialDelivery(done, partial.cause) from partial.cause
+
+    def kept_in_journal(self, record: Record) -> None:
+        """Called for a record only the journal keeps (default: nothing to do)."""
+
+
+def _with_itwinai_kinds(backend: Backend, itwinai_name: str) -> Backend:
+    """The same backend object, as a subclass that declares itwinai's kinds and filters writes."""
+    base = type(backend)
+    adapted = _ADAPTED.get((base, itwinai_name))
+    if adapted is None:
+        adapted = type(
+            f"Itwinai{base.__name__}",
+            (_KindsAdapter, base),
+            {
+                "supported_kinds": frozenset(ITWINAI_KINDS[itwinai_name]),
+                "backend_kinds": base.supported_kinds,
+                "__module__": __name__,
+            },
+        )
+        _ADAPTED[(base, itwinai_name)] = adapted
+    backend.__class__ = adapted
+    return backend
+
+
+_ADAPTED: dict[tuple[type, str], type] = {}
+
+
+class _ItwinaiNames:
+    """Shared behaviour: itwinai's supported_kinds, and unsupported kinds ignored silently."""
+
+    itwinai_name: str = ""
+
+    @property
+    def supported_kinds(self) -> frozenset[str]:
+        return frozenset(ITWINAI_KINDS[self.itwinai_name])
+
+    def make_backend(self) -> Backend:
+        return _with_itwinai_kinds(super().make_backend(), self.itwinai_name)  # type: ignore[misc]
+
+
+def _quiet(options: dict[str, Any]) -> dict[str, Any]:
+    options.setdefault("unsupported", "ignore")
+    return options
+
+
+class ConsoleLogger(_ItwinaiNames, _ConsoleLogger):
+    """itwinai's ``ConsoleLogger``: metrics on stdout; ``torch`` and ``artifact`` kept in the journal."""
+
+    itwinai_name = "ConsoleLogger"
+
+    def __init__(
+        self,
+        savedir: str = "mllogs",
+        log_freq: LogFreq = "epoch",
+        log_on_workers: Workers = 0,
+        **fanlog_options: Any,
+    ) -> None:
+        super().__init__(savedir=savedir, log_freq=log_freq, log_on_workers=log_on_workers,
+                         **_quiet(fanlog_options))  # fmt: skip
+
+    def make_backend(self) -> Backend:
+        backend = super().make_backend()
+        stream = self.stream
+
+        def kept_in_journal(record: Record) -> None:
+            print(f"ConsoleLogger: {record.key} ({record.kind}) saved in the journal {self.journal_path}",
+                  file=stream, flush=True)  # fmt: skip
+
+        backend.kept_in_journal = kept_in_journal  # type: ignore[method-assign]
+        return backend
+
+
+class MLFlowLogger(_ItwinaiNames, _MLflowLogger):
+    """itwinai's ``MLFlowLogger``: tracking URI from the argument, else ``MLFLOW_TRACKING_URI``,
+    else an SQLite store under `savedir` (itwinai used MLflow's file store there)."""
+
+    itwinai_name = "MLFlowLogger"
+
+    def __init__(
+        self,
+        savedir: str = "mllogs",
+        experiment_name: str = BASE_EXP_NAME,
+        tracking_uri: str | None = None,
+        run_description: str | None = None,
+        run_name: str | None = None,
+        log_freq: LogFreq = "epoch",
+        log_on_workers: Workers = 0,
+        **fanlog_options: Any,
+    ) -> None:
+        super().__init__(
+            savedir=savedir, experiment_name=experiment_name, tracking_uri=tracking_uri,
+            run_description=run_description, run_name=run_name, log_freq=log_freq,
+            log_on_workers=log_on_workers, **_quiet(fanlog_options),
+        )  # fmt: skip
+
+
+class WandBLogger(_ItwinaiNames, _WandBLogger):
+    """itwinai's ``WandBLogger``; ``kind="watch"`` hooks ``wandb.watch`` into the model.
+
+    Unlike itwinai, the step you give is kept (itwinai let W&B count its own steps).
+    """
+
+    itwinai_name = "WandBLogger"
+
+    def __init__(
+        self,
+        savedir: str = "mllogs",
+        project_name: str = BASE_EXP_NAME,
+        log_freq: LogFreq = "epoch",
+        log_on_workers: Workers = 0,
+        offline_mode: bool = False,
+        **fanlog_options: Any,
+    ) -> None:
+        super().__init__(
+            savedir=savedir, project_name=project_name, log_freq=log_freq,
+            log_on_workers=log_on_workers, offline_mode=offline_mode, **_quiet(fanlog_options),
+        )  # fmt: skip
+
+    def log(
+        self,
+        item: Any,
+        identifier: str,
+        kind: str = "metric",
+        step: int | None = None,
+        batch_idx: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """As itwinai: ``kind="watch"`` calls ``wandb.watch(item)``; other kinds are logged."""
+        if kind == "watch":
+            if self._pipeline is None:
+                raise self._not_started("log")
+            if self.should_log(batch_idx) and self.backend is not None:
+                self.watch(item, **kwargs)
+            return
+        super().log(item, identifier, kind, step=step, batch_idx=batch_idx, **kwargs)
+
+
+class TensorBoardLogger(_ItwinaiNames, _TensorBoardLogger):
+    """itwinai's ``TensorBoardLogger``. fanlog writes TensorBoard event files itself, so
+    ``framework`` ("pytorch" or "tensorflow") is checked but needs neither library."""
+
+    itwinai_name = "TensorBoardLogger"
+
+    def __init__(
+        self,
+        savedir: str = "mllogs",
+        log_freq: LogFreq = "epoch",
+        framework: str = "pytorch",
+        log_on_workers: Workers = 0,
+        **fanlog_options: Any,
+    ) -> None:
+        if str(framework).lower() not in TENSORBOARD_FRAMEWORKS:
+            raise ValueError(f"framework must be one of {TENSORBOARD_FRAMEWORKS}; got {framework!r}")
+        super().__init__(savedir=savedir, log_freq=log_freq, log_on_workers=log_on_workers,
+                         **_quiet(fanlog_options))  # fmt: skip
+        self.framework = str(framework).lower()
+
+
+class Prov4MLLogger(_ItwinaiNames, _Prov4MLLogger):
+    """itwinai's ``Prov4MLLogger`` (yProv4ML provenance documents)."""
+
+    itwinai_name = "Prov4MLLogger"
+
+    def __init__(
+        self,
+        prov_user_namespace: str = "www.example.org",
+        experiment_name: str = "experiment_name",
+        provenance_save_dir: str = "mllogs/prov_logs",
+        save_after_n_logs: int = 100,
+        create_graph: bool = True,
+        create_svg: bool = True,
+        log_on_workers: Workers = 0,
+        **fanlog_options: Any,
+    ) -> None:
+        super().__init__(
+            prov_user_namespace=prov_user_namespace, experiment_name=experiment_name,
+            provenance_save_dir=provenance_save_dir, save_after_n_logs=save_after_n_logs,
+            create_graph=create_graph, create_svg=create_svg, log_on_workers=log_on_workers,
+            **_quiet(fanlog_options),
+        )  # fmt: skip
+
+
+class LoggersCollection(_LoggersCollection):
+    """itwinai's ``LoggersCollection``: one call, every logger; unsupported kinds ignored."""
+
+    def __init__(self, loggers: list[Logger], **fanlog_options: Any) -> None:
+        super().__init__(loggers, **_quiet(fanlog_options))
+
+
+class EmptyLogger(_EmptyLogger):
+    """itwinai's ``EmptyLogger``: accepts every call and logs nothing."""
+
+    def __init__(
+        self,
+        savedir: str = "mllogs",
+        log_freq: LogFreq = "epoch",
+        log_on_workers: Workers = 0,
+        **fanlog_options: Any,
+    ) -> None:
+        super().__init__(savedir=savedir, log_freq=log_freq, log_on_workers=log_on_workers,
+                         **fanlog_options)  # fmt: skip

@@ -1,0 +1,53 @@
+"""Shared fixtures. Real servers only: a session-wide `mlflow server` on 127.0.0.1.
+
+`tests/support/mlflow_server.py` holds the helpers; other tests may start more
+servers with :func:`support.mlflow_server.start_mlflow_server`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+# Set before any test imports MLflow: no telemetry to the internet, and MLflow's own HTTP
+# retries off (fanlog's dispatcher retries), so outage tests do not hang for minutes.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+
+from support.mlflow_server import MlflowServer, free_port, start_mlflow_server  # noqa: E402
+
+__all__ = ["free_port", "start_mlflow_server"]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """One real `mlflow server` (SQLite store, proxied artifacts) for the whole session."""
+    pytest.importorskip("mlflow")
+    server = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., MlflowServer]]:
+    """Start extra servers (own store, own port) for one test; all are stopped after it."""
+    pytest.importorskip("mlflow")
+    started: list[MlflowServer] = []
+
+    def start(name: str = "server", port: int | None = None) -> MlflowServer:
+        server = start_mlflow_server(tmp_path / name, port=port)
+        started.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
