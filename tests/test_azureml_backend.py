@@ -29,13 +29,6 @@ import pytest
 pytest.importorskip("azureml.mlflow")
 mlflow = pytest.importorskip("mlflow")
 from azure.core.credentials import AccessToken  # noqa: E402
-from support.azure_proxy import (  # noqa: E402
-    WorkspaceProxy,
-    make_self_signed_cert,
-    refuse_non_loopback,
-    workspace_path,
-)
-from support.mlflow_server import QUIET_ENV, MlflowServer, start_mlflow_server  # noqa: E402
 
 from fanlog.backends.azureml import (  # noqa: E402
     AzureMLBackend,
@@ -48,6 +41,13 @@ from fanlog.backends.azureml import (  # noqa: E402
     tracking_uri_for,
     workspace_from_uri,
 )
+from support.azure_proxy import (  # noqa: E402
+    WorkspaceProxy,
+    make_self_signed_cert,
+    refuse_non_loopback,
+    workspace_path,
+)
+from support.mlflow_server import QUIET_ENV, MlflowServer, start_mlflow_server  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
 SUB, RG, WS = "00000000-1111-2222-3333-444444444444", "rg-test", "ws-test"

@@ -20,7 +20,6 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 from tensorboard.backend.event_processing import event_accumulator as ea
-from test_wandb_backend import QUIET, offline_env, offline_runs  # noqa: F401  (W&B reader, env)
 
 import fanlog
 from fanlog.backend import Backend
@@ -38,6 +37,7 @@ from fanlog.compat.itwinai import (
 )
 from fanlog.errors import PartialDelivery
 from fanlog.record import Record, RunInfo
+from test_wandb_backend import QUIET, offline_env, offline_runs  # noqa: F401  (W&B reader, env)
 
 # itwinai's documented example (docs "Tracking ML workflows", itwinai.loggers), with only the
 # import line changed. Its "..." lines are kept: they are valid Python (an Ellipsis statement).

@@ -2,11 +2,11 @@
 
 No mocks and no network: every run is a real offline W&B run (the wandb-core
 service writes ``run-<id>.wandb``), read back as W&B's protobuf ``Record``
-messages (``wandb.proto.wandb_internal_pb2``). wandb 0.31 ships no Python reader
-for the file framing (the old ``wandb.sdk.internal.datastore`` is gone), so
-:func:`read_wandb_file` walks it here: a 7-byte ``:W&B`` header, then 32 KiB
-blocks of records (crc32 over type+data, uint16 length, uint8 type), each
-checked against its CRC, as in the leveldb log format W&B uses.
+messages (``wandb.proto.wandb_internal_pb2``) by
+:func:`fanlog.backends.wandb.read_transaction_log`. wandb 0.31 ships no Python
+reader for the file framing (the old ``wandb.sdk.internal.datastore`` is gone);
+that function walks it, checking each chunk's CRC, and is tested here against a
+file with records larger than one 32 KiB block.
 """
 
 from __future__ import annotations
@@ -15,30 +15,27 @@ import glob
 import io
 import json
 import os
-import struct
-import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from wandb.proto import wandb_internal_pb2
 
 from fanlog.backends.wandb import (
     STEP_METRIC,
     WandBBackend,
     WandBLogger,
     has_credentials,
+    read_transaction_log,
     resolve_mode,
 )
 from fanlog.errors import PartialDelivery
 from fanlog.record import Record, RunInfo, RunStatus
 
-HEADER = b":W&B"
-BLOCK = 32 * 1024
 QUIET = {"x_disable_stats": True, "x_disable_meta": True, "x_disable_machine_info": True,
-         "console": "off", "disable_git": True, "disable_code": True}  # fmt: skip
+         "console": "off", "disable_git": True, "disable_code": True,
+         "x_save_requirements": False}  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -58,43 +55,13 @@ def offline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_DISABLE_GIT", "true")
 
 
-# ---------------------------------------------------------------- W&B transaction log reader
-def read_wandb_file(path: str) -> list[Any]:
-    """Every protobuf Record in a .wandb file, in order; raises on a bad header or CRC."""
-    data = Path(path).read_bytes()
-    if data[:4] != HEADER:
-        raise ValueError(f"{path} is not a W&B transaction log")
-    records: list[Any] = []
-    pos, pending = 7, b""
-    while pos + 7 <= len(data):
-        left = BLOCK - pos % BLOCK
-        if left < 7:  # block trailer
-            pos += left
-            continue
-        checksum, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        if kind == 0 and length == 0:  # zero padding to the end of the block
-            pos += left
-            continue
-        chunk = data[pos + 7 : pos + 7 + length]
-        if zlib.crc32(bytes([kind]) + chunk) & 0xFFFFFFFF != checksum:
-            raise ValueError(f"{path}: bad checksum at byte {pos}")
-        pos += 7 + length
-        pending = chunk if kind in (1, 2) else pending + chunk
-        if kind in (1, 4):  # FULL or LAST: one complete record
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            records.append(record)
-            pending = b""
-    return records
-
-
 class OfflineRun:
     """What one offline run stored, decoded from its .wandb file."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.files_dir = os.path.join(os.path.dirname(path), "files")
-        self.records = read_wandb_file(path)
+        self.records = read_transaction_log(path)
 
     def of(self, kind: str) -> list[Any]:
         return [getattr(r, kind) for r in self.records if r.WhichOneof("record_type") == kind]
@@ -356,3 +323,29 @@ def test_watch_before_start_is_a_clear_error() -> None:
 
     with pytest.raises(LoggerNotStartedError):
         WandBLogger().watch(Net())
+
+
+def test_reader_handles_records_across_blocks_and_rejects_corruption(tmp_path: Path) -> None:
+    """A 100 KB text spans several 32 KiB blocks; a flipped byte must be caught by the CRC."""
+    text = "".join(chr(65 + i % 26) for i in range(100_000))
+    backend = WandBBackend(savedir=str(tmp_path), settings=QUIET)
+    backend.prepare()
+    backend.open(info(tmp_path))
+    backend.write([rec(1, "text", "long", text, step=4)])
+    backend.close(RunStatus.FINISHED)
+    (run,) = offline_runs(tmp_path)
+    assert run.series("long") == [(4, text)]
+    damaged = tmp_path / "damaged.wandb"
+    data = bytearray(Path(run.path).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="bad checksum"):
+        read_transaction_log(str(damaged))
+    with pytest.raises(ValueError, match="not a W&B transaction log"):
+        read_transaction_log(str(artifact_free_file(tmp_path)))
+
+
+def artifact_free_file(tmp_path: Path) -> Path:
+    path = tmp_path / "plain.txt"
+    path.write_text("not wandb")
+    return path

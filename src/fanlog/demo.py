@@ -22,11 +22,10 @@ def optional_trackers(savedir: str, log_freq: int | str) -> tuple[list[Logger], 
     loggers: list[Logger] = []
     hints: list[str] = []
     if importlib.util.find_spec("mlflow") is not None and "MLFLOW_TRACKING_URI" not in os.environ:
-        from fanlog.backends.mlflow import MLflowLogger
+        from fanlog.backends.mlflow import MLflowLogger, default_tracking_uri
 
-        mlflow_logger = MLflowLogger(savedir=savedir, experiment_name="fanlog-demo", log_freq=log_freq)
-        loggers.append(mlflow_logger)
-        hints.append(f"mlflow ui --backend-store-uri {mlflow_logger.describe_store()}")
+        loggers.append(MLflowLogger(savedir=savedir, experiment_name="fanlog-demo", log_freq=log_freq))
+        hints.append(f"mlflow ui --backend-store-uri {default_tracking_uri(savedir)}")
     if importlib.util.find_spec("tensorboard") is not None:
         from fanlog.backends.tensorboard import TensorBoardLogger
 

@@ -206,6 +206,11 @@ class AzureMLBackend(MLflowBackend):
         from azureml.mlflow._internal.utils import ServiceContext
 
         assert self.workspace is not None
+        if _AzureMLServiceContextLoader.has_service_context(tracking_uri):
+            # MLflow caches one store per URI, holding this very context object: swap the
+            # credential in place so that a store made earlier uses ours too.
+            _AzureMLServiceContextLoader.get_service_context(tracking_uri)._auth = self.credential
+            return
         host = tracking_uri.split("://", 1)[1].split("/", 1)[0]
         context = ServiceContext(
             host_url=f"https://{host}",

@@ -89,6 +89,7 @@ class _KindsAdapter:
     receives the kinds it knows, so no tracker is asked to store what it cannot.
     """
 
+    __slots__ = ()  # so a backend object can take the adapted class (same layout)
     backend_kinds: frozenset[str] = frozenset()
 
     def write(self, records: Sequence[Record]) -> None:
@@ -121,6 +122,7 @@ def _with_itwinai_kinds(backend: Backend, itwinai_name: str) -> Backend:
                 "supported_kinds": frozenset(ITWINAI_KINDS[itwinai_name]),
                 "backend_kinds": base.supported_kinds,
                 "__module__": __name__,
+                "__slots__": (),
             },
         )
         _ADAPTED[(base, itwinai_name)] = adapted
