@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from core_backends import RecordingBackend, RecordingLogger
 
+from core_backends import RecordingBackend, RecordingLogger
 from fanlog import JournalLogger, LoggersCollection
 from fanlog.reader import read_run
 
@@ -172,7 +172,9 @@ def test_show_json_ignores_nan_in_min_max(savedir: Path) -> None:
 
 
 def test_show_by_run_id_prefix_and_rank(savedir: Path) -> None:
-    shown = json.loads(fanlog_cli("show", "cli-ddp", "--savedir", str(savedir), "--rank", "1", "--json").stdout)
+    shown = json.loads(
+        fanlog_cli("show", "cli-ddp", "--savedir", str(savedir), "--rank", "1", "--json").stdout
+    )
     assert [(m["key"], m["rank"], m["last"]) for m in shown["metrics"]] == [("loss", 1, 13.0)]
     both = fanlog_cli("show", DDP_RUN_ID, "--savedir", str(savedir)).stdout
     assert "RANK" in both  # several ranks: one row per (metric, rank)
@@ -278,3 +280,21 @@ def test_export_parquet(savedir: Path, tmp_path: Path) -> None:
 def test_export_parquet_to_stdout_is_refused(savedir: Path) -> None:
     done = fanlog_cli("export", RUN_ID, "--savedir", str(savedir), "--format", "parquet", check=False)
     assert done.returncode == 2 and "-o FILE" in done.stderr
+
+
+def test_ls_shows_a_tracker_fed_later_by_sync(tmp_path: Path) -> None:
+    """An offline run (journal only), then `fanlog sync --to tensorboard`: ls shows the new cursor."""
+    pytest.importorskip("fanlog.sync")
+    pytest.importorskip("tensorboard")
+    root = tmp_path / "mllogs"
+    with JournalLogger(savedir=root, log_freq="batch", job_id="offline-run").start_logging(rank=0) as lg:
+        for step in range(7):
+            lg.log(float(step), "loss")
+    before = fanlog_cli("ls", str(root)).stdout
+    assert "sync:tensorboard" not in before
+    fanlog_cli("sync", str(root / "runs" / "offline-run"), "--to", "tensorboard",
+               "--logdir", str(tmp_path / "tb"), cwd=tmp_path)
+    after = json.loads(fanlog_cli("ls", str(root), "--json").stdout)
+    (synced,) = [t for t in after[0]["trackers"] if t["name"] == "sync:tensorboard"]
+    assert (synced["delivered"], synced["total"]) == (7, 7)
+    assert "sync:tensorboard 7/7" in fanlog_cli("ls", str(root)).stdout

@@ -93,7 +93,7 @@ def run_script(code: str, cwd: Path, timeout: float = 120) -> subprocess.Complet
 
 
 # ---------------------------------------------------------------- every kind, read back
-def test_every_kind_round_trips(store: Store, tmp_path: Path) -> None:
+def test_every_kind_round_trips(store: Store, tmp_path: Path, monkeypatch: Any) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -179,12 +179,10 @@ def test_every_kind_round_trips(store: Store, tmp_path: Path) -> None:
     assert {t.key: t.value for t in dataset_input.tags}["mlflow.data.context"] == "training"
 
     (model_output,) = run.outputs.model_outputs
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(store.tracking_uri or default_tracking_uri(store.savedir))
-    try:
-        loaded = mlflow.pytorch.load_model(f"models:/{model_output.model_id}")
-    finally:
-        mlflow.set_tracking_uri(previous)
+    model = client.get_logged_model(model_output.model_id)
+    assert model.experiment_id == run.info.experiment_id and model.source_run_id == run_id
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.tracking_uri or default_tracking_uri(store.savedir))
+    loaded = mlflow.pytorch.load_model(f"models:/{model_output.model_id}")
     sample = torch.randn(4, 3)
     assert torch.allclose(loaded(sample), net(sample))
 
@@ -412,24 +410,20 @@ def test_resume_from_a_second_process_with_run_id(store: Store, tmp_path: Path) 
     assert sorted((m.step, m.value) for m in history) == [(s, float(s)) for s in range(10)]
 
 
-def test_active_run_is_reused_not_duplicated(tmp_path: Path) -> None:
+def test_active_run_is_reused_not_duplicated(tmp_path: Path, monkeypatch: Any) -> None:
     uri = default_tracking_uri(tmp_path / "store")
     (tmp_path / "store").mkdir()
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
-        experiment = mlflow.set_experiment("outer")
-        with mlflow.start_run() as active:
-            logger = MLflowLogger(savedir=tmp_path / "logs", log_freq="batch")
-            with logger.start_logging():
-                logger.log(2.0, "loss")
-                assert logger.flush(timeout=60)
-            assert logger.mlflow_run_id == active.info.run_id
-            client = MlflowClient(uri)
-            assert client.get_run(active.info.run_id).info.status == "RUNNING"  # not ours to end
-        runs = client.search_runs([experiment.experiment_id])
-    finally:
-        mlflow.set_tracking_uri(previous)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # the user's global MLflow settings
+    experiment_id = MlflowClient(uri).create_experiment("outer")
+    with mlflow.start_run(experiment_id=experiment_id) as active:
+        logger = MLflowLogger(savedir=tmp_path / "logs", log_freq="batch")
+        with logger.start_logging():
+            logger.log(2.0, "loss")
+            assert logger.flush(timeout=60)
+        assert logger.mlflow_run_id == active.info.run_id
+        client = MlflowClient(uri)
+        assert client.get_run(active.info.run_id).info.status == "RUNNING"  # not ours to end
+    runs = client.search_runs([experiment_id])
     assert [r.info.run_id for r in runs] == [active.info.run_id]
     assert [m.value for m in client.get_metric_history(active.info.run_id, "loss")] == [2.0]
 

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -248,3 +249,39 @@ def test_importing_the_backend_imports_no_tracker_nor_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+KILLED_CHILD = """
+import os, signal, sys
+from fanlog.backends.prov import Prov4MLLogger
+
+logger = Prov4MLLogger(experiment_name="exp", provenance_save_dir=sys.argv[1], savedir=sys.argv[2],
+                       create_svg=False, job_id="killed")
+logger.create_logger_context(rank=0)
+logger.log(0.5, "loss", step=0)
+logger.log(0.25, "loss", step=1)
+assert logger.flush(timeout=240)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_kill_9_of_the_training_process_still_writes_the_document(tmp_path: Path) -> None:
+    """The worker sees its pipe close and writes what it received, marked 'killed'."""
+    script = tmp_path / "train.py"
+    script.write_text(KILLED_CHILD)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "prov"), str(tmp_path / "journal")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == -9, done.stderr[-2000:]
+    document = tmp_path / "prov" / "exp_killed" / "prov_exp_GR0_killed.json"
+    found: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "run_status" not in found:
+        time.sleep(0.2)
+        try:
+            found = entities(read_document(document))
+        except (OSError, ValueError):  # not there yet, or being written
+            continue
+    assert found["run_status"]["prov:value"] == "killed"
+    assert metric_rows(found["loss//exp_GR0_killed"]["dcterms:identifier"]) == [(0, 0.5), (1, 0.25)]

@@ -135,17 +135,17 @@ def test_sync_killed_mid_way_then_rerun_delivers_each_record_once(
     tmp_path: Path, mlflow_server: Any
 ) -> None:
     """A `fanlog sync` subprocess is SIGKILLed after some batches; the rerun completes it."""
-    steps = 1500
+    steps = 400
     path = make_run(tmp_path / "sd", "killed-sync", metrics=steps, extras=False)
     total = 2 * steps
     command = [sys.executable, "-m", "fanlog.cli", "sync", path, "--to", "mlflow",
-               "--tracking-uri", mlflow_server.url, "--batch-size", "25", "--no-progress"]  # fmt: skip
+               "--tracking-uri", mlflow_server.url, "--batch-size", "10", "--no-progress"]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     seen = 0
     while time.monotonic() < deadline and process.poll() is None:
         seen = cursor_of(path, "sync:mlflow")
-        if seen >= 100:
+        if seen >= 30:
             break
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)

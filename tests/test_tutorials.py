@@ -158,6 +158,7 @@ def test_plain_loop_tutorial_reads_back(tmp_path: Path) -> None:
         (mlrun,) = client.search_runs([experiment.experiment_id])
         assert mlrun.info.status == "FINISHED"
         history = client.get_metric_history(mlrun.info.run_id, "val/accuracy")
-        assert [(m.step, m.value) for m in history] == pytest.approx(run.metric("val/accuracy"))
+        assert [m.step for m in history] == [s for s, _ in run.metric("val/accuracy")]
+        assert [m.value for m in history] == pytest.approx([v for _, v in run.metric("val/accuracy")])
         assert client.get_metric_history(mlrun.info.run_id, "train/loss") == []  # log_freq="epoch"
         assert mlrun.data.params["optimizer/lr"] == "0.1"

@@ -15,6 +15,7 @@ import glob
 import io
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -55,13 +56,29 @@ def offline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_DISABLE_GIT", "true")
 
 
+def read_complete(path: str, timeout: float) -> list[Any]:
+    """The records of a finished run. ``run.finish()`` can return before the wandb-core
+    service has written the file out, so wait (bounded) for the run's exit record."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            records = read_transaction_log(path)
+        except ValueError:  # a chunk still being written
+            records = []
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            return records
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} has no exit record after {timeout} s")
+        time.sleep(0.05)
+
+
 class OfflineRun:
     """What one offline run stored, decoded from its .wandb file."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, timeout: float = 60.0) -> None:
         self.path = path
         self.files_dir = os.path.join(os.path.dirname(path), "files")
-        self.records = read_transaction_log(path)
+        self.records = read_complete(path, timeout)
 
     def of(self, kind: str) -> list[Any]:
         return [getattr(r, kind) for r in self.records if r.WhichOneof("record_type") == kind]
@@ -96,7 +113,8 @@ class OfflineRun:
 
 
 def offline_runs(savedir: Path) -> list[OfflineRun]:
-    paths = sorted(glob.glob(str(savedir / "wandb" / "wandb" / "offline-run-*" / "run-*.wandb")))
+    pattern = str(savedir / "wandb" / "wandb" / "offline-run-*" / "run-*.wandb")
+    paths = sorted(glob.glob(pattern), key=os.path.getmtime)  # a resumed run may sort first
     return [OfflineRun(p) for p in paths]
 
 

@@ -66,7 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tensorboard-workers", type=workers, default=0)
     parser.add_argument("--mlflow-workers", type=workers, default=-1)
     parser.add_argument("--wandb-workers", type=workers, default=None, help="off by default; offline")
-    parser.add_argument("--log-freq", default="batch")
+    parser.add_argument("--log-freq", default="batch", type=lambda s: int(s) if s.isdigit() else s,
+                        help="'batch', 'epoch' or every N batches")  # fmt: skip
     parser.add_argument("--dist-backend", default="nccl" if torch.cuda.is_available() else "gloo")
     parser.add_argument(
         "--crash", default=None, metavar="RANK:EPOCH:BATCH",

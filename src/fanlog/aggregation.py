@@ -192,7 +192,7 @@ def _side_group(dist: Any) -> Any:
     which every rank reaches at the same point of the program.
     """
     global _group, _group_for
-    default = dist.distributed_c10d._get_default_group()
+    default = dist.group.WORLD
     with _group_lock:
         if _group is None or _group_for is not default:
             _group = dist.new_group(

@@ -101,6 +101,16 @@ def journal_summary(path: str) -> dict[str, Any]:
                 "error": error,
                 "in_journal": stored,
             })
+        # `fanlog sync --to X` on a run that never had X keeps its own cursor (no mask bit).
+        attached = {t["name"] for t in trackers}
+        for name, (seq, error) in cursors.items():
+            if name in attached or name.endswith(":inflight"):
+                continue
+            total, delivered = conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(seq <= ?), 0) FROM records", (seq,)
+            ).fetchone()
+            trackers.append({"name": name, "total": int(total), "delivered": int(delivered),
+                             "error": error, "in_journal": False})
     finally:
         conn.close()
     return {

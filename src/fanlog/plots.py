@@ -75,7 +75,7 @@ def plot_run(
 
     Each metric gets its own panel (x: step, y: value), one line per rank. Dashed
     vertical lines mark where a new epoch begins; epoch-level points (logged without
-    ``batch_idx``) are drawn as dots.
+    ``batch_idx``) are drawn as dots. NaN and ±inf values are counted in the panel title.
     """
     import matplotlib
 
@@ -123,7 +123,11 @@ def _draw_panel(ax: Any, key: str, rows: list[MetricRow]) -> None:
             f"e{epoch}", (step, 1.0), xycoords=("data", "axes fraction"), fontsize=7,
             color="0.4", ha="left", va="top", xytext=(2, -2), textcoords="offset points",
         )
-    ax.set_title(key, fontsize=10)
+    hidden = sum(1 for r in rows if not math.isfinite(r.value))
+    # NaN and ±inf are kept in the journal but cannot be drawn: say so instead of hiding them.
+    ax.set_title(f"{key} ({hidden} non-finite not drawn)" if hidden else key, fontsize=10)
+    if hidden == len(rows):
+        ax.text(0.5, 0.5, "no finite values", transform=ax.transAxes, ha="center", color="0.4")
     ax.set_xlabel("step")
     ax.grid(True, alpha=0.3)
     if len(ranks) > 1:

@@ -419,17 +419,7 @@ class MLflowBackend(Backend):
 
         obj = torch.load(io.BytesIO(record.value), weights_only=False)
         if self.model_flavour and isinstance(obj, torch.nn.Module):
-            import mlflow.pytorch
-            from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-
-            version = torch.__version__.split("+")[0]
-            # Model.log reads the global tracking URI; point it at this backend's store.
-            with _use_tracking_uri(self.tracking_uri):
-                mlflow.pytorch.log_model(
-                    obj, name=safe_key(path).replace("/", "-"), run_id=self.run_id,
-                    step=record.step, pip_requirements=[f"torch=={version}"],
-                    serialization_format="pickle",  # "pt2" would need an input example
-                )  # fmt: skip
+            self._log_pytorch_model(obj, safe_key(path).replace("/", "-"), record.step)
             return
         state = obj.state_dict() if isinstance(obj, torch.nn.Module) else obj
         if isinstance(state, dict) and "state_dict" in state and "class" in state:
@@ -437,6 +427,44 @@ class MLflowBackend(Backend):
         buffer = io.BytesIO()
         torch.save(state, buffer)
         self._upload_bytes(buffer.getvalue(), posixpath.join(path, "state_dict.pt"))
+
+    def _log_pytorch_model(self, module: Any, name: str, step: int) -> None:
+        """What ``mlflow.pytorch.log_model`` does, through this backend's client.
+
+        ``log_model`` reads the process-wide tracking URI and experiment, which belong to
+        the user and may differ from this backend's; the client API does not.
+        """
+        import mlflow.pytorch
+        import torch
+        from mlflow.models import Model
+
+        client, entities = self._client, self._mlflow.entities
+        model = client.create_logged_model(self.experiment_id, name=name, source_run_id=self.run_id)
+        try:
+            client.log_outputs(self.run_id, [entities.LoggedModelOutput(model.model_id, step)])
+            description = Model(
+                artifact_path=model.artifact_location, model_uuid=model.model_id,
+                run_id=self.run_id, model_id=model.model_id,
+            )  # fmt: skip
+            assert self._staging is not None
+            folder = tempfile.mkdtemp(dir=self._staging)
+            try:
+                local = os.path.join(folder, "model")
+                mlflow.pytorch.save_model(
+                    module, local, mlflow_model=description,
+                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                    serialization_format="pickle",  # "pt2" would need an input example
+                )  # fmt: skip
+                client.log_model_artifacts(model.model_id, local)
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+        except BaseException:
+            try:
+                client.finalize_logged_model(model.model_id, "FAILED")
+            except Exception:  # noqa: BLE001 - the original failure matters more
+                pass
+            raise
+        client.finalize_logged_model(model.model_id, "READY")
 
     def _write_dataset(self, record: Record) -> None:
         entities = self._mlflow.entities

@@ -486,7 +486,10 @@ def _worker_main(read_fd: int, write_fd: int) -> None:
         except Exception:
             send.send_bytes(pickle.dumps(("error", traceback.format_exc())))
         if op == "end":
-            return
+            # Everything is written and answered; skip torch's slow interpreter teardown.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
 
 
 # ---------------------------------------------------------------------------- user-facing

@@ -89,7 +89,6 @@ class _KindsAdapter:
     receives the kinds it knows, so no tracker is asked to store what it cannot.
     """
 
-    __slots__ = ()  # so a backend object can take the adapted class (same layout)
     backend_kinds: frozenset[str] = frozenset()
 
     def write(self, records: Sequence[Record]) -> None:
@@ -111,7 +110,11 @@ class _KindsAdapter:
 
 
 def _with_itwinai_kinds(backend: Backend, itwinai_name: str) -> Backend:
-    """The same backend object, as a subclass that declares itwinai's kinds and filters writes."""
+    """A just-built backend, rebuilt as a subclass that declares itwinai's kinds and filters writes.
+
+    The subclass instance takes over the fresh object's state, so every backend keeps its own
+    constructor and options, and `isinstance` checks against the tracker's backend still hold.
+    """
     base = type(backend)
     adapted = _ADAPTED.get((base, itwinai_name))
     if adapted is None:
@@ -122,12 +125,12 @@ def _with_itwinai_kinds(backend: Backend, itwinai_name: str) -> Backend:
                 "supported_kinds": frozenset(ITWINAI_KINDS[itwinai_name]),
                 "backend_kinds": base.supported_kinds,
                 "__module__": __name__,
-                "__slots__": (),
             },
         )
         _ADAPTED[(base, itwinai_name)] = adapted
-    backend.__class__ = adapted
-    return backend
+    rebuilt = adapted.__new__(adapted)
+    rebuilt.__dict__.update(vars(backend))
+    return rebuilt
 
 
 _ADAPTED: dict[tuple[type, str], type] = {}
@@ -146,8 +149,18 @@ class _ItwinaiNames:
         return _with_itwinai_kinds(super().make_backend(), self.itwinai_name)  # type: ignore[misc]
 
 
-def _quiet(options: dict[str, Any]) -> dict[str, Any]:
+ITWINAI_CLOSE_TIMEOUT = 120.0
+"""Seconds ``destroy_logger_context`` waits for delivery (fanlog's default is 30).
+
+itwinai logs synchronously, so its users expect the tracker to hold everything once
+``destroy_logger_context()`` returns; a tracker that is down still does not block longer.
+"""
+
+
+def _itwinai_defaults(options: dict[str, Any]) -> dict[str, Any]:
+    """itwinai's defaults for fanlog options: unsupported kinds ignored, a patient close."""
     options.setdefault("unsupported", "ignore")
+    options.setdefault("close_timeout", ITWINAI_CLOSE_TIMEOUT)
     return options
 
 
@@ -164,7 +177,7 @@ class ConsoleLogger(_ItwinaiNames, _ConsoleLogger):
         **fanlog_options: Any,
     ) -> None:
         super().__init__(savedir=savedir, log_freq=log_freq, log_on_workers=log_on_workers,
-                         **_quiet(fanlog_options))  # fmt: skip
+                         **_itwinai_defaults(fanlog_options))  # fmt: skip
 
     def make_backend(self) -> Backend:
         backend = super().make_backend()
@@ -198,7 +211,7 @@ class MLFlowLogger(_ItwinaiNames, _MLflowLogger):
         super().__init__(
             savedir=savedir, experiment_name=experiment_name, tracking_uri=tracking_uri,
             run_description=run_description, run_name=run_name, log_freq=log_freq,
-            log_on_workers=log_on_workers, **_quiet(fanlog_options),
+            log_on_workers=log_on_workers, **_itwinai_defaults(fanlog_options),
         )  # fmt: skip
 
 
@@ -221,7 +234,7 @@ class WandBLogger(_ItwinaiNames, _WandBLogger):
     ) -> None:
         super().__init__(
             savedir=savedir, project_name=project_name, log_freq=log_freq,
-            log_on_workers=log_on_workers, offline_mode=offline_mode, **_quiet(fanlog_options),
+            log_on_workers=log_on_workers, offline_mode=offline_mode, **_itwinai_defaults(fanlog_options),
         )  # fmt: skip
 
     def log(
@@ -260,7 +273,7 @@ class TensorBoardLogger(_ItwinaiNames, _TensorBoardLogger):
         if str(framework).lower() not in TENSORBOARD_FRAMEWORKS:
             raise ValueError(f"framework must be one of {TENSORBOARD_FRAMEWORKS}; got {framework!r}")
         super().__init__(savedir=savedir, log_freq=log_freq, log_on_workers=log_on_workers,
-                         **_quiet(fanlog_options))  # fmt: skip
+                         **_itwinai_defaults(fanlog_options))  # fmt: skip
         self.framework = str(framework).lower()
 
 
@@ -284,7 +297,7 @@ class Prov4MLLogger(_ItwinaiNames, _Prov4MLLogger):
             prov_user_namespace=prov_user_namespace, experiment_name=experiment_name,
             provenance_save_dir=provenance_save_dir, save_after_n_logs=save_after_n_logs,
             create_graph=create_graph, create_svg=create_svg, log_on_workers=log_on_workers,
-            **_quiet(fanlog_options),
+            **_itwinai_defaults(fanlog_options),
         )  # fmt: skip
 
 
@@ -292,7 +305,7 @@ class LoggersCollection(_LoggersCollection):
     """itwinai's ``LoggersCollection``: one call, every logger; unsupported kinds ignored."""
 
     def __init__(self, loggers: list[Logger], **fanlog_options: Any) -> None:
-        super().__init__(loggers, **_quiet(fanlog_options))
+        super().__init__(loggers, **_itwinai_defaults(fanlog_options))
 
 
 class EmptyLogger(_EmptyLogger):
