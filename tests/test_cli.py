@@ -298,3 +298,41 @@ def test_ls_shows_a_tracker_fed_later_by_sync(tmp_path: Path) -> None:
     (synced,) = [t for t in after[0]["trackers"] if t["name"] == "sync:tensorboard"]
     assert (synced["delivered"], synced["total"]) == (7, 7)
     assert "sync:tensorboard 7/7" in fanlog_cli("ls", str(root)).stdout
+
+
+def test_select_keys_globs_keep_logging_order() -> None:
+    from fanlog.plots import select_keys
+
+    keys = ["train/loss", "val/acc", "train/acc", "lr"]
+    assert select_keys(keys, None) == keys
+    assert select_keys(keys, ["train/*", "lr", "train/loss"]) == ["train/loss", "train/acc", "lr"]
+    with pytest.raises(ValueError, match="metrics in this run: train/loss, val/acc"):
+        select_keys(keys, ["test/*"])
+
+
+def test_plot_run_draws_every_rank(savedir: Path, tmp_path: Path) -> None:
+    """In process: the 2-rank run gives one panel with two lines of different colours."""
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+
+    from fanlog.plots import plot_run
+
+    path = plot_run(read_run(savedir / "runs" / DDP_RUN_ID), output=tmp_path / "ddp.png")
+    with Image.open(path) as image:
+        colours = {c for _, c in image.convert("RGB").getcolors(1 << 20)}
+    coloured = {c for c in colours if max(c) - min(c) > 80}  # saturated: line colours, not grey
+    blue = any(b > r + 60 for r, _, b in coloured)
+    orange = any(r > b + 60 for r, _, b in coloured)
+    assert blue and orange
+
+
+def test_ls_reports_an_unreadable_journal_and_lists_the_rest(tmp_path: Path) -> None:
+    root = tmp_path / "mllogs"
+    with JournalLogger(savedir=root, job_id="good-run").start_logging(rank=0) as lg:
+        lg.log(1.0, "loss")
+    bad = root / "runs" / "bad-run" / "rank-0" / "journal.sqlite"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"this is not an SQLite database" * 100)
+    lines = fanlog_cli("ls", str(root)).stdout.splitlines()
+    assert any(line.startswith("good-run") and " finished " in line for line in lines)
+    assert any(line.startswith("bad-run") and "unreadable" in line for line in lines)

@@ -243,10 +243,11 @@ def test_get_mlflow_logger_finds_it_in_a_collection() -> None:
 
 
 def test_wandb_watch_kind_and_offline_mode(tmp_path: Path) -> None:
-    logger = WandBLogger(savedir=str(tmp_path), log_freq="batch", offline_mode=True, settings=QUIET)
+    wandb_logger = WandBLogger(savedir=str(tmp_path), log_freq="batch", offline_mode=True, settings=QUIET)
+    logger = LoggersCollection([wandb_logger, ConsoleLogger(savedir=str(tmp_path), stream=io.StringIO())])
     model = TinyNet()
     with logger.start_logging():
-        logger.log(model, "model", kind="watch", log="all", log_freq=1)
+        logger.log(model, "model", kind="watch", log="all", log_freq=1)  # reaches the W&B member
         for step in range(2):
             model(torch.randn(4, 3)).sum().backward()
             logger.log(float(step), "loss", step=step)

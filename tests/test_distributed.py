@@ -358,7 +358,8 @@ def test_reduce_mismatch_and_timeout_name_the_metric(tmp_path):
     """A rank that skips a reduce= call: a clear error naming the metrics, or a timeout naming it.
 
     Two plain processes with torchrun's variables (RANK, WORLD_SIZE, MASTER_*), without
-    torchrun's agent, which only adds start-up time here."""
+    torchrun's agent, which only adds start-up time here. No launcher run id either: each
+    process generates its own, and rank 0's broadcast must make them one run."""
     from support.mlflow_server import free_port
 
     script = tmp_path / "mismatch.py"
@@ -368,7 +369,7 @@ def test_reduce_mismatch_and_timeout_name_the_metric(tmp_path):
     port = str(free_port())
     envs = [
         clean_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-                  MASTER_PORT=port, FANLOG_REDUCE_TIMEOUT="2", FANLOG_RUN_ID="mismatch")  # fmt: skip
+                  MASTER_PORT=port, FANLOG_REDUCE_TIMEOUT="2")  # fmt: skip
         for r in range(2)
     ]
     command = [sys.executable, str(script), str(savedir)]

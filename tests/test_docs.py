@@ -89,6 +89,7 @@ def test_docs_build_strict(tmp_path: Path) -> None:
     assert "log_on_workers" in concepts and "journal.sqlite" in concepts
 
 
+@pytest.mark.slow
 def test_quickstart_code_runs(tmp_path: Path) -> None:
     """Every ```python block of the quickstart, in order, as one script."""
     pytest.importorskip("torch")

@@ -57,6 +57,7 @@ def flush_until(logger: Any, seconds: float) -> bool:
 
 
 # ------------------------------------------------------------------ tracker outage
+@pytest.mark.timeout(900)  # a server restart takes minutes on a loaded 2-core machine
 def test_outage_server_stopped_mid_run_and_restarted_loses_nothing(
     start_server: Callable[..., Any],
 ) -> None:
@@ -69,7 +70,8 @@ def test_outage_server_stopped_mid_run_and_restarted_loses_nothing(
     down: list[float] = []
     step = 0
 
-    def loop(samples: list[float], until: Callable[[], bool], at_least: int) -> None:
+    def loop(samples: list[float], until: Callable[[], bool], at_least: int,
+             work: float = 0.001) -> None:
         nonlocal step
         count = 0
         while count < at_least or not until():
@@ -78,7 +80,7 @@ def test_outage_server_stopped_mid_run_and_restarted_loses_nothing(
             samples.append(time.perf_counter() - start)
             step += 1
             count += 1
-            time.sleep(0.001)  # the "training" between two logs
+            time.sleep(work)  # the "training" between two logs
 
     loop(up, lambda: True, 300)
     assert logger.flush(timeout=60)
@@ -89,7 +91,7 @@ def test_outage_server_stopped_mid_run_and_restarted_loses_nothing(
     assert logger.delivery_errors().get("mlflow"), "the outage must have been noticed"
     starter = threading.Thread(target=server.start)
     starter.start()
-    loop(down, lambda: not starter.is_alive(), 100)  # ... and while it comes back
+    loop(down, lambda: not starter.is_alive(), 100, work=0.02)  # ... and while it comes back
     assert server.healthy()
     # flush() does not wait for a backend that is down; it is up again after its next retry
     assert flush_until(logger, 120), "everything is delivered once the server is back"

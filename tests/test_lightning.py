@@ -240,3 +240,18 @@ def test_model_graph_record_round_trips(fitted: dict[str, Any]) -> None:
     assert len(graph) == 1
     model, example = torch.load(io.BytesIO(graph[0].value), weights_only=False)
     assert isinstance(model, TinyRegressor) and tuple(example.shape) == (2, 1)
+
+
+def test_logging_after_finalize_reopens_the_same_run(tmp_path: Path) -> None:
+    """fit then test: the adapter ends the run it started and reopens it under the same id."""
+    logger = JournalLogger(savedir=tmp_path)
+    adapter = FanlogLogger(logger)
+    adapter.log_metrics({"train_loss": 1.0}, step=0)
+    adapter.finalize("success")
+    first = logger.run_info.run_id
+    adapter.log_metrics({"test_loss": 2.0}, step=0)
+    adapter.finalize("success")
+    assert logger.run_info.run_id == first == adapter.version
+    run = fanlog.read_run(logger.journal_path)
+    assert run.metric("train_loss") == [(0, 1.0)] and run.metric("test_loss") == [(0, 2.0)]
+    assert run.meta[0]["status"] == RunStatus.FINISHED.value

@@ -204,30 +204,21 @@ def test_model_as_state_dict_artifact(server_store: Store, tmp_path: Path) -> No
 
 
 # ---------------------------------------------------------------- batching
-def test_ten_thousand_metrics_come_back_exactly(store: Store) -> None:
+def test_ten_thousand_metrics_come_back_exactly(store: Store, monkeypatch: Any) -> None:
     """10k metrics at distinct steps; a spy counts `log_batch` requests (it calls the real one)."""
     rng = random.Random(7)
     values = [rng.uniform(-1e6, 1e6) for _ in range(10_000)]
     steps = sorted(rng.sample(range(1_000_000), 10_000))
+    requests: list[int] = []
+    real_log_batch = MlflowClient.log_batch
+
+    def counting_log_batch(self: Any, run_id: str, metrics: Any = (), **kw: Any) -> Any:
+        requests.append(len(metrics))
+        return real_log_batch(self, run_id, metrics=metrics, **kw)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", counting_log_batch)
     logger = store.logger()
     logger.create_logger_context()
-    requests: list[int] = []
-    backend = logger.backend
-    assert isinstance(backend, MLflowBackend)
-
-    real_open = backend.open
-
-    def open_and_spy(run: RunInfo) -> None:
-        real_open(run)
-        real_log_batch = backend._client.log_batch
-
-        def counting_log_batch(run_id: str, metrics: Any = (), **kw: Any) -> Any:
-            requests.append(len(metrics))
-            return real_log_batch(run_id, metrics=metrics, **kw)
-
-        backend._client.log_batch = counting_log_batch
-
-    backend.open = open_and_spy  # type: ignore[method-assign]
     for step, value in zip(steps, values, strict=True):
         logger.log(value, "score", step=step)
     assert logger.flush(timeout=120)
@@ -390,10 +381,10 @@ def test_resume_from_a_second_process_with_run_id(store: Store, tmp_path: Path) 
                 logger.log(float(step), "loss", step=step)
             logger.log(0.1, "lr", kind="param")
             logger.flush(timeout=60)
-            print(logger.mlflow_run_id)
+            print("RUN_ID=" + logger.mlflow_run_id)
     """, tmp_path)  # fmt: skip
     assert first.returncode == 0, first.stderr
-    run_id = first.stdout.strip().splitlines()[-1]
+    (run_id,) = [line[7:] for line in first.stdout.splitlines() if line.startswith("RUN_ID=")]
     assert store.reader.get_run(run_id).info.status == "FINISHED"
 
     logger = store.logger(run_id=run_id, experiment_name="resume")
@@ -482,7 +473,7 @@ def test_server_outage_loses_nothing_and_never_blocks(start_server: Any, tmp_pat
     assert slowest < 0.25, f"a log() call waited {slowest:.3f}s during the outage"
     assert logger.delivery_errors().get("mlflow"), "the outage went unnoticed"
 
-    server.restart()
+    server.restart(timeout=300)  # a loaded machine can take minutes to start it
     deadline = time.monotonic() + 90
     while len(client.get_metric_history(run_id, "loss")) < 600:
         assert time.monotonic() < deadline, "records did not arrive after the restart"
@@ -557,4 +548,5 @@ def test_nan_and_inf_metrics_round_trip(store: Store) -> None:
     values = [m.value for m in sorted(store.reader.get_metric_history(run_id, "weird"),
                                       key=lambda m: m.step)]  # fmt: skip
     assert values[0] == 1.5 and math.isnan(values[1])
-    assert values[2] == math.inf and values[3] == -math.inf
+    # MLflow's SQL store keeps ±inf as ±(largest float), documented MLflow behaviour.
+    assert values[2] >= sys.float_info.max and values[3] <= -sys.float_info.max

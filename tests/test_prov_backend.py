@@ -75,6 +75,7 @@ class TinyNet(torch.nn.Module):
         return self.norm(self.fc(x))
 
 
+@pytest.mark.filterwarnings("ignore:fanlog:RuntimeWarning")  # the refused record
 def test_every_kind_lands_in_the_prov_document(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Metrics, params, models, dataset, system, FLOPs and timing, through the Logger."""
     workdir = tmp_path / "cwd"
@@ -91,12 +92,14 @@ def test_every_kind_lands_in_the_prov_document(tmp_path: Path, monkeypatch: pyte
         logger.log(net, "net", kind="model", step=1, context="training")
         logger.log(net, "best", kind="best_model")
         logger.log(loader, "train_data", kind="dataset", context="training")
+        logger.log({"num_rows": "many"}, "broken", kind="dataset")  # refused, then skipped
         logger.log({"gpu_busy": 12.5}, "sys", kind="system", step=0)
         logger.log(1234.0, "flops", kind="flops_pb", step=0, context="training")
         logger.log(3.5, "epoch_time", kind="execution_time", step=0)
         assert logger.flush(timeout=120)
-        assert logger.delivery_errors() == {}
-    assert logger.delivery_errors() == {}
+    errors = logger.delivery_errors()
+    assert list(errors) == ["prov"] and len(errors["prov"]) == 1
+    assert "could not store dataset" in errors["prov"][0] and "broken" in errors["prov"][0]
 
     exp_dir = tmp_path / "prov" / "exp_run-all"
     doc = read_document(exp_dir / "prov_exp_GR0_run-all.json")

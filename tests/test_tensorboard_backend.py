@@ -21,7 +21,14 @@ from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator as ea
 from tensorboard.plugins.hparams import api_pb2, metadata
 
-from fanlog.backends.tensorboard import TensorBoardBackend, TensorBoardLogger, png_size
+from fanlog.backends.tensorboard import (
+    EventWriter,
+    FastRecordWriter,
+    TensorBoardBackend,
+    TensorBoardLogger,
+    png_size,
+    record_writer,
+)
 from fanlog.kinds.core import encode_png
 from fanlog.record import Record, RunInfo, RunStatus
 
@@ -162,6 +169,54 @@ def test_ranks_write_to_their_own_directory(tmp_path: Path) -> None:
     assert [read_events(d).Scalars("loss")[0].value for d in logdirs] == [0.0, 1.0]
 
 
+def test_fast_record_writer_writes_tensorboards_bytes() -> None:
+    """The C-CRC framing must be byte for byte what tensorboard's own RecordWriter writes."""
+    import google_crc32c
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    payloads = [b"", b"abc", bytes(range(256)) * 40]
+    ours, theirs = io.BytesIO(), io.BytesIO()
+    fast = record_writer(ours)
+    assert isinstance(fast, FastRecordWriter) == (google_crc32c.implementation == "c")
+    reference = RecordWriter(theirs)
+    for payload in payloads:
+        fast.write(payload)
+        reference.write(payload)
+    assert ours.getvalue() == theirs.getvalue()
+
+
+def test_event_writer_keeps_max_queue_and_flush_secs_meaning(tmp_path: Path) -> None:
+    """At most `max_queue` events, or `flush_secs` seconds, wait in memory; a batch is
+    written out at its end."""
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+
+    def event(step: int) -> Any:
+        value = summary_pb2.Summary.Value(tag="x", simple_value=float(step))
+        return event_pb2.Event(step=step, wall_time=1.0, summary=summary_pb2.Summary(value=[value]))
+
+    writer = EventWriter(str(tmp_path / "queue"), max_queue=3, flush_secs=3600)
+    empty = os.path.getsize(writer.path)
+    writer.add(event(0))
+    writer.add(event(1))
+    assert os.path.getsize(writer.path) == empty  # two events pending in memory
+    writer.add(event(2))
+    assert os.path.getsize(writer.path) > empty  # the third forces the write
+    writer.close()
+    assert [e.step for e in read_events(str(tmp_path / "queue")).Scalars("x")] == [0, 1, 2]
+
+    timed = EventWriter(str(tmp_path / "timed"), max_queue=1000, flush_secs=0)
+    empty = os.path.getsize(timed.path)
+    timed.add(event(0))
+    assert os.path.getsize(timed.path) > empty  # flush_secs already elapsed
+    timed.close()
+
+    backend = TensorBoardBackend(logdir=str(tmp_path / "batch"), max_queue=1000, flush_secs=3600)
+    backend.open(run_info(tmp_path))
+    backend.write([rec(i, "metric", "x", float(i), step=i) for i in range(5)])
+    assert len(read_events(backend.logdir).Scalars("x")) == 5  # visible before close
+    backend.close(RunStatus.FINISHED)
+
+
 def test_png_size_reads_the_header() -> None:
     assert png_size(encode_png(np.zeros((7, 9), np.uint8))) == (7, 9, 1)
     assert png_size(encode_png(np.zeros((7, 9, 4), np.uint8))) == (7, 9, 4)
@@ -236,6 +291,7 @@ def test_works_without_torch_and_never_imports_tensorflow(tmp_path: Path) -> Non
     script = f"""
 import sys, time
 sys.modules["torch"] = None  # torch absent
+sys.modules["google_crc32c"] = None  # and tensorboard's own (pure Python) CRC in use
 from fanlog.backends.tensorboard import TensorBoardBackend
 from fanlog.record import Record, RunInfo, RunStatus
 b = TensorBoardBackend(logdir={str(tmp_path / "notorch")!r})

@@ -324,7 +324,7 @@ def test_watch_logs_gradients(tmp_path: Path) -> None:
     logger = WandBLogger(savedir=str(tmp_path), log_freq="batch", settings=QUIET)
     with logger.start_logging():
         model = Net()
-        logger.watch(model, log="all", log_freq=1)
+        logger.log(model, "net", kind="watch", log="all", log_freq=1)  # itwinai's spelling
         for step in range(3):
             model(torch.randn(4, 3)).sum().backward()
             logger.log(float(step), "loss", step=step)

@@ -13,10 +13,11 @@ The rank rules this loop shows (docs/distributed.md has the full text):
 * **Every rank creates the logger.** ``create_logger_context()`` finds the rank in the
   launcher's variables (torchrun, SLURM, Open MPI, MPICH/PMI), agrees on one run id with
   rank 0, and opens a per-rank journal ``<savedir>/runs/<run id>/rank-<r>/``.
-* **``log_on_workers`` picks the ranks that store records, per tracker.** Here the journal
-  keeps every rank (``-1``), TensorBoard rank 0 only (``0``, one subdirectory per rank when
-  more log) and MLflow every rank (a parent run for rank 0, child runs for the others).
-  Any rank list works too, e.g. ``--tensorboard-workers 0,2``.
+* **``log_on_workers`` picks the ranks that store records, per tracker.** By default the
+  journal and TensorBoard keep every rank (``-1``; TensorBoard writes one subdirectory
+  per rank) and MLflow rank 0 only (``0``). With a tracking server, ``--tracking-uri
+  http://... --mlflow-workers -1`` gives a parent run for rank 0 and a child run for
+  each other rank. Any rank list works too, e.g. ``--tensorboard-workers 0,2``.
 * **``reduce=`` is a collective.** ``log(loss, "train/loss_mean", reduce="mean")`` averages
   the value over all ranks, then the ranks allowed to log store it. Every rank must make
   the same ``reduce=`` calls in the same order, also ranks that do not log. A rank that
@@ -25,6 +26,10 @@ The rank rules this loop shows (docs/distributed.md has the full text):
 * **``on_epoch=True`` accumulates** over the epoch's batches on the device (no
   synchronisation per batch) and logs one value at ``logger.end_epoch()``.
 """
+# ci-launcher: torchrun --standalone --nproc_per_node 2
+# ci-args: --epochs 1 --batches 4 --dist-backend gloo
+# ci-requires: tensorboard mlflow
+# ci-timeout: 400
 
 from __future__ import annotations
 
@@ -63,8 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--experiment", default="fanlog-ddp")
     parser.add_argument("--tracking-uri", default=None, help="MLflow URI (default: sqlite in savedir)")
     parser.add_argument("--journal-workers", type=workers, default=-1)
-    parser.add_argument("--tensorboard-workers", type=workers, default=0)
-    parser.add_argument("--mlflow-workers", type=workers, default=-1)
+    parser.add_argument("--tensorboard-workers", type=workers, default=-1)
+    parser.add_argument("--mlflow-workers", type=workers, default=0)
     parser.add_argument("--wandb-workers", type=workers, default=None, help="off by default; offline")
     parser.add_argument("--log-freq", default="batch", type=lambda s: int(s) if s.isdigit() else s,
                         help="'batch', 'epoch' or every N batches")  # fmt: skip

@@ -208,7 +208,7 @@ def _exchange(pipeline: Any, identifier: str, op: str, payload: list[float]) -> 
     None when torch.distributed is not initialised (the local value is the answer).
     """
     dist = _distributed()
-    calls: dict[str, int] = pipeline.__dict__.setdefault("reduce_calls", {})
+    calls = _reduce_calls(pipeline)
     call = calls.get(identifier, 0)
     calls[identifier] = call + 1
     if dist is None:
@@ -300,9 +300,18 @@ def _host(value: Any) -> float:
 
 
 def _accumulators(pipeline: Any) -> dict[str, Accumulator]:
+    """This run's open accumulators, kept on the pipeline (`Logger.end_epoch` checks them)."""
     found = getattr(pipeline, "accumulators", None)
     if found is None:
         found = pipeline.accumulators = {}
+    return found
+
+
+def _reduce_calls(pipeline: Any) -> dict[str, int]:
+    """How many ``reduce=`` exchanges each metric made so far: part of the mismatch check."""
+    found = getattr(pipeline, "reduce_calls", None)
+    if found is None:
+        found = pipeline.reduce_calls = {}
     return found
 
 

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import socket
+import sqlite3
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -129,6 +130,23 @@ def journal_summary(path: str) -> dict[str, Any]:
     }
 
 
+def _summary_or_error(path: str) -> dict[str, Any]:
+    """A journal's summary, or a row that says why it could not be read (one bad file
+    must not hide the other runs)."""
+    try:
+        return journal_summary(path)
+    except sqlite3.Error as exc:
+        rank_dir = os.path.basename(os.path.dirname(path))
+        return {
+            "path": os.path.abspath(path),
+            "run_id": os.path.basename(os.path.dirname(os.path.dirname(path))),
+            "run_name": None, "experiment_name": None,
+            "rank": int(rank_dir.removeprefix("rank-")) if rank_dir.removeprefix("rank-").isdigit() else -1,
+            "world_size": None, "started": None, "ended": None,
+            "status": f"unreadable ({exc})", "records": 0, "kinds": {}, "trackers": [],
+        }
+
+
 def effective_status(meta: dict[str, Any]) -> str:
     """The journal's status, or ``interrupted`` for a run whose process died without closing it.
 
@@ -231,7 +249,8 @@ def ls_command(savedir: str, as_json: bool) -> None:
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
     summaries = sorted(
-        (journal_summary(p) for p in paths), key=lambda s: (s["started"] or 0.0, s["run_id"] or "", s["rank"])
+        (_summary_or_error(p) for p in paths),
+        key=lambda s: (s["started"] or 0.0, s["run_id"] or "", s["rank"]),
     )
     if as_json:
         _json_out(summaries)

@@ -25,6 +25,7 @@ Without an argument, :func:`from_config` reads the file named by ``FANLOG_CONFIG
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
 import importlib
@@ -33,6 +34,7 @@ import json
 import os
 import re
 import sys
+import textwrap
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -214,6 +216,7 @@ def accepted_parameters(cls: type) -> dict[str, inspect.Parameter]:
     from fanlog.pipeline import PipelineSettings
 
     found: dict[str, inspect.Parameter] = {}
+    fixed: set[str] = set()  # given by a subclass to super().__init__: not the user's to set
     for klass in cls.__mro__:
         init = klass.__dict__.get("__init__")
         if init is None:
@@ -226,7 +229,9 @@ def accepted_parameters(cls: type) -> dict[str, inspect.Parameter]:
             if param.kind is param.VAR_KEYWORD:
                 forwards = True
                 continue
-            found.setdefault(name, param.replace(annotation=hints.get(name, Any)))
+            if name not in fixed:
+                found.setdefault(name, param.replace(annotation=hints.get(name, Any)))
+        fixed |= _passed_to_super(init)
         if klass is Logger:
             hints = _hints(PipelineSettings)
             for field in dataclasses.fields(PipelineSettings):
@@ -239,6 +244,26 @@ def accepted_parameters(cls: type) -> dict[str, inspect.Parameter]:
         if not forwards:
             break
     return found
+
+
+def _passed_to_super(init: Any) -> set[str]:
+    """Keywords an ``__init__`` gives ``super().__init__(...)`` explicitly (read from its source)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(init)))
+    except (OSError, TypeError, SyntaxError):
+        return set()
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "__init__"
+            and isinstance(node.func.value, ast.Call)
+            and isinstance(node.func.value.func, ast.Name)
+            and node.func.value.func.id == "super"
+        ):
+            names.update(k.arg for k in node.keywords if k.arg is not None)
+    return names
 
 
 def _hints(owner: Any) -> dict[str, Any]:

@@ -95,6 +95,28 @@ def encode_value(kind: Kind, value: Any, run_dir: str, seq: int, key: str) -> tu
     raise ValueError(f"unknown storage {storage!r} of kind {kind.name!r}")
 
 
+def make_private_dirs(path: str) -> None:
+    """Create `path` and every missing parent owner-only (0700).
+
+    ``os.makedirs(mode=...)`` applies the mode to the last directory only, which would
+    leave ``runs/<run_id>`` readable by everyone.
+    """
+    missing: list[str] = []
+    current = os.path.abspath(path)
+    while not os.path.isdir(current):
+        missing.append(current)
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            if not os.path.isdir(directory):
+                raise
+
+
 def _copy_into_run(source: str, run_dir: str, seq: int, key: str) -> str:
     """Copy an artifact below the run directory; return its path relative to it.
 
@@ -105,7 +127,7 @@ def _copy_into_run(source: str, run_dir: str, seq: int, key: str) -> str:
     relative = os.path.join(FILES_DIR, str(seq), name)
     target = os.path.join(run_dir, relative)
     try:
-        os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+        make_private_dirs(os.path.dirname(target))
         if os.path.isdir(source):
             shutil.copytree(source, target, dirs_exist_ok=True)
         else:
@@ -149,7 +171,7 @@ class Journal:
         self.run_dir = os.path.dirname(self.path)
         try:
             if not readonly:
-                os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
+                make_private_dirs(self.run_dir)
             self._conn = connect(self.path, readonly=readonly)
             if not readonly:
                 self._conn.executescript(_SCHEMA)

@@ -125,8 +125,8 @@ class FanlogLogger(_LightningLogger):
             logger.create_logger_context(rank=rank)
             self._owns_run = True
             self._epoch = 0
-            if logger.run_info is not None:
-                self._run_id = logger.run_info.run_id
+        if logger.run_info is not None:
+            self._run_id = logger.run_info.run_id
         return logger
 
     @property
@@ -135,9 +135,15 @@ class FanlogLogger(_LightningLogger):
 
     @property
     def version(self) -> str:
-        """fanlog's run id (shared by every rank); used by ModelCheckpoint for its directory."""
-        run_info = self.experiment.run_info
-        return run_info.run_id if run_info is not None else "0"
+        """fanlog's run id (shared by every rank); used by ModelCheckpoint for its directory.
+
+        Known once the run was opened; asking before that opens it, asking after
+        ``finalize`` does not reopen it.
+        """
+        if self._run_id is None:
+            run_info = self.experiment.run_info
+            self._run_id = run_info.run_id if run_info is not None else None
+        return self._run_id or "0"
 
     @property
     def save_dir(self) -> str | None:
@@ -149,7 +155,8 @@ class FanlogLogger(_LightningLogger):
 
     @property
     def log_dir(self) -> str | None:
-        run_info = self.experiment.run_info
+        """The run's directory for this rank (the journal's); opens the run if it is not yet."""
+        run_info = self._logger.run_info or self.experiment.run_info
         return run_info.run_dir if run_info is not None else None
 
     # ------------------------------------------------------------------ forwarding

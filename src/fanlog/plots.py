@@ -108,6 +108,8 @@ def plot_run(
 
 
 def _draw_panel(ax: Any, key: str, rows: list[MetricRow]) -> None:
+    from matplotlib.ticker import MaxNLocator
+
     ranks = sorted({r.rank for r in rows})
     for rank in ranks:
         mine = [r for r in rows if r.rank == rank]
@@ -129,6 +131,11 @@ def _draw_panel(ax: Any, key: str, rows: list[MetricRow]) -> None:
     if hidden == len(rows):
         ax.text(0.5, 0.5, "no finite values", transform=ax.transAxes, ha="center", color="0.4")
     ax.set_xlabel("step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are integers
+    steps = {r.step for r in rows}
+    if len(steps) == 1:  # one step: widen the axis so that integer ticks exist
+        only = steps.pop()
+        ax.set_xlim(only - 1, only + 1)
     ax.grid(True, alpha=0.3)
     if len(ranks) > 1:
         ax.legend(fontsize=7)

@@ -111,10 +111,12 @@ def agree_on(value: str) -> str:
     """Rank 0's `value` on every rank when torch.distributed is initialised, else `value`.
 
     This is a collective: every rank must reach it (every rank calls
-    ``create_logger_context``), as with any torch.distributed call.
+    ``create_logger_context``), as with any torch.distributed call. An id that came from
+    the launcher (:func:`job_id_from_env`) is already the same on every rank, so it is not
+    broadcast: a script that creates its logger on rank 0 only then still works.
     """
     dist = _distributed()
-    if dist is None:
+    if dist is None or value == job_id_from_env():
         return value
     box = [value]
     dist.broadcast_object_list(box, src=0)  # type: ignore[attr-defined]

@@ -30,7 +30,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from fanlog.backend import Backend
-from fanlog.errors import PartialDelivery
+from fanlog.errors import FanlogError, PartialDelivery
 from fanlog.logger import BackendLogger
 from fanlog.record import Record, RunInfo, RunStatus
 
@@ -55,6 +55,10 @@ _svg_warned = False
 
 class WorkerError(RuntimeError):
     """The yprov4ml worker failed or went away; the message carries its traceback or log."""
+
+
+class RecordRejectedError(FanlogError, ValueError):
+    """yprov4ml raised on a record; the record is skipped (it stays in the journal)."""
 
 
 class Prov4MLBackend(Backend):
@@ -110,7 +114,10 @@ class Prov4MLBackend(Backend):
                 "yprov4ml is not installed; install it with: pip install 'fanlog[prov]' and "
                 f"pip install --no-deps yprov4ml=={YPROV4ML_VERSION} (see docs/backends/prov.md)"
             )
-        version = metadata.version("yprov4ml")
+        try:
+            version = metadata.version("yprov4ml")
+        except metadata.PackageNotFoundError:
+            version = "unknown"
         if version != YPROV4ML_VERSION:
             warnings.warn(
                 f"fanlog's prov backend is tested with yprov4ml {YPROV4ML_VERSION}; found "
@@ -168,11 +175,17 @@ class Prov4MLBackend(Backend):
         for index, documents in reply["documents"]:
             self._publish(documents, records[index])
         if reply["error"] is not None:
+            # yprov4ml refused this record for what it is (retrying gives the same answer):
+            # skip it, so the records after it still arrive; it stays in the journal.
             done = reply["done"]
-            cause = WorkerError(reply["error"])
-            if done == 0:
-                raise cause
-            raise PartialDelivery(done, cause)
+            record = records[done]
+            raise PartialDelivery(
+                done + 1,
+                RecordRejectedError(
+                    f"yprov4ml could not store {record.kind} {record.key!r} (seq {record.seq}); "
+                    f"it is skipped:\n{reply['error']}"
+                ),
+            )
 
     def close(self, status: RunStatus) -> None:
         """Write the final documents and stop the worker; the status becomes a param."""

@@ -428,6 +428,22 @@ class WandBLogger(BackendLogger):
             init_timeout=self.init_timeout, histogram_bins=self.histogram_bins,
         )  # fmt: skip
 
+    def log(
+        self,
+        item: Any,
+        identifier: str,
+        kind: str = "metric",
+        step: int | None = None,
+        batch_idx: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """:meth:`fanlog.logger.Logger.log`, plus itwinai's ``kind="watch"`` (see :meth:`watch`)."""
+        if kind == "watch":
+            if self.should_log(batch_idx):
+                self.watch(item, **kwargs)
+            return
+        super().log(item, identifier, kind, step, batch_idx, **kwargs)
+
     def watch(self, model: Any, timeout: float | None = 120.0, **kwargs: Any) -> None:
         """``wandb.watch`` on this logger's run: gradients/parameters of `model` (W&B's kwargs).
 

@@ -307,6 +307,25 @@ class LoggersCollection(_LoggersCollection):
     def __init__(self, loggers: list[Logger], **fanlog_options: Any) -> None:
         super().__init__(loggers, **_itwinai_defaults(fanlog_options))
 
+    def log(
+        self,
+        item: Any,
+        identifier: str,
+        kind: str = "metric",
+        step: int | None = None,
+        batch_idx: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """As itwinai: every member gets the call; ``kind="watch"`` reaches the W&B members."""
+        if kind == "watch":
+            if self._pipeline is None:
+                raise self._not_started("log")
+            for member in self.members():
+                if isinstance(member, WandBLogger):
+                    member.log(item, identifier, kind, step=step, batch_idx=batch_idx, **kwargs)
+            return
+        super().log(item, identifier, kind, step=step, batch_idx=batch_idx, **kwargs)
+
 
 class EmptyLogger(_EmptyLogger):
     """itwinai's ``EmptyLogger``: accepts every call and logs nothing."""

@@ -1,0 +1,295 @@
+"""Bad inputs: every row of the table in docs/bad-inputs.md is one parametrized case here.
+
+The general rows go through a real JournalLogger and are read back from the journal;
+the tracker rows go through a real `mlflow server` (read back with MlflowClient) and a
+real offline W&B run (read back from its .wandb file). No mocks.
+"""
+
+from __future__ import annotations
+
+import fractions
+import glob
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from fanlog import read_run
+from fanlog.backends.journal import JournalLogger
+from fanlog.errors import LoggerNotStartedError
+from fanlog.secrets import REDACTED
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "bad-inputs.md"
+
+
+@dataclass
+class Case:
+    """One row: what is logged, and either the error raised or the value stored."""
+
+    id: str
+    doc: str
+    """The behaviour column of the row in docs/bad-inputs.md, verbatim."""
+    item: Callable[[Path], Any]
+    identifier: str = "x"
+    kind: str = "metric"
+    options: dict[str, Any] = field(default_factory=dict)
+    error: type[Exception] | None = None
+    stored: Any = None
+    """The value read back from the journal (a callable for checks other than ==)."""
+
+
+def value(v: Any) -> Callable[[Path], Any]:
+    return lambda _tmp: v
+
+
+def is_nan(v: Any) -> bool:
+    return isinstance(v, float) and math.isnan(v)
+
+
+GENERAL = [
+    Case("metric-nan", "kept as NaN", value(float("nan")), stored=is_nan),
+    Case("metric-inf", "kept as inf", value(float("inf")), stored=math.inf),
+    Case("metric-neg-inf", "kept as -inf", value(float("-inf")), stored=-math.inf),
+    Case("metric-none", "TypeError", value(None), error=TypeError),
+    Case("metric-bool", "coerced to 1.0 / 0.0", value(True), stored=1.0),
+    Case("metric-numpy-scalar", "coerced to float", value(np.float32(0.25)), stored=0.25),
+    Case("metric-numpy-int", "coerced to float", value(np.int64(7)), stored=7.0),
+    Case("metric-0d-tensor", "coerced to float (snapshot, no device sync)",
+         value(torch.tensor(1.5)), stored=1.5),
+    Case("metric-1-element-tensor", "coerced to float", value(torch.tensor([[2.5]])), stored=2.5),
+    Case("metric-multi-element-tensor", "ValueError", value(torch.ones(3)), error=ValueError),
+    Case("metric-multi-element-array", "ValueError", value(np.ones(2)), error=ValueError),
+    Case("metric-string", "TypeError (a numeric string is not parsed)", value("0.5"), error=TypeError),
+    Case("metric-complex", "TypeError", value(1 + 2j), error=TypeError),
+    Case("metric-complex-tensor", "TypeError", value(torch.tensor(1 + 2j)), error=TypeError),
+    Case("metric-fraction", "coerced to float (any numbers.Real)", value(fractions.Fraction(1, 4)),
+         stored=0.25),
+    Case("identifier-empty", "ValueError", value(1.0), identifier="", error=ValueError),
+    Case("identifier-not-str", "ValueError", value(1.0), identifier=5, error=ValueError),  # type: ignore[arg-type]
+    Case("identifier-1000-chars", "kept whole in the journal", value(1.0), identifier="k" * 1000,
+         stored=1.0),
+    Case("identifier-mlflow-chars", "kept verbatim in the journal", value(1.0),
+         identifier="val loss@epoch#1", stored=1.0),
+    Case("artifact-missing", "ValueError", value("/nonexistent/file.bin"), identifier="f.bin",
+         kind="artifact", error=ValueError),
+    Case("artifact-traversal", "ValueError; nothing written outside the run",
+         lambda tmp: str(tmp / "src.txt"), identifier="../../escaped.txt", kind="artifact",
+         error=ValueError),
+    Case("artifact-absolute", "ValueError", lambda tmp: str(tmp / "src.txt"),
+         identifier="/tmp/abs.txt", kind="artifact", error=ValueError),
+    Case("artifact-not-a-path", "TypeError", value(42), identifier="f", kind="artifact",
+         error=TypeError),
+    Case("text-10mb", "stored whole", value("x" * 10_000_000), kind="text",
+         stored=lambda v: v == "x" * 10_000_000),
+    Case("text-bad-utf8", "ValueError", value(b"\xff\xfe"), kind="text", error=ValueError),
+    Case("text-not-str", "TypeError", value(12), kind="text", error=TypeError),
+    Case("param-not-json", "coerced to its str()", value(Path("/data/set")), kind="param",
+         stored="/data/set"),
+    Case("param-list", "coerced to JSON text", value([1, 2]), kind="param", stored="[1, 2]"),
+    Case("param-secret-key", "redacted", value("hunter2"), identifier="db/password", kind="param",
+         stored=REDACTED),
+    Case("step-negative", "ValueError", value(1.0), options={"step": -1}, error=ValueError),
+    Case("step-integral-float", "coerced to int", value(1.0), options={"step": 3.0}, stored=1.0),
+    Case("step-fractional-float", "TypeError", value(1.0), options={"step": 2.5}, error=TypeError),
+    Case("step-bool", "TypeError", value(1.0), options={"step": True}, error=TypeError),
+    Case("kind-unknown", "ValueError listing the known kinds", value(1.0), kind="nosuchkind",
+         error=ValueError),
+    Case("figure-not-a-figure", "TypeError", value([1, 2]), kind="figure", error=TypeError),
+    Case("image-wrong-shape", "ValueError", value(np.zeros((7, 10, 10))), kind="image",
+         error=ValueError),
+    Case("image-1d", "ValueError", value(np.zeros(10)), kind="image", error=ValueError),
+    Case("image-not-an-array", "TypeError", value("cat.png"), kind="image", error=TypeError),
+    Case("histogram-empty", "ValueError", value([]), kind="histogram", error=ValueError),
+    Case("dict-not-a-mapping", "TypeError", value([1]), kind="dict", error=TypeError),
+    Case("model-not-a-module", "TypeError", value(3), kind="model", error=TypeError),
+]
+
+
+@pytest.fixture
+def logger(tmp_path: Path) -> Iterator[JournalLogger]:
+    lg = JournalLogger(savedir=str(tmp_path / "sd"), log_freq="batch")
+    lg.create_logger_context(rank=0)
+    (tmp_path / "src.txt").write_text("payload")
+    yield lg
+    lg.destroy_logger_context()
+
+
+@pytest.mark.parametrize("case", GENERAL, ids=[c.id for c in GENERAL])
+def test_bad_input(case: Case, logger: JournalLogger, tmp_path: Path) -> None:
+    logger.log(1.0, "before", step=0)  # logged before the bad input: must survive it
+    item = case.item(tmp_path)
+    if case.error is not None:
+        with pytest.raises(case.error) as raised:
+            logger.log(item, case.identifier, kind=case.kind, **case.options)
+        message = str(raised.value)  # names the identifier (or the unknown kind)
+        assert repr(case.identifier) in message or "unknown kind 'nosuchkind'" in message
+    else:
+        logger.log(item, case.identifier, kind=case.kind, **case.options)
+    logger.log(2.0, "after", step=0)  # the loop goes on
+    assert logger.flush(timeout=30)
+    assert logger.journal_path is not None
+    data = read_run(logger.journal_path)
+    assert data.metric("before") == [(0, 1.0)] and data.metric("after") == [(0, 2.0)]
+    logged = [r for r in data.records if r.key == case.identifier]
+    if case.error is not None:
+        assert logged == []
+        assert not glob.glob(str(tmp_path / "**" / "escaped.txt"), recursive=True)
+        return
+    assert len(logged) == 1
+    stored = logged[0].value
+    if callable(case.stored):
+        assert case.stored(stored), stored
+    else:
+        assert stored == case.stored
+    if "step" in case.options:
+        assert logged[0].step == int(case.options["step"])
+
+
+def test_log_before_create_and_after_destroy(tmp_path: Path) -> None:
+    lg = JournalLogger(savedir=str(tmp_path / "sd"))
+    with pytest.raises(LoggerNotStartedError, match="before create_logger_context"):
+        lg.log(1.0, "x")
+    lg.create_logger_context(rank=0)
+    lg.log(1.0, "x")
+    lg.destroy_logger_context()
+    with pytest.raises(LoggerNotStartedError, match="after destroy_logger_context"):
+        lg.log(1.0, "x")
+    assert lg.journal_path is not None
+    assert read_run(lg.journal_path).metric("x") == [(0, 1.0)]  # what came before is kept
+
+
+def test_param_relogged_with_another_value_keeps_both_in_the_journal(logger: JournalLogger) -> None:
+    logger.log(0.1, "lr", kind="param")
+    logger.log(0.2, "lr", kind="param")
+    assert logger.flush(timeout=30)
+    assert logger.journal_path is not None
+    assert [r.value for r in read_run(logger.journal_path).of_kind("param")] == [0.1, 0.2]
+
+
+# ------------------------------------------------------------------ tracker rows
+@pytest.fixture(scope="module")
+def mlflow_logged(mlflow_server: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One MLflow run that received every tracker-specific bad input; read back once."""
+    from fanlog.backends.mlflow import MLflowLogger
+
+    savedir = tmp_path_factory.mktemp("bad-mlflow")
+    logger = MLflowLogger(savedir=str(savedir), tracking_uri=mlflow_server.url,
+                          experiment_name="bad-inputs", log_freq="batch")  # fmt: skip
+    logger.create_logger_context(rank=0)
+    logger.log(float("nan"), "nan_metric", step=0)
+    logger.log(float("inf"), "inf_metric", step=0)
+    logger.log(1.0, "val loss@epoch#1", step=0)
+    logger.log(2.0, "k" * 1000, step=0)
+    logger.log("y" * 10_000_000, "big.txt", kind="text")
+    logger.log(0.1, "lr", kind="param")
+    logger.log(0.2, "lr", kind="param")  # MLflow params are immutable
+    logger.log(3.0, "after_conflict", step=0)
+    started = time.monotonic()
+    while not logger.flush(timeout=5) and time.monotonic() - started < 120:
+        pass
+    errors = logger.delivery_errors()
+    run_id = logger.mlflow_run_id
+    logger.destroy_logger_context()
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server.url)
+    return {"client": client, "run": client.get_run(run_id), "errors": errors, "dir": savedir}
+
+
+def metric(found: dict[str, Any], key: str) -> float:
+    return found["run"].data.metrics[key]
+
+
+MLFLOW = [
+    Case("mlflow-nan", "stored as NaN", value(None), stored=lambda f: math.isnan(metric(f, "nan_metric"))),
+    Case("mlflow-inf", "stored by MLflow as its largest float (MLflow's own rule)", value(None),
+         stored=lambda f: metric(f, "inf_metric") >= 1.7e308),
+    Case("mlflow-bad-chars", "invalid characters become '_' (with a warning)", value(None),
+         stored=lambda f: metric(f, "val loss_epoch_1") == 1.0),
+    Case("mlflow-1000-chars", "truncated to MLflow's 250 characters (with a warning)", value(None),
+         stored=lambda f: metric(f, "k" * 250) == 2.0),
+    Case("mlflow-10mb-text", "stored whole as a text artifact", value(None),
+         stored=lambda f: next(a.file_size for a in f["client"].list_artifacts(f["run"].info.run_id)
+                               if a.path == "big.txt") == 10_000_000),
+    Case("mlflow-param-relogged", "first value kept; the conflict is a delivery error, later records "
+         "still delivered", value(None),
+         stored=lambda f: f["run"].data.params["lr"] == "0.1"
+         and any("ParamConflictError" in e for e in f["errors"].get("mlflow", []))
+         and metric(f, "after_conflict") == 3.0),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", MLFLOW, ids=[c.id for c in MLFLOW])
+def test_bad_input_in_mlflow(case: Case, mlflow_logged: dict[str, Any]) -> None:
+    assert callable(case.stored) and case.stored(mlflow_logged)
+
+
+WANDB = [
+    Case("wandb-non-monotonic-step", "each record kept at its own step (fanlog/step)", value(None)),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", WANDB, ids=[c.id for c in WANDB])
+def test_bad_input_in_wandb(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fanlog.backends.wandb import STEP_METRIC, WandBLogger, read_transaction_log
+
+    for name in ("WANDB_API_KEY", "WANDB_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_ERROR_REPORTING", "false")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    logger = WandBLogger(savedir=str(tmp_path / "sd"), mode="offline", log_freq="batch",
+                         settings={"x_disable_stats": True, "console": "off"})  # fmt: skip
+    logger.create_logger_context(rank=0)
+    for step in (5, 3, 7, 0):  # validation "in the past", then a restart from 0
+        logger.log(float(step), "loss", step=step)
+    logger.destroy_logger_context()
+    (path,) = glob.glob(str(tmp_path / "sd" / "wandb" / "wandb" / "offline-run-*" / "run-*.wandb"))
+    deadline = time.monotonic() + 60
+    rows: list[tuple[int, float]] = []
+    while time.monotonic() < deadline:
+        try:
+            records = read_transaction_log(path)
+        except ValueError:
+            records = []
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            for r in records:
+                if r.WhichOneof("record_type") == "history":
+                    row = {i.key: json.loads(i.value_json) for i in r.history.item}
+                    if "loss" in row:
+                        rows.append((row[STEP_METRIC], row["loss"]))
+            break
+        time.sleep(0.1)
+    assert rows == [(5, 5.0), (3, 3.0), (7, 7.0), (0, 0.0)]
+
+
+# ------------------------------------------------------------------ the table and the tests agree
+def doc_rows() -> dict[str, str]:
+    rows = {}
+    for line in DOC.read_text(encoding="utf-8").splitlines():
+        match = re.match(r"\|\s*`([a-z0-9-]+)`\s*\|(.*)\|(.*)\|\s*$", line)
+        if match:
+            rows[match.group(1)] = match.group(3).strip()
+    return rows
+
+
+def test_docs_table_lists_every_case_with_its_behaviour() -> None:
+    rows = doc_rows()
+    cases = [*GENERAL, *MLFLOW, *WANDB]
+    assert len(cases) >= 30
+    assert set(rows) == {c.id for c in cases}
+    for case in cases:
+        assert rows[case.id].startswith(case.doc), (case.id, rows[case.id], case.doc)
+    assert os.path.getsize(DOC) > 0
