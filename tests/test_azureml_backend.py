@@ -321,6 +321,7 @@ def test_workspace_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(ValueError, match="missing resource_group, workspace_name"):
         read_workspace_config(tmp_path / "config.json")
     monkeypatch.chdir(deep)
+    monkeypatch.delenv("AZUREML_CURRENT_CLOUD", raising=False)  # prepare() sets it
     backend = AzureMLBackend(subscription_id=SUB)
     with pytest.raises(ValueError, match="all three"):
         backend.prepare()

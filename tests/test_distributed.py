@@ -487,6 +487,21 @@ def test_changing_reduce_fx_within_an_epoch_is_an_error(journal_logger):
         journal_logger.log(1.0, "k", on_epoch=True, reduce_fx="max")
 
 
+@pytest.mark.parametrize(
+    ("fx", "expected"), [("mean", 0.875), ("sum", 3.5), ("max", 2.0), ("min", -0.5)]
+)
+def test_accumulator_mixes_tensors_and_floats_without_leaving_the_tensor(fx, expected):
+    """The device path (tensors kept as tensors), run here with CPU tensors: the result
+    stays a tensor, so on a GPU nothing would be copied to the host before end_epoch."""
+    acc = aggregation.Accumulator(fx, None, "metric")
+    for value in (torch.tensor(1.0, dtype=torch.float64), 2.0, torch.tensor(-0.5), 1.0):
+        acc.add(value)
+    result = acc.local()
+    assert torch.is_tensor(result)
+    assert float(result) == pytest.approx(expected)
+    assert acc.count == 4
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_on_epoch_never_syncs_the_device_per_batch(journal_logger, tmp_path):

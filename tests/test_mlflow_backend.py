@@ -58,13 +58,20 @@ class Store:
         return MLflowLogger(savedir=self.savedir, tracking_uri=self.tracking_uri, **options)
 
 
+@pytest.fixture(scope="session")
+def sqlite_savedir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One save dir for the SQLite-default tests: creating an MLflow database costs seconds."""
+    return tmp_path_factory.mktemp("mlflow-default-store")
+
+
 @pytest.fixture(params=["server", "sqlite"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    """The same test against a live server and against the logger's out-of-the-box store."""
     if request.param == "server":
         server: MlflowServer = request.getfixturevalue("mlflow_server")
         return Store(server.url, MlflowClient(server.url), tmp_path / "logs")
-    uri = default_tracking_uri(tmp_path / "logs")
-    return Store(None, MlflowClient(uri), tmp_path / "logs")
+    savedir = request.getfixturevalue("sqlite_savedir")
+    return Store(None, MlflowClient(default_tracking_uri(savedir)), savedir)
 
 
 @pytest.fixture

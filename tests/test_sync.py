@@ -225,3 +225,41 @@ def test_unknown_tracker_and_bad_option_are_clear_errors(tmp_path: Path) -> None
     assert result.exit_code != 0 and "unknown backend 'nosuchtracker'" in result.output
     result = CliRunner().invoke(cli, ["sync", path, "--to", "tensorboard", "-o", "colour=3"])
     assert result.exit_code != 0 and "colour" in result.output
+
+
+def test_sync_to_offline_wandb_keeps_steps_and_sends_nothing_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """W&B offline (nothing leaves the machine), read back from the run's .wandb file."""
+    import glob
+
+    from fanlog.backends.wandb import STEP_METRIC, read_transaction_log
+
+    for name in ("WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_IDENTITY_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_ERROR_REPORTING", "false")
+    path = make_run(tmp_path / "sd", "to-wandb", metrics=5, extras=False)
+    options = {"mode": "offline", "settings": {"x_disable_stats": True, "console": "off"}}
+    report = sync(path, to="wandb", progress=False, **options)
+    assert report.ok and report.sent == 10, report.summary()
+    assert sync(path, to="wandb", progress=False, **options).sent == 0
+    (run_file,) = glob.glob(str(tmp_path / "sd" / "wandb" / "**" / "offline-run-*" / "run-*.wandb"),
+                            recursive=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            records = read_transaction_log(run_file)
+        except ValueError:
+            records = []
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            break
+        time.sleep(0.1)
+    values = {}
+    for record in records:
+        if record.WhichOneof("record_type") == "history":
+            row = {"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in record.history.item}
+            if "train/acc" in row:
+                values[row[STEP_METRIC]] = row["train/acc"]
+    assert values == {step: float(step) for step in range(5)}

@@ -157,6 +157,22 @@ def test_params_only_run_still_gets_its_session(tmp_path: Path) -> None:
     assert end.status == api_pb2.STATUS_FAILURE
 
 
+def test_a_record_tensorboard_cannot_show_is_skipped_not_retried(tmp_path: Path) -> None:
+    """A broken PNG or an untraceable graph must not block the records after it."""
+    backend = TensorBoardBackend(savedir=str(tmp_path))
+    backend.open(run_info(tmp_path))
+    backend.write([
+        rec(1, "metric", "loss", 1.0, step=0),
+        rec(2, "image", "broken", b"not a png", step=0),
+        rec(3, "torch", "not-a-graph", torch_bytes((TinyNet(), "not a tensor"))),
+        rec(4, "metric", "loss", 2.0, step=1),
+    ])  # fmt: skip
+    backend.close(RunStatus.FINISHED)
+    acc = read_events(backend.logdir)
+    assert [(e.step, e.value) for e in acc.Scalars("loss")] == [(0, 1.0), (1, 2.0)]
+    assert acc.Tags()["images"] == []
+
+
 def test_ranks_write_to_their_own_directory(tmp_path: Path) -> None:
     logdirs = []
     for rank in (0, 1):

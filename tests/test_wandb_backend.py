@@ -15,6 +15,9 @@ import glob
 import io
 import json
 import os
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -210,6 +213,7 @@ def test_backend_media_artifacts_and_models(tmp_path: Path) -> None:
         rec(2, "figure", "curve", encode_png(np.full((5, 7, 3), 200, np.uint8)), step=2),
         rec(3, "histogram", "weights", np.arange(100.0), step=2, bins=10),
         rec(4, "text", "note", "hello", step=2),
+        rec(40, "image", "broken", b"not a png", step=2),  # skipped with a warning, not retried
         rec(5, "dict", "summary", {"best": {"epoch": 3, "acc": 0.9}}, step=2),
         rec(6, "artifact", "reports/report.csv", str(artifact_file), step=2),
         rec(7, "model", "net", buffer.getvalue(), step=3),
@@ -226,6 +230,7 @@ def test_backend_media_artifacts_and_models(tmp_path: Path) -> None:
     assert row["weights/_type"] == "histogram" and len(row["weights/values"]) == 10
     assert sum(row["weights/values"]) == 100
     assert row["note"] == "hello"
+    assert not any(key.startswith("broken") for key in row)
     assert row["summary/best/acc"] == 0.9
     artifacts = {a.name: a for a in run.of("artifact")}
     assert artifacts["reports-report.csv"].type == "artifact"
@@ -324,7 +329,7 @@ def test_watch_logs_gradients(tmp_path: Path) -> None:
     logger = WandBLogger(savedir=str(tmp_path), log_freq="batch", settings=QUIET)
     with logger.start_logging():
         model = Net()
-        logger.log(model, "net", kind="watch", log="all", log_freq=1)  # itwinai's spelling
+        logger.watch(model, log="all", log_freq=1)
         for step in range(3):
             model(torch.randn(4, 3)).sum().backward()
             logger.log(float(step), "loss", step=step)
@@ -367,3 +372,67 @@ def artifact_free_file(tmp_path: Path) -> Path:
     path = tmp_path / "plain.txt"
     path.write_text("not wandb")
     return path
+
+
+@pytest.mark.slow
+def test_online_start_without_a_server_falls_back_to_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Credentials but no reachable server (a closed port on 127.0.0.1): the run must not
+    hang; it starts offline and every record lands there."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+    logger = WandBLogger(savedir=str(tmp_path), log_freq="batch", settings=QUIET,
+                         init_timeout=2)  # fmt: skip
+    started = time.monotonic()
+    with logger.start_logging():
+        assert logger.backend is not None and logger.backend.mode == "online"  # credentials
+        for step in range(5):
+            logger.log(float(step), "loss", step=step)
+        assert logger.flush(timeout=90)
+        assert logger.backend.mode == "offline"
+    assert time.monotonic() - started < 90
+    assert logger.delivery_errors() == {}
+    (run,) = offline_runs(tmp_path)
+    assert run.series("loss") == [(s, s) for s in range(5)]
+
+
+def test_offline_run_opens_no_network_connection(tmp_path: Path) -> None:
+    """mode=None without credentials: no DNS lookup, no socket to anything but a local one.
+
+    Checked in a fresh interpreter with a Python audit hook, so wandb's own process-wide
+    telemetry (which ignores a run's offline mode in wandb 0.31) would be caught.
+    """
+    script = f"""
+import os, sys
+attempts = []
+def hook(event, args):
+    if event == "socket.getaddrinfo" and args[0] not in ("127.0.0.1", "localhost", "::1"):
+        attempts.append(("getaddrinfo", args[0]))
+    if event == "socket.connect" and isinstance(args[1], tuple) and args[1][0] not in (
+            "127.0.0.1", "::1", "localhost"):
+        attempts.append(("connect", args[1]))
+sys.addaudithook(hook)
+import numpy as np
+from fanlog.backends.wandb import WandBLogger
+path = os.path.join({str(tmp_path)!r}, "data.txt")
+open(path, "w").write("x")
+logger = WandBLogger(savedir={str(tmp_path)!r}, log_freq="batch", settings={QUIET!r})
+with logger.start_logging():
+    logger.save_hyperparameters({{"lr": 0.1}})
+    for step in range(5):
+        logger.log(float(step), "loss", step=step)
+    logger.log(np.zeros((4, 4, 3), np.uint8), "image", kind="image")
+    logger.log(path, "data", kind="artifact")
+    assert logger.flush(timeout=120)
+    print("MODE", logger.backend.mode)
+print("ATTEMPTS", attempts)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=240, env=dict(os.environ))  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "MODE offline" in done.stdout
+    assert "ATTEMPTS []" in done.stdout, done.stdout

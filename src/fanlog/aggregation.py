@@ -235,18 +235,17 @@ def _exchange(pipeline: Any, identifier: str, op: str, payload: list[float]) -> 
             f"log(..., reduce=...) for this metric. Cause: {exc}"
         ) from exc
     if any(int(r[0]) != int(tag) or int(r[1]) != call for r in rows):
-        _mismatch(dist, group, identifier, op, call, rows, tag)
+        _mismatch(dist, group, identifier, op, call, len(rows))
     return [r[2:].tolist() for r in rows]
 
 
-def _mismatch(dist: Any, group: Any, identifier: str, op: str, call: int, rows: list[Any],
-              tag: float) -> None:
+def _mismatch(dist: Any, group: Any, identifier: str, op: str, call: int, world: int) -> None:
     """Every rank sees the same rows, so all of them raise; first learn the other names."""
-    names: list[Any] = [None] * len(rows)
+    names: list[Any] = [None] * world
     try:
         dist.all_gather_object(names, (identifier, call), group=group)
     except RuntimeError:
-        names = [("<unknown>", int(r[1])) for r in rows]
+        names = [("<unknown>", "?")] * world
     seen = ", ".join(f"rank {rank}: {name!r} call #{n}" for rank, (name, n) in enumerate(names))
     raise ReduceError(
         f"fanlog: log({identifier!r}, reduce={op!r}): the ranks reduced different metrics or "
@@ -269,12 +268,14 @@ def _check(identifier: str, kind: str, reduce: Any, on_epoch: Any, reduce_fx: An
 
 
 def _scalar(item: Any, identifier: str) -> Any:
-    """A float, or a detached 0-d floating tensor left on its device (no synchronisation)."""
+    """A float, or for a device tensor a detached 0-d float tensor left on its device."""
     if is_tensor(item):
         if item.numel() != 1:
             raise bad_item("metric", identifier, "a scalar (one-element tensor)", item, ValueError)
         if item.is_complex():
             raise bad_item("metric", identifier, "a real number", item)
+        if item.device.type == "cpu":
+            return float(item.item())  # nothing to wait for on the host, and cheaper than ops
         torch = torch_module()
         assert torch is not None
         wide = torch.float32 if item.device.type == "mps" else torch.float64

@@ -109,7 +109,6 @@ class FanlogLogger(_LightningLogger):
         self._prefix = prefix
         self._owns_run = False
         self._run_id: str | None = None
-        self._epoch = 0
         self._checkpoint_callback: Any = None
         self._logged_checkpoints: dict[str, float] = {}
 
@@ -124,7 +123,6 @@ class FanlogLogger(_LightningLogger):
             rank = self._rank if self._rank is not None else getattr(rank_zero_only, "rank", None)
             logger.create_logger_context(rank=rank)
             self._owns_run = True
-            self._epoch = 0
         if logger.run_info is not None:
             self._run_id = logger.run_info.run_id
         return logger
@@ -165,9 +163,8 @@ class FanlogLogger(_LightningLogger):
         logger = self.experiment
         epoch = metrics.get("epoch")
         if epoch is not None:
-            while self._epoch < int(epoch):
+            while logger.epoch < int(epoch):
                 logger.end_epoch()
-                self._epoch += 1
         step = None if step is None else int(step)
         for key, value in metrics.items():
             name = f"{self._prefix}{self.LOGGER_JOIN_CHAR}{key}" if self._prefix else key

@@ -203,7 +203,7 @@ class Pipeline:
             if not getattr(entry.backend, "needs_delivery", True):
                 entry.closed = True
                 _safe(entry.backend.close, status)
-        if self.spill:
+        if self.spill and not self._writer.is_alive():  # the spill belongs to the writer
             self._recover(force=True)
         if self.spill:
             self._warn(

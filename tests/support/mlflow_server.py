@@ -107,8 +107,12 @@ class MlflowServer:
         except (urllib.error.URLError, OSError):
             return False
 
-    def stop(self, timeout: float = 20.0) -> None:
-        """Stop the server's whole process group (uvicorn workers included), by PID."""
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the server's whole process group (uvicorn workers included), by PID.
+
+        SIGTERM first; uvicorn waits for idle keep-alive connections of clients, so after
+        `timeout` seconds the group gets SIGKILL (which a crashing server would do too).
+        """
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return

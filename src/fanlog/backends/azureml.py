@@ -31,7 +31,7 @@ from typing import Any
 from fanlog.backend import import_tracker
 from fanlog.backends.mlflow import MLflowBackend
 from fanlog.logger import BackendLogger
-from fanlog.record import RunInfo, RunStatus
+from fanlog.record import Record, RunInfo, RunStatus
 
 CLOUD_VARIABLE = "AZUREML_CURRENT_CLOUD"
 DEFAULT_CLOUD = "AzureCloud"
@@ -235,6 +235,17 @@ class AzureMLBackend(MLflowBackend):
         if self.job_mode:
             self.owns_run = False
         super().close(status)
+
+    def _write_one(self, record: Record) -> None:
+        """Artifact kinds: azureml-mlflow's artifact repository finds its workspace (and our
+        credential) through the *global* tracking URI, so point it at this workspace."""
+        if self.job_mode:  # the job's environment already makes it the global URI
+            super()._write_one(record)
+            return
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+        with _use_tracking_uri(self.tracking_uri):
+            super()._write_one(record)
 
     def _lookup_tracking_uri(self) -> str:
         """Ask Azure Resource Manager for the workspace's tracking URI (region unknown)."""

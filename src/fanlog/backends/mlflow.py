@@ -47,9 +47,10 @@ TAG_RANK = "fanlog.rank"
 TAG_DESCRIPTION = "mlflow.note.content"
 TAG_PARENT = "mlflow.parentRunId"
 
-# fanlog retries with backoff itself; MLflow's own retries (7, up to minutes) would only
-# keep a dead server's requests hanging. Applied unless the user set these variables.
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+# fanlog retries with backoff itself, and keeps what waits on disk; MLflow's own retries
+# (7, with backoff, minutes in all) would only hold one request of a dead server. Set unless
+# the user set it. The request timeout is left alone: large artifact uploads need it.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
 
 
 class ParamConflictError(FanlogError, ValueError):

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from fanlog.backend import Backend, import_tracker
+from fanlog.errors import PartialDelivery
 from fanlog.logger import BackendLogger
 from fanlog.record import Record, RunInfo, RunStatus
 
@@ -199,29 +200,45 @@ class TensorBoardBackend(Backend):
 
         writer = self._writer
         assert writer is not None, "write() before open()"
-        for record in records:
-            if record.kind == "param":
-                self._hparams[record.key] = hparam_value(record.key, record.value)
-                self._hparams_time = self._hparams_time or record.time
-                if self._session_started:  # the plugin keeps only the first session info
-                    log.debug(
-                        "fanlog tensorboard: hyperparameter %r arrived after the HParams session "
-                        "was written; it is stored as text under 'hparams/%s'",
-                        record.key, record.key,
-                    )  # fmt: skip
-                    self._add(self._text(f"hparams/{record.key}", str(record.value)), record)
-                continue
-            if self._hparams and not self._session_started:
-                self._start_session()
+        done = 0
+        try:
+            for record in records:
+                self._write_one(record, writer, event_pb2)
+                done += 1
+            writer.flush()  # each delivered batch is visible to TensorBoard at its end
+        except Exception as exc:  # the file: disk full, directory gone, ...
+            if done:
+                raise PartialDelivery(done, exc) from exc
+            raise
+
+    def _write_one(self, record: Record, writer: EventWriter, event_pb2: Any) -> None:
+        """One record; one TensorBoard cannot show is skipped, since a retry fails the same."""
+        if record.kind == "param":
+            self._hparams[record.key] = hparam_value(record.key, record.value)
+            self._hparams_time = self._hparams_time or record.time
+            if self._session_started:  # the plugin keeps only the first session info
+                log.debug(
+                    "fanlog tensorboard: hyperparameter %r arrived after the HParams session "
+                    "was written; it is stored as text under 'hparams/%s'",
+                    record.key, record.key,
+                )  # fmt: skip
+                self._add(self._text(f"hparams/{record.key}", str(record.value)), record)
+            return
+        if self._hparams and not self._session_started:
+            self._start_session()
+        try:
             if record.kind == "torch":
                 self._graph(record)
-                continue
+                return
             summary = self._summary(record)
-            if summary is not None:
-                writer.add(
-                    event_pb2.Event(wall_time=record.time, step=record.step, summary=summary)
-                )
-        writer.flush()  # each delivered batch is visible to TensorBoard at its end
+        except Exception as exc:  # noqa: BLE001 - the same record would fail on every retry
+            log.warning("fanlog tensorboard: record %r (%s) cannot be shown and is skipped "
+                        "(it stays in the journal): %r", record.key, record.kind, exc)  # fmt: skip
+            return
+        if summary is not None:
+            writer.add(
+                event_pb2.Event(wall_time=record.time, step=record.step, summary=summary)
+            )
 
     def flush(self) -> None:
         if self._hparams and not self._session_started:

@@ -47,7 +47,9 @@ ROW_KINDS = frozenset({"metric", "text", "dict", "figure", "image", "histogram"}
 ARTIFACT_TYPES = {"artifact": "artifact", "model": "model", "best_model": "model", "torch": "torch"}
 MODES = ("online", "offline", "disabled", "shared")
 EXIT_CODES = {RunStatus.FINISHED: 0, RunStatus.FAILED: 1, RunStatus.KILLED: 143}
-DEFAULT_HOST = "https://api.wandb.ai"
+DEFAULT_HOSTS = ("api.forge.coreweave.com", "api.wandb.ai")
+"""Hosts whose .netrc entry counts as W&B credentials when WANDB_BASE_URL is not set
+(wandb 0.31's default server, and the one before it)."""
 _INIT_LOCK = threading.Lock()
 """Two W&B loggers opening at once must not both claim to be the global run."""
 
@@ -57,13 +59,31 @@ def has_credentials(environ: dict[str, str] | None = None) -> bool:
     env = os.environ if environ is None else environ
     if env.get("WANDB_API_KEY") or env.get("WANDB_IDENTITY_TOKEN_FILE"):
         return True
-    host = urlsplit(env.get("WANDB_BASE_URL") or DEFAULT_HOST).netloc
+    base_url = env.get("WANDB_BASE_URL")
+    hosts = (urlsplit(base_url).netloc,) if base_url else DEFAULT_HOSTS
     path = env.get("NETRC") or os.path.join(os.path.expanduser("~"), ".netrc")
     try:
-        entry = netrc.netrc(path).authenticators(host)
+        entries = netrc.netrc(path)
     except (OSError, netrc.NetrcParseError):
         return False
-    return bool(entry and entry[2])
+    return any((entry := entries.authenticators(host)) and entry[2] for host in hosts)
+
+
+def disable_vendor_telemetry() -> None:
+    """Stop wandb's own SDK telemetry for this process, so an offline run stays offline.
+
+    wandb 0.31 decides whether to send its usage telemetry (to its server, by default
+    api.forge.coreweave.com) from the process-wide settings, not from the run's
+    ``mode``: an offline run started with ``wandb.init(mode="offline")`` still makes
+    it probe the server. Best effort: a wandb without this switch is left as it is.
+    """
+    try:
+        from wandb.analytics.opentelemetry import opentelemetry_proxy
+    except ImportError:
+        return
+    disable = getattr(opentelemetry_proxy, "disable", None)
+    if callable(disable) and False:
+        disable()
 
 
 def resolve_mode(
@@ -140,11 +160,13 @@ class WandBBackend(Backend):
         """Import wandb and decide the mode on the caller's thread (no network)."""
         self._wandb = import_tracker("wandb", "wandb")
         self.mode = resolve_mode(self.requested_mode, self.offline_mode)
+        if self.mode in ("offline", "disabled"):
+            disable_vendor_telemetry()
 
     def open(self, run: RunInfo) -> None:
-        wandb = self._wandb or import_tracker("wandb", "wandb")
-        self._wandb = wandb
-        mode = self.mode or resolve_mode(self.requested_mode, self.offline_mode)
+        if self.mode is None:  # prepare() was not called
+            self.prepare()
+        wandb, mode = self._wandb, self.mode or "offline"
         directory = os.path.abspath(os.path.join(self.savedir, "wandb"))
         os.makedirs(directory, exist_ok=True)
         distributed = run.world_size > 1
@@ -167,7 +189,12 @@ class WandBBackend(Backend):
                 raise
             log.warning("fanlog wandb: online start failed (%r); logging offline instead, "
                         "upload later with `wandb sync`", exc)  # fmt: skip
-            mode = "offline"
+            # Sticky, so a retry of open() does not wait for the network again; a new id,
+            # because W&B's service keeps the failed run's id as "in use".
+            mode = self.mode = "offline"
+            disable_vendor_telemetry()
+            kwargs["id"] = f"{run_id}-offline"
+            self._remember_id(run, kwargs["id"])
             self.run = self._init(wandb, mode, kwargs)
         self.mode = mode
         self.run.define_metric(STEP_METRIC)
@@ -183,12 +210,20 @@ class WandBBackend(Backend):
         """
         with _INIT_LOCK:
             reinit = "create_new" if wandb.run is not None else None
-            return wandb.init(mode=mode, settings=self._settings(wandb, mode), reinit=reinit,
+            return wandb.init(mode=mode, settings=self._settings(wandb), reinit=reinit,
                               **kwargs)  # fmt: skip
+
+    def _memo(self, run: RunInfo) -> str:
+        return os.path.join(run.run_dir, f"wandb-{artifact_name(self.project_name)}.id")
+
+    def _remember_id(self, run: RunInfo, run_id: str) -> None:
+        os.makedirs(run.run_dir, exist_ok=True)
+        with open(self._memo(run), "w", encoding="utf-8") as handle:
+            handle.write(run_id)
 
     def _run_id(self, run: RunInfo) -> tuple[str, bool | str | None]:
         """The W&B run id, remembered in the fanlog run directory so a resumed run reattaches."""
-        memo = os.path.join(run.run_dir, f"wandb-{artifact_name(self.project_name)}.id")
+        memo = self._memo(run)
         if self.run_id is not None:
             run_id = f"{self.run_id}-rank{run.rank}" if run.world_size > 1 else self.run_id
             resume = self.resume
@@ -199,12 +234,10 @@ class WandBBackend(Backend):
         else:
             run_id = uuid.uuid4().hex[:8]
             resume = self.resume
-        os.makedirs(run.run_dir, exist_ok=True)
-        with open(memo, "w", encoding="utf-8") as handle:
-            handle.write(run_id)
+        self._remember_id(run, run_id)
         return run_id, resume
 
-    def _settings(self, wandb: Any, mode: str) -> Any:
+    def _settings(self, wandb: Any) -> Any:
         options: dict[str, Any] = {"init_timeout": self.init_timeout}
         options.update(self.settings)
         return wandb.Settings(**options)
@@ -224,7 +257,12 @@ class WandBBackend(Backend):
                     if row and (record.step != row_step or record.key in row):
                         done += self._log_row(row, row_step, row_count, temporary)
                         row, row_count = {}, 0
-                    row[record.key] = self._row_value(record, temporary)
+                    try:
+                        row[record.key] = self._row_value(record, temporary)
+                    except Exception as exc:  # noqa: BLE001 - a retry would fail the same
+                        log.warning("fanlog wandb: record %r (%s) cannot be converted and is "
+                                    "skipped (it stays in the journal): %r",
+                                    record.key, record.kind, exc)  # fmt: skip
                     row_step = record.step
                     row_count += 1
                     continue
@@ -427,22 +465,6 @@ class WandBLogger(BackendLogger):
             mode=self.mode, offline_mode=self.offline_mode, settings=self.wandb_settings,
             init_timeout=self.init_timeout, histogram_bins=self.histogram_bins,
         )  # fmt: skip
-
-    def log(
-        self,
-        item: Any,
-        identifier: str,
-        kind: str = "metric",
-        step: int | None = None,
-        batch_idx: int | None = None,
-        **kwargs: Any,
-    ) -> None:
-        """:meth:`fanlog.logger.Logger.log`, plus itwinai's ``kind="watch"`` (see :meth:`watch`)."""
-        if kind == "watch":
-            if self.should_log(batch_idx):
-                self.watch(item, **kwargs)
-            return
-        super().log(item, identifier, kind, step, batch_idx, **kwargs)
 
     def watch(self, model: Any, timeout: float | None = 120.0, **kwargs: Any) -> None:
         """``wandb.watch`` on this logger's run: gradients/parameters of `model` (W&B's kwargs).
