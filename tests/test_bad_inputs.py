@@ -267,7 +267,8 @@ def test_bad_input_in_wandb(case: Case, tmp_path: Path, monkeypatch: pytest.Monk
         if any(r.WhichOneof("record_type") == "exit" for r in records):
             for r in records:
                 if r.WhichOneof("record_type") == "history":
-                    row = {i.key: json.loads(i.value_json) for i in r.history.item}
+                    row = {"/".join(i.nested_key) or i.key: json.loads(i.value_json)
+                           for i in r.history.item}
                     if "loss" in row:
                         rows.append((row[STEP_METRIC], row["loss"]))
             break

@@ -262,6 +262,8 @@ def test_write_respects_request_limits(server_store: Store, tmp_path: Path) -> N
             records.append(Record(len(records) + 1, "param", f"p{i}", i, 0, now))
         if i % 20 == 0:
             records.append(Record(len(records) + 1, "tag", f"t{i}", str(i), 0, now))
+    records.append(Record(len(records) + 1, "tag", "stage", "a", 0, now))
+    records.append(Record(len(records) + 1, "tag", "stage", "b", 0, now))  # same request
     backend.write(records)
     backend.close(RunStatus.FINISHED)
 
@@ -270,6 +272,7 @@ def test_write_respects_request_limits(server_store: Store, tmp_path: Path) -> N
     run = server_store.reader.get_run(backend.run_id)
     assert len(run.data.params) == 250 and run.data.params["p2490"] == "2490"
     assert len([k for k in run.data.tags if k.startswith("t")]) == 125
+    assert run.data.tags["stage"] == "b"
     history = server_store.reader.get_metric_history(backend.run_id, "m1")
     assert sorted(m.step for m in history) == list(range(1, 2500, 3))
 
@@ -377,7 +380,9 @@ def test_killed_status_after_sigterm(mlflow_server: MlflowServer, tmp_path: Path
 
 
 # ---------------------------------------------------------------- runs: resume, reuse, ranks
-def test_resume_from_a_second_process_with_run_id(store: Store, tmp_path: Path) -> None:
+def test_resume_from_a_second_process_with_run_id(
+    store: Store, tmp_path: Path, monkeypatch: Any
+) -> None:
     uri = store.tracking_uri
     first = run_script(f"""
         from fanlog.backends.mlflow import MLflowLogger
@@ -394,7 +399,11 @@ def test_resume_from_a_second_process_with_run_id(store: Store, tmp_path: Path) 
     (run_id,) = [line[7:] for line in first.stdout.splitlines() if line.startswith("RUN_ID=")]
     assert store.reader.get_run(run_id).info.status == "FINISHED"
 
-    logger = store.logger(run_id=run_id, experiment_name="resume")
+    if store.tracking_uri is None:  # the other way to say it: the variable MLflow itself sets
+        monkeypatch.setenv("MLFLOW_RUN_ID", run_id)
+        logger = store.logger(experiment_name="resume")
+    else:
+        logger = store.logger(run_id=run_id, experiment_name="resume")
     with logger.start_logging():
         for step in range(5, 10):
             logger.log(float(step), "loss", step=step)

@@ -263,3 +263,14 @@ def test_sync_to_offline_wandb_keeps_steps_and_sends_nothing_twice(
             if "train/acc" in row:
                 values[row[STEP_METRIC]] = row["train/acc"]
     assert values == {step: float(step) for step in range(5)}
+
+
+def test_sync_to_an_unreachable_tracker_fails_cleanly_and_keeps_the_cursor(tmp_path: Path) -> None:
+    from support.mlflow_server import free_port
+
+    path = make_run(tmp_path / "sd", "unreachable", metrics=3, extras=False)
+    dead = f"http://127.0.0.1:{free_port()}"
+    result = CliRunner().invoke(cli, ["sync", path, "--to", "mlflow", "--tracking-uri", dead])
+    assert result.exit_code == 1, result.output
+    assert "FAILED: cannot open the mlflow run" in result.output
+    assert cursor_of(path, "sync:mlflow") == 0  # everything is still to be sent next time

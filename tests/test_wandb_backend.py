@@ -403,12 +403,14 @@ def test_online_start_without_a_server_falls_back_to_offline(
 def test_offline_run_opens_no_network_connection(tmp_path: Path) -> None:
     """mode=None without credentials: no DNS lookup, no socket to anything but a local one.
 
-    Checked in a fresh interpreter with a Python audit hook, so wandb's own process-wide
-    telemetry (which ignores a run's offline mode in wandb 0.31) would be caught.
+    Checked in a fresh interpreter with a Python audit hook, up to the interpreter's exit, so
+    wandb's own process-wide telemetry (which ignores a run's offline mode in wandb 0.31 and
+    probes its server when it exports, at the latest at exit) would be caught.
     """
     script = f"""
-import os, sys
+import atexit, os, sys
 attempts = []
+atexit.register(lambda: print("ATTEMPTS", attempts))  # runs last: after wandb's own exit hooks
 def hook(event, args):
     if event == "socket.getaddrinfo" and args[0] not in ("127.0.0.1", "localhost", "::1"):
         attempts.append(("getaddrinfo", args[0]))
@@ -429,10 +431,11 @@ with logger.start_logging():
     logger.log(path, "data", kind="artifact")
     assert logger.flush(timeout=120)
     print("MODE", logger.backend.mode)
-print("ATTEMPTS", attempts)
 """
+    env = dict(os.environ)
+    env.pop("WANDB_ERROR_REPORTING")  # as a user has it: wandb's telemetry switched on
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=240, env=dict(os.environ))  # fmt: skip
+                          timeout=240, env=env)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "MODE offline" in done.stdout
     assert "ATTEMPTS []" in done.stdout, done.stdout

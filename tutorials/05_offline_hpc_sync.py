@@ -27,6 +27,7 @@ What it shows:
   an interrupted sync continues where it stopped.
 """
 # ci-args: --epochs 1 --batches 4 --to tensorboard
+# ci-requires: mlflow tensorboard
 
 from __future__ import annotations
 

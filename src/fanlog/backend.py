@@ -20,6 +20,16 @@ from typing import Any, ClassVar
 from fanlog.record import Record, RunInfo, RunStatus
 
 
+class AllKinds(frozenset):
+    """A `supported_kinds` that contains every kind, including ones registered later."""
+
+    def __contains__(self, item: object) -> bool:
+        return True
+
+    def __repr__(self) -> str:
+        return "AllKinds()"
+
+
 class Backend(ABC):
     """One tracker. Subclasses set `name` and `supported_kinds` and implement the three calls."""
 

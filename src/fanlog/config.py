@@ -21,6 +21,7 @@ only ``type``, ``const``, ``enum``, ``properties``, ``required``, ``additionalPr
 ``items``, ``anyOf`` and local ``$ref``.
 
 Without an argument, :func:`from_config` reads the file named by ``FANLOG_CONFIG``.
+``python -m fanlog.config [FILE] [--schema]`` checks a file or prints the schema.
 """
 
 from __future__ import annotations
@@ -33,15 +34,19 @@ import inspect
 import json
 import os
 import re
-import sys
 import textwrap
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import click
 
 from fanlog.backend import BACKENDS
 from fanlog.errors import FanlogError
+
+if TYPE_CHECKING:
+    from fanlog.logger import Logger
 
 CONFIG_ENV = "FANLOG_CONFIG"
 TYPE_KEY = "type"
@@ -87,7 +92,7 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any] | Sequence[An
 def from_config(
     source: str | os.PathLike[str] | Mapping[str, Any] | Sequence[Any] | None = None,
     **overrides: Any,
-) -> Any:
+) -> Logger:
     """Build a logger (or a ``LoggersCollection``) from a YAML path, a dict or a list.
 
     `source` defaults to the file named by ``FANLOG_CONFIG``. `overrides` (e.g.
@@ -480,21 +485,25 @@ def _check(options: Mapping[str, Any], schema: Mapping[str, Any], where: str) ->
         raise ConfigError(f"{where}: invalid configuration:\n  {lines}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fanlog.config [--schema | FILE]``: print the schema, or check a file."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] == "--schema":
-        print(json.dumps(json_schema(), indent=2, default=str))
-        return 0
+@click.command("config")
+@click.argument("path", required=False, type=click.Path(dir_okay=False))
+@click.option("--schema", is_flag=True, help="Print the JSON Schema of configuration files and exit.")
+def config_command(path: str | None, schema: bool) -> None:
+    """Check a logger configuration file (default: $FANLOG_CONFIG), or print its JSON Schema.
+
+    The loggers the file describes are built but not started, so an unknown option,
+    backend or value shows up here instead of at the start of a training job.
+    """
+    if schema:
+        click.echo(json.dumps(json_schema(), indent=2, default=str))
+        return
     try:
-        logger = from_config(args[0])
+        logger = from_config(path)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 1
+        raise click.ClickException(str(exc)) from exc
     names = [type(m).__name__ for m in logger.members()] or [type(logger).__name__]
-    print(f"{args[0]}: OK ({', '.join(names)})")
-    return 0
+    click.echo(f"{path or os.environ.get(CONFIG_ENV)}: OK ({', '.join(names)})")
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    config_command()

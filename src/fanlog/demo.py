@@ -29,8 +29,8 @@ def optional_trackers(savedir: str, log_freq: int | str) -> tuple[list[Logger], 
     if importlib.util.find_spec("tensorboard") is not None:
         from fanlog.backends.tensorboard import TensorBoardLogger
 
-        tb_dir = os.path.join(savedir, "tensorboard")
-        loggers.append(TensorBoardLogger(savedir=tb_dir, log_freq=log_freq))
+        tb_dir = os.path.join(savedir, "tensorboard")  # where TensorBoardLogger puts its events
+        loggers.append(TensorBoardLogger(savedir=savedir, log_freq=log_freq))
         hints.append(f"tensorboard --logdir {tb_dir}")
     return loggers, hints
 

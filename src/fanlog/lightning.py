@@ -45,11 +45,6 @@ def run_status(status: str) -> RunStatus:
     return _STATUS.get(str(status).lower(), RunStatus.FINISHED)
 
 
-def accepts(logger: FanlogBaseLogger, kind: str) -> bool:
-    """Whether some backend of `logger` takes `kind` (asked per member: the journal takes all)."""
-    return any(kind in member.supported_kinds for member in logger.members())
-
-
 def _plain_params(params: Mapping[str, Any] | Namespace) -> dict[str, Any]:
     """Hyperparameters as a plain mapping: Namespaces opened, callables named."""
     if isinstance(params, Namespace):
@@ -180,7 +175,7 @@ class FanlogLogger(_LightningLogger):
             return
         example = input_array if input_array is not None else getattr(model, "example_input_array", None)
         logger = self.experiment
-        if example is None or not accepts(logger, "torch"):
+        if example is None or not logger.supports("torch"):
             return
         # The copy is traced later, detached from the trainer, where `module.trainer` raises;
         # Lightning's flag for tracing makes it return None. It is set only while `log`
@@ -224,7 +219,7 @@ class FanlogLogger(_LightningLogger):
     def _log_checkpoints(self, callback: Any) -> None:
         """Log checkpoint files not logged yet (or changed since), best first."""
         logger = self.experiment
-        if not accepts(logger, "artifact"):
+        if not logger.supports("artifact"):
             return
         best_k: dict[str, Any] = dict(getattr(callback, "best_k_models", {}) or {})
         paths = list(best_k)

@@ -18,7 +18,7 @@ from dataclasses import fields
 from typing import Any, ClassVar
 
 from fanlog import lifecycle
-from fanlog.backend import Backend
+from fanlog.backend import AllKinds, Backend
 from fanlog.errors import BackendError, LoggerNotStartedError
 from fanlog.journal import JOURNAL_NAME
 from fanlog.kinds import _REGISTRY, get_kind
@@ -170,6 +170,10 @@ class Logger(ABC):
     def members(self) -> list[BackendLogger]:
         """The backend loggers behind this logger (itself for a single backend)."""
 
+    def supports(self, kind: str) -> bool:
+        """True if at least one backend behind this logger stores `kind`."""
+        return any(kind in m.supported_kinds for m in self.members())
+
     def should_log(self, batch_idx: int | None = None) -> bool:
         """itwinai's rule: without batch_idx always; with it, by log_freq."""
         mode, every = self._freq
@@ -255,6 +259,8 @@ class Logger(ABC):
             return True
         status = RunStatus(status)
         lifecycle.unregister(owner)
+        if status is RunStatus.FINISHED and getattr(pipeline, "accumulators", None):
+            owner._emit_last_epoch()
         complete = pipeline.close(status)
         for logger in [owner, *owner.members()]:
             logger._pipeline = None
@@ -303,11 +309,17 @@ class Logger(ABC):
         **kwargs: Any,
     ) -> None:
         """Log `item` under `identifier` as `kind` (metric, param, text, dict, figure, image,
-        artifact, model, torch, histogram, ...). Never blocks on a tracker."""
+        artifact, model, torch, histogram, ...). Never blocks on a tracker.
+
+        Extra keyword arguments reach the backends as ``Record.options``, except
+        ``reduce=`` (mean/sum/max/min across ranks; every rank must call it) and
+        ``on_epoch=True`` with ``reduce_fx=`` (accumulate, log once at ``end_epoch()``):
+        see :mod:`fanlog.aggregation`.
+        """
         pipeline = self._pipeline
         if pipeline is None:
             raise self._not_started("log")
-        if kwargs and ("reduce" in kwargs or "on_epoch" in kwargs):
+        if kwargs and ("reduce" in kwargs or "on_epoch" in kwargs or "reduce_fx" in kwargs):
             from fanlog import aggregation  # cross-rank reduction and epoch accumulation
 
             aggregation.handle(self, item, identifier, kind, step, batch_idx, kwargs)
@@ -341,11 +353,12 @@ class Logger(ABC):
             self._raise_if_strict()
 
     def log_metrics(
-        self, metrics: Mapping[str, Any], step: int | None = None, batch_idx: int | None = None
+        self, metrics: Mapping[str, Any], step: int | None = None, batch_idx: int | None = None,
+        **kwargs: Any,
     ) -> None:
-        """Log several metrics at once (one `log` per entry)."""
+        """Log several metrics at once (one `log` per entry; kwargs as for `log`)."""
         for identifier, value in metrics.items():
-            self.log(value, identifier, "metric", step=step, batch_idx=batch_idx)
+            self.log(value, identifier, "metric", step=step, batch_idx=batch_idx, **kwargs)
 
     def save_hyperparameters(self, params: Mapping[str, Any]) -> None:
         """Log a (possibly nested) mapping as params; nested keys are joined with '/'."""
@@ -406,6 +419,16 @@ class Logger(ABC):
                 )
         self._gates[kind] = gate
         return gate
+
+    def _emit_last_epoch(self) -> None:
+        """Log what `on_epoch=True` accumulated since the last end_epoch() (a final, open epoch)."""
+        from fanlog import aggregation
+
+        try:
+            aggregation.end_epoch(self)
+        except aggregation.ReduceError as exc:
+            warnings.warn(f"fanlog: last epoch's aggregates not logged: {exc}", RuntimeWarning,
+                          stacklevel=3)
 
     def _not_started(self, call: str) -> LoggerNotStartedError:
         when = "after destroy_logger_context()" if self._destroyed else (
@@ -497,7 +520,10 @@ class LoggersCollection(Logger):
 
     @property
     def supported_kinds(self) -> frozenset[str]:
-        return frozenset().union(*(m.supported_kinds for m in self.members()))
+        kinds = [m.supported_kinds for m in self.members()]
+        if any(isinstance(k, AllKinds) for k in kinds):
+            return AllKinds()
+        return frozenset().union(*kinds)
 
     def should_log(self, batch_idx: int | None = None) -> bool:
         return any(m.should_log(batch_idx) for m in self.members())

@@ -310,8 +310,12 @@ def _deliver(
     run = _run_info(meta, journal.run_dir)
     prepare = getattr(backend, "prepare", None)
     if prepare is not None:
-        prepare()
-    _retry(lambda: backend.open(run), retries, "open")
+        prepare()  # a missing tracker library or a bad option: raised, it is the caller's to fix
+    try:
+        _retry(lambda: backend.open(run), retries)
+    except Exception as exc:  # noqa: BLE001 - tracker unreachable: reported, nothing sent
+        result.error = f"cannot open the {backend.name} run: {exc!r}"
+        return
     limit = max(1, min(batch_size or backend.max_batch, backend.max_batch))
     supported = backend.supported_kinds
     bar = _progress_bar(result.total, f"sync {os.path.basename(journal.run_dir)} → {backend.name}",
@@ -365,7 +369,7 @@ def _write(journal: Journal, backend: Backend, name: str, records: list[Record],
         delay = min(delay * 2, 10.0)
 
 
-def _retry(call: Any, retries: int, what: str) -> None:
+def _retry(call: Any, retries: int) -> None:
     delay = 0.5
     for attempt in range(retries):
         try:

@@ -5,16 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from fanlog.backend import Backend
+from fanlog.backend import AllKinds, Backend
 from fanlog.logger import BackendLogger
 from fanlog.record import Record, RunInfo, RunStatus
-
-
-class AllKinds(frozenset):
-    """Contains every kind, including ones registered later."""
-
-    def __contains__(self, item: object) -> bool:
-        return True
 
 
 class JournalBackend(Backend):

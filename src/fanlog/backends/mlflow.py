@@ -12,6 +12,7 @@ SQLite store under the save dir, which works out of the box and is what
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -170,7 +171,8 @@ class MLflowBackend(Backend):
         if self.tracking_uri and self.tracking_uri.startswith("sqlite:"):
             Path(self.savedir).mkdir(parents=True, exist_ok=True)
         client = self._client = self._mlflow.MlflowClient(tracking_uri=self.tracking_uri)
-        self._staging = tempfile.mkdtemp(prefix="mlflow-", dir=run.run_dir)
+        if self._staging is None:  # where bytes become files on their way to the artifact store
+            self._staging = tempfile.mkdtemp(prefix="mlflow-", dir=run.run_dir)
         run_id = self.requested_run_id or self._active_run_id
         if run_id is None and run.resumed:
             run_id = self._find_run(run.run_id, run.rank)
@@ -296,8 +298,7 @@ class MLflowBackend(Backend):
             else:
                 batch.covered += 1  # the same value again: nothing to send
         else:
-            value = self._limited("tag", key, str(record.value), MAX_TAG_VALUE_LENGTH)
-            batch.add_tag(entities.RunTag(key, value))
+            batch.add_tag(key, self._limited("tag", key, str(record.value), MAX_TAG_VALUE_LENGTH))
 
     def _send(self, batch: _Batch) -> int:
         """One `log_batch` request for what `batch` holds; the number of records it covered."""
@@ -305,15 +306,17 @@ class MLflowBackend(Backend):
         if not covered:
             return 0
         if batch.metrics or batch.params or batch.tags:
-            params = [self._mlflow.entities.Param(k, v) for k, v in batch.params.items()]
+            entities = self._mlflow.entities
+            params = [entities.Param(k, v) for k, v in batch.params.items()]
+            tags = [entities.RunTag(k, v) for k, v in batch.tags.items()]
             try:
                 self._client.log_batch(
-                    self.run_id, metrics=batch.metrics, params=params, tags=batch.tags,
-                    synchronous=True,
-                )  # fmt: skip
+                    self.run_id, metrics=batch.metrics, params=params, tags=tags, synchronous=True
+                )
             except self._mlflow.exceptions.MlflowException:
                 if params:  # maybe another process set a param: learn the run's params
-                    self._params = dict(self._client.get_run(self.run_id).data.params)
+                    with contextlib.suppress(Exception):
+                        self._params = dict(self._client.get_run(self.run_id).data.params)
                 raise
             self._params.update(batch.params)
         batch.clear()
@@ -506,7 +509,7 @@ class _Batch:
     def __init__(self) -> None:
         self.metrics: list[Any] = []
         self.params: dict[str, str] = {}
-        self.tags: list[Any] = []
+        self.tags: dict[str, str] = {}
         self.covered = 0
 
     def fits(self, kind: str) -> bool:
@@ -526,12 +529,12 @@ class _Batch:
         self.params[key] = value
         self.covered += 1
 
-    def add_tag(self, tag: Any) -> None:
-        self.tags.append(tag)
+    def add_tag(self, key: str, value: str) -> None:
+        self.tags[key] = value  # one request holds one value per tag: the last one wins
         self.covered += 1
 
     def clear(self) -> None:
-        self.metrics, self.params, self.tags, self.covered = [], {}, [], 0
+        self.metrics, self.params, self.tags, self.covered = [], {}, {}, 0
 
 
 class MLflowLogger(BackendLogger):

@@ -82,7 +82,7 @@ def disable_vendor_telemetry() -> None:
     except ImportError:
         return
     disable = getattr(opentelemetry_proxy, "disable", None)
-    if callable(disable) and False:
+    if callable(disable):
         disable()
 
 
