@@ -39,7 +39,7 @@ from fanlog.backends.mlflow import (  # noqa: E402
 )
 from fanlog.errors import PartialDelivery  # noqa: E402
 from fanlog.record import Record, RunInfo, RunStatus  # noqa: E402
-from support.mlflow_server import MlflowServer, free_port  # noqa: E402
+from support.mlflow_server import FaultProxy, MlflowServer, free_port  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -498,6 +498,38 @@ def test_server_outage_loses_nothing_and_never_blocks(start_server: Any, tmp_pat
     logger.destroy_logger_context()
     history = client.get_metric_history(run_id, "loss")
     assert sorted((m.step, m.value) for m in history) == [(s, float(s)) for s in range(600)]
+    assert client.get_run(run_id).info.status == "FINISHED"
+
+
+def test_5xx_and_429_answers_are_retried(mlflow_server: MlflowServer, tmp_path: Path) -> None:
+    """The real server behind a real HTTP hop that answers some `log-batch` calls with errors."""
+    proxy = FaultProxy(mlflow_server.url, failures=[503, 500, 429, 502])
+    try:
+        logger = MLflowLogger(savedir=tmp_path / "logs", tracking_uri=proxy.url, log_freq="batch",
+                              experiment_name="faults", retry_initial=0.1, retry_max=0.5)  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            logger.create_logger_context()
+            for step in range(300):
+                logger.log(float(step), "loss", step=step)
+            client = MlflowClient(mlflow_server.url)
+            deadline = time.monotonic() + 60
+            while logger.mlflow_run_id is None or len(
+                client.get_metric_history(logger.mlflow_run_id, "loss")) < 300:  # fmt: skip
+                assert time.monotonic() < deadline, f"not delivered: {logger.delivery_errors()}"
+                time.sleep(0.2)
+            run_id = logger.mlflow_run_id
+            assert logger.flush(timeout=30)
+            logger.destroy_logger_context()
+    finally:
+        proxy.close()
+    assert proxy.injected == [503, 500, 429, 502]
+    errors = logger.delivery_errors()["mlflow"]
+    assert len(errors) == 4  # each answer is one failed attempt, each named by its status
+    assert all(f"{status} error" in error for status, error in zip(proxy.injected, errors,
+                                                                   strict=True))  # fmt: skip
+    history = client.get_metric_history(run_id, "loss")
+    assert sorted((m.step, m.value) for m in history) == [(s, float(s)) for s in range(300)]
     assert client.get_run(run_id).info.status == "FINISHED"
 
 

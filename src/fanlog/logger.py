@@ -86,15 +86,21 @@ def _settings_from(options: dict[str, Any]) -> PipelineSettings:
 
 
 class _KindGate:
-    """Which members take a kind: precomputed once per kind, so log() only checks log_freq."""
+    """Which members take a kind: built once per kind, so log() only checks log_freq.
 
-    __slots__ = ("kind", "all_bits", "members", "error")
+    ``members`` holds (bit, every) where every is 1 for 'batch', n for an int log_freq and
+    0 for 'epoch' (never with a batch_idx). ``every`` is their common value when they all
+    agree (the usual case: one test instead of a loop), else 0.
+    """
 
-    def __init__(self, kind: Any, all_bits: int, members: list[tuple[int, int, int]]) -> None:
+    __slots__ = ("kind", "all_bits", "members", "every")
+
+    def __init__(self, kind: Any, all_bits: int, members: list[tuple[int, int]]) -> None:
         self.kind = kind
         self.all_bits = all_bits
-        self.members = members
-        self.error: Exception | None = None
+        self.members = [m for m in members if m[1]]
+        everies = {every for _, every in members}
+        self.every = everies.pop() if len(everies) == 1 else 0
 
 
 class Logger(ABC):
@@ -265,6 +271,7 @@ class Logger(ABC):
         for logger in [owner, *owner.members()]:
             logger._pipeline = None
             logger._destroyed = True
+            logger._gates = {}
         owner._summarise(pipeline, complete)
         if owner.strict and owner._strict_error is not None:
             error, owner._strict_error = owner._strict_error, None
@@ -316,29 +323,33 @@ class Logger(ABC):
         ``on_epoch=True`` with ``reduce_fx=`` (accumulate, log once at ``end_epoch()``):
         see :mod:`fanlog.aggregation`.
         """
-        pipeline = self._pipeline
-        if pipeline is None:
-            raise self._not_started("log")
         if kwargs and ("reduce" in kwargs or "on_epoch" in kwargs or "reduce_fx" in kwargs):
+            if self._pipeline is None:
+                raise self._not_started("log")
             from fanlog import aggregation  # cross-rank reduction and epoch accumulation
 
             aggregation.handle(self, item, identifier, kind, step, batch_idx, kwargs)
             return
-        gate = self._gates.get(kind) or self._gate(kind)
-        if gate.error is not None:
-            raise gate.error
+        gate = self._gates.get(kind)
+        if gate is None:
+            gate = self._gate(kind)  # also where "not started" and unsupported="raise" are raised
         if batch_idx is None:
+            mask = gate.all_bits
+        elif gate.every:  # every member taking this kind shares one log_freq
+            if batch_idx % gate.every:
+                return
             mask = gate.all_bits
         else:
             mask = 0
-            for bit, mode, every in gate.members:
-                if mode == _BATCH or (mode == _EVERY and batch_idx % every == 0):
+            for bit, every in gate.members:
+                if every and not batch_idx % every:
                     mask |= bit
         if not mask:
             return
         if type(identifier) is not str or not identifier:
             raise ValueError(f"log(kind={kind!r}): identifier must be a non-empty str; got {identifier!r}")
         value = gate.kind.normalize(item, identifier)
+        pipeline = self._pipeline
         steps = pipeline.steps
         if step is None:
             step = steps.get(identifier, 0)
@@ -395,28 +406,31 @@ class Logger(ABC):
     # ------------------------------------------------------------------ internals
     def _gate(self, kind: str) -> _KindGate:
         """Build (once) the gate of `kind`: which members take it, with which log_freq."""
+        if self._pipeline is None:
+            raise self._not_started("log")
         kind_obj = _REGISTRY.get(kind) or get_kind(kind)
         all_bits = 0
-        members: list[tuple[int, int, int]] = []
+        members: list[tuple[int, int]] = []
         refused: list[str] = []
         for member in self.members():
             if not member._bit:
                 continue
             if kind in member.supported_kinds:
                 all_bits |= member._bit
-                members.append((member._bit, *member._freq))
+                mode, every = member._freq
+                members.append((member._bit, 1 if mode == _BATCH else every))
             else:
                 refused.append(type(member).__name__)
-        gate = _KindGate(kind_obj, all_bits, members)
+        if refused and self.unsupported == "raise":  # not cached: raised on every call
+            raise ValueError(f"{refused[0]} does not support kind {kind!r} (unsupported='raise')")
         for name in refused:
-            if self.unsupported == "raise":
-                gate.error = ValueError(f"{name} does not support kind {kind!r}")
-            elif self.unsupported == "warn" and (name, kind) not in self._warned:
+            if self.unsupported == "warn" and (name, kind) not in self._warned:
                 self._warned.add((name, kind))
                 warnings.warn(
                     f"{name} does not support kind {kind!r}; those records are skipped for it",
                     UserWarning, stacklevel=3,
                 )
+        gate = _KindGate(kind_obj, all_bits, members)
         self._gates[kind] = gate
         return gate
 
@@ -440,7 +454,7 @@ class Logger(ABC):
         errors = self._errors.setdefault(name, [])
         errors.append(repr(exc))
         del errors[:-50]
-        if len(errors) == 1:
+        if len(errors) == 1 and name != "journal":  # the pipeline warns about its journal itself
             warnings.warn(
                 f"fanlog: backend {name!r} failed: {exc!r}; its records stay in the journal and "
                 "are retried (summary at destroy)", RuntimeWarning, stacklevel=2,

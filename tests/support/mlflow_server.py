@@ -8,16 +8,23 @@ take the server away and bring it back.
 
 from __future__ import annotations
 
+import collections
+import http.client
+import http.server
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 # MLflow's telemetry would talk to the internet; tests only ever talk to 127.0.0.1. The job
 # runner (GenAI jobs: a huey consumer and workers) is not needed and doubles start-up time.
@@ -175,3 +182,85 @@ def start_mlflow_server(
         log_path=root / "server.log",
     )
     return server.start(timeout)
+
+
+class FaultProxy:
+    """A real HTTP hop in front of a server that answers some requests with an error itself.
+
+    Requests whose path contains `marker` get the statuses in `failures` (one each, in
+    order) instead of reaching the server; everything else is forwarded unchanged. It shows
+    how a client copes with a 5xx or a 429 from a real server without faking the server.
+    """
+
+    def __init__(self, target: str, failures: list[int], marker: str = "log-batch") -> None:
+        self.target = urllib.parse.urlsplit(target)
+        self.failures = collections.deque(failures)
+        self.injected: list[int] = []
+        self.forwarded = 0
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass  # quiet: the test reads `injected` and `forwarded`
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                status = proxy._next_failure(self.path, marker)
+                if status is not None:
+                    payload = json.dumps(
+                        {"error_code": "TEMPORARILY_UNAVAILABLE", "message": f"injected {status}"}
+                    ).encode()
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    if status == 429:
+                        self.send_header("Retry-After", "0")
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                status, headers, data = proxy._forward(self.command, self.path, self.headers, body)
+                self.send_response(status)
+                for name, value in headers:
+                    if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle  # noqa: N815
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def _next_failure(self, path: str, marker: str) -> int | None:
+        with self._lock:
+            if marker in path and self.failures:
+                status = self.failures.popleft()
+                self.injected.append(status)
+                return status
+            self.forwarded += 1
+            return None
+
+    def _forward(
+        self, method: str, path: str, headers: Any, body: bytes | None
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        connection = http.client.HTTPConnection(self.target.hostname, self.target.port, timeout=60)
+        try:
+            sent = {k: v for k, v in headers.items() if k.lower() not in ("host", "connection")}
+            connection.request(method, path, body=body, headers=sent)
+            response = connection.getresponse()
+            return response.status, response.getheaders(), response.read()
+        finally:
+            connection.close()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)

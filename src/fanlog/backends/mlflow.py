@@ -16,13 +16,14 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
 import posixpath
 import re
 import shutil
 import tempfile
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -454,11 +455,12 @@ class MLflowBackend(Backend):
             folder = tempfile.mkdtemp(dir=self._staging)
             try:
                 local = os.path.join(folder, "model")
-                mlflow.pytorch.save_model(
-                    module, local, mlflow_model=description,
-                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-                    serialization_format="pickle",  # "pt2" would need an input example
-                )  # fmt: skip
+                with _quiet("mlflow.pytorch"):  # its warning about pickle, chosen on purpose
+                    mlflow.pytorch.save_model(
+                        module, local, mlflow_model=description,
+                        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                        serialization_format="pickle",  # "pt2" would need an input example
+                    )  # fmt: skip
                 client.log_model_artifacts(model.model_id, local)
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -501,6 +503,18 @@ class MLflowBackend(Backend):
             if self._staging is not None:
                 shutil.rmtree(self._staging, ignore_errors=True)
                 self._staging = None
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    """Hide one library logger's warnings for the duration of a call."""
+    target = logging.getLogger(logger_name)
+    level = target.level
+    target.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        target.setLevel(level)
 
 
 class _Batch:

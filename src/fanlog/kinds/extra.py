@@ -11,10 +11,13 @@ from typing import Any
 from fanlog.errors import bad_item
 from fanlog.kinds import Kind, register_kind
 from fanlog.kinds.core import _json_safe, normalize_metric, normalize_model
+from fanlog.secrets import REDACTED, is_secret_key
 from fanlog.tensors import torch_module
 
 
 def normalize_tag(item: Any, identifier: str) -> str:
+    if is_secret_key(identifier):
+        return REDACTED
     if isinstance(item, (str, int, float, bool)):
         return str(item)
     raise bad_item("tag", identifier, "a str, number or bool", item)
