@@ -40,7 +40,6 @@ def rss_mb() -> float:
 
 def three_backend_collection(savedir: str) -> Any:
     from core_backends import NullLogger
-
     from fanlog import ConsoleLogger, JournalLogger, LoggersCollection
 
     return LoggersCollection([
@@ -74,7 +73,7 @@ def bench_log_cost(savedir: str) -> list[tuple[str, float, str]]:
     gated_log = gated.log
 
     def gated_out(n: int) -> None:
-        for i in range(n):
+        for _ in range(n):
             gated_log(0.5, "train/loss", batch_idx=7)
 
     baseline = per_call_us(deque_append)

@@ -51,3 +51,9 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., MlflowServer]]:
     finally:
         for server in started:
             server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _work_in_a_temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defaults such as ./mllogs or ./mlruns land in the test's temp dir, never in the checkout."""
+    monkeypatch.chdir(tmp_path)

@@ -138,7 +138,8 @@ def test_artifact_is_copied_and_refuses_escape(journal, tmp_path):
         journal.log(str(source), "../../etc/passwd", kind="artifact")
     (record,) = read_back(journal, "artifact")
     assert record.value.startswith(journal.run_info.run_dir)
-    assert open(record.value).read() in ("v1", "v2")
+    with open(record.value) as copy:
+        assert copy.read() in ("v1", "v2")
 
 
 def test_model_and_torch_roundtrip(journal):
@@ -161,7 +162,8 @@ def test_unknown_kind_lists_known_ones(journal):
 
 
 def test_registry_covers_the_core_kinds():
-    expected = {"metric", "param", "text", "dict", "figure", "image", "artifact", "model", "torch", "histogram"}
+    expected = {"metric", "param", "text", "dict", "figure", "image", "artifact", "model", "torch",
+                "histogram"}
     assert expected <= set(known_kinds())
 
 

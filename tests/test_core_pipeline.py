@@ -6,9 +6,9 @@ import sqlite3
 import warnings
 
 import pytest
-from core_backends import RecordingBackend, RecordingLogger
 
 import fanlog
+from core_backends import RecordingBackend, RecordingLogger
 from fanlog import JournalLogger, LoggersCollection
 from fanlog.errors import BackendError, LoggerNotStartedError
 from fanlog.kinds import Kind, register_kind
@@ -187,3 +187,13 @@ def test_unwritable_savedir_names_the_path(tmp_path):
     logger = JournalLogger(savedir=blocker / "sub")
     with pytest.raises(OSError, match="cannot create the save dir.*sub"):
         logger.create_logger_context()
+
+
+def test_automatic_steps_continue_after_a_restart(tmp_path):
+    """A second process (here: a second context) on the same job id resumes the step count."""
+    for _ in range(2):
+        logger = JournalLogger(savedir=tmp_path, log_freq="batch", job_id="resumable")
+        with logger.start_logging():
+            logger.log(1.0, "loss")
+            logger.log(2.0, "loss")
+    assert [s for s, _ in fanlog.read_run(tmp_path).metric("loss")] == [0, 1, 2, 3]

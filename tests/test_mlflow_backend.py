@@ -417,6 +417,25 @@ def test_resume_from_a_second_process_with_run_id(
     assert sorted((m.step, m.value) for m in history) == [(s, float(s)) for s in range(10)]
 
 
+def test_resumed_fanlog_run_continues_its_mlflow_run(store: Store) -> None:
+    """The same job_id and save dir again (a restarted job): one MLflow run, not two."""
+    job = f"job-{uuid.uuid4().hex[:6]}"
+    experiment = f"resumed-{job}"
+    run_ids = []
+    for attempt in range(2):
+        logger = store.logger(job_id=job, experiment_name=experiment)
+        with logger.start_logging():
+            logger.log(float(attempt), "loss", step=attempt)
+            assert logger.flush(timeout=60)
+            run_ids.append(logger.mlflow_run_id)
+        assert logger.run_info is not None and logger.run_info.resumed == (attempt == 1)
+    assert run_ids[0] == run_ids[1]
+    exp_id = store.reader.get_experiment_by_name(experiment).experiment_id
+    assert len(store.reader.search_runs([exp_id])) == 1
+    history = store.reader.get_metric_history(run_ids[0], "loss")
+    assert sorted((m.step, m.value) for m in history) == [(0, 0.0), (1, 1.0)]
+
+
 def test_active_run_is_reused_not_duplicated(tmp_path: Path, monkeypatch: Any) -> None:
     uri = default_tracking_uri(tmp_path / "store")
     (tmp_path / "store").mkdir()

@@ -305,6 +305,12 @@ class Journal:
             batch_idx=batch_idx, epoch=epoch, options=json.loads(options) if options else {},
         )
 
+    def next_steps(self) -> dict[str, int]:
+        """Per key, one past the highest step stored: where automatic steps resume."""
+        with self._lock:
+            rows = self._conn.execute("SELECT key, MAX(step) FROM records GROUP BY key").fetchall()
+        return {key: int(step) + 1 for key, step in rows}
+
     def count(self) -> int:
         with self._lock:
             return int(self._conn.execute("SELECT COUNT(*) FROM records").fetchone()[0])

@@ -231,7 +231,7 @@ class Logger(ABC):
         self.run_info = run
         self.journal_path = os.path.join(run.run_dir, JOURNAL_NAME)
         pipeline = Pipeline(run, self.journal_path, backends, self.settings, self._backend_failed)
-        pipeline.steps = {}
+        pipeline.steps = pipeline.journal.next_steps() if run.resumed else {}
         pipeline.epoch = 0
         pipeline.journal.set_meta(
             {

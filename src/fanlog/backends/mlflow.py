@@ -22,6 +22,7 @@ import posixpath
 import re
 import shutil
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -31,6 +32,7 @@ from fanlog.backend import Backend, import_tracker
 from fanlog.errors import FanlogError, PartialDelivery
 from fanlog.logger import BackendLogger
 from fanlog.record import Record, RunInfo, RunStatus
+from fanlog.secrets import redact
 
 MAX_METRICS_PER_REQUEST = 1000
 MAX_PARAMS_PER_REQUEST = 100
@@ -40,6 +42,8 @@ MAX_PARAM_VALUE_LENGTH = 6000
 MAX_TAG_VALUE_LENGTH = 8000
 MAX_KEY_LENGTH = 250
 
+PARENT_WAIT_SECONDS = 10.0
+"""How long a rank > 0 looks for rank 0's parent run before reporting it missing (per_rank_runs)."""
 BATCHED_KINDS = frozenset({"metric", "param", "tag"})
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp")
 _BAD_KEY_CHARS = re.compile(r"[^/\w.\- :]")
@@ -118,7 +122,7 @@ class MLflowBackend(Backend):
         self.requested_run_id = run_id
         self.parent_run_id = parent_run_id
         self.run_description = run_description
-        self.tags = {str(k): str(v) for k, v in (tags or {}).items()}
+        self.tags = {str(k): str(v) for k, v in redact(dict(tags or {})).items()}
         self.per_rank_runs = per_rank_runs
         self.savedir = os.fspath(savedir)
         self.model_flavour = model_flavour
@@ -234,8 +238,16 @@ class MLflowBackend(Backend):
         return found[0].info.run_id if found else None
 
     def _wait_for_parent(self, fanlog_run_id: str) -> str:
-        """Rank 0's run, which the other ranks' runs hang below. Raising here means "retry"."""
+        """Rank 0's run, which the other ranks' runs hang below.
+
+        Ranks start together, so rank 0 may not have created it yet: look again for a few
+        seconds (this is the dispatcher thread), then raise, which makes the dispatcher retry.
+        """
+        deadline = time.monotonic() + PARENT_WAIT_SECONDS
         parent = self._find_run(fanlog_run_id, 0)
+        while parent is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            parent = self._find_run(fanlog_run_id, 0)
         if parent is None:
             raise LookupError(
                 f"per_rank_runs: rank 0 has not created the parent MLflow run of fanlog run "
