@@ -70,6 +70,13 @@ class RecordRejectedError(FanlogError, ValueError):
 PERMANENT_ERROR_CODES = frozenset({"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "INVALID_STATE"})
 
 
+def lowest_rank(log_on_workers: int | list[int]) -> int:
+    """The first rank that logs: it owns the parent run when ranks get child runs."""
+    if isinstance(log_on_workers, int):
+        return max(log_on_workers, 0)
+    return min(log_on_workers, default=0)
+
+
 def default_tracking_uri(savedir: str | os.PathLike[str]) -> str:
     """The out-of-the-box store: an SQLite database under the save dir (not the file store)."""
     return f"sqlite:///{Path(savedir).resolve() / 'mlflow.db'}"
@@ -111,7 +118,8 @@ class MLflowBackend(Backend):
         parent_run_id: str | None = None,
         run_description: str | None = None,
         tags: Mapping[str, Any] | None = None,
-        per_rank_runs: bool = False,
+        per_rank_runs: bool | None = None,
+        parent_rank: int = 0,
         savedir: str | os.PathLike[str] = "mllogs",
         model_flavour: bool = True,
     ) -> None:
@@ -124,6 +132,7 @@ class MLflowBackend(Backend):
         self.run_description = run_description
         self.tags = {str(k): str(v) for k, v in redact(dict(tags or {})).items()}
         self.per_rank_runs = per_rank_runs
+        self.parent_rank = parent_rank
         self.savedir = os.fspath(savedir)
         self.model_flavour = model_flavour
         self.run_id: str | None = None
@@ -189,8 +198,9 @@ class MLflowBackend(Backend):
             tags[TAG_DESCRIPTION] = self.run_description
         parent = self.parent_run_id
         name = self.run_name or run.run_name
-        if self.per_rank_runs and run.rank != 0:
-            parent = parent or self._wait_for_parent(run.run_id)
+        per_rank = self.per_rank_runs if self.per_rank_runs is not None else run.world_size > 1
+        if per_rank and run.rank != self.parent_rank:
+            parent = parent or self._wait_for_parent(run.run_id, self.parent_rank)
             name = f"{name}-rank-{run.rank}"
         if parent:
             tags[TAG_PARENT] = parent
@@ -237,20 +247,20 @@ class MLflowBackend(Backend):
         )
         return found[0].info.run_id if found else None
 
-    def _wait_for_parent(self, fanlog_run_id: str) -> str:
-        """Rank 0's run, which the other ranks' runs hang below.
+    def _wait_for_parent(self, fanlog_run_id: str, parent_rank: int = 0) -> str:
+        """The parent run (the lowest logging rank's), which the other ranks' runs hang below.
 
-        Ranks start together, so rank 0 may not have created it yet: look again for a few
-        seconds (this is the dispatcher thread), then raise, which makes the dispatcher retry.
+        Ranks start together, so the parent may not exist yet: look again for a few seconds
+        (this is the dispatcher thread), then raise, which makes the dispatcher retry.
         """
         deadline = time.monotonic() + PARENT_WAIT_SECONDS
-        parent = self._find_run(fanlog_run_id, 0)
+        parent = self._find_run(fanlog_run_id, parent_rank)
         while parent is None and time.monotonic() < deadline:
             time.sleep(0.5)
-            parent = self._find_run(fanlog_run_id, 0)
+            parent = self._find_run(fanlog_run_id, parent_rank)
         if parent is None:
             raise LookupError(
-                f"per_rank_runs: rank 0 has not created the parent MLflow run of fanlog run "
+                f"per_rank_runs: rank {parent_rank} has not created the parent MLflow run of fanlog run "
                 f"{fanlog_run_id!r} yet in experiment {self.experiment_name!r} (retrying)"
             )
         return parent
@@ -575,8 +585,9 @@ class MLflowLogger(BackendLogger):
         run_name, run_description, tags: shown in the MLflow UI.
         run_id: attach to this existing run (default ``MLFLOW_RUN_ID``), e.g. after a restart.
         parent_run_id: make the run a child of this run.
-        per_rank_runs: in DDP, rank 0 logs to the parent run and every other logging rank
-            to a child run below it, tagged with its rank.
+        per_rank_runs: in DDP, the lowest logging rank logs to the parent run and every other
+            logging rank to a child run below it, tagged with its rank. Default (None): on
+            when the job has more than one process, so one job is one parent run.
         model_flavour: log ``kind="model"`` with ``mlflow.pytorch.log_model`` (True) or as a
             ``state_dict.pt`` artifact (False).
         **common: options of :class:`fanlog.logger.Logger` (``job_id``, ``strict``, ...).
@@ -596,7 +607,7 @@ class MLflowLogger(BackendLogger):
         tags: Mapping[str, Any] | None = None,
         log_freq: int | str = "epoch",
         log_on_workers: int | list[int] = 0,
-        per_rank_runs: bool = False,
+        per_rank_runs: bool | None = None,
         model_flavour: bool = True,
         **common: Any,
     ) -> None:
@@ -622,6 +633,7 @@ class MLflowLogger(BackendLogger):
             run_description=self.run_description,
             tags=self.tags,
             per_rank_runs=self.per_rank_runs,
+            parent_rank=lowest_rank(self.log_on_workers),
             savedir=self.savedir,
             model_flavour=self.model_flavour,
         )
