@@ -57,3 +57,16 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., MlflowServer]]:
 def _work_in_a_temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Defaults such as ./mllogs or ./mlruns land in the test's temp dir, never in the checkout."""
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def _forget_mlflow_globals() -> Iterator[None]:
+    """A test that sets MLflow's process-wide tracking URI must not decide where later tests write."""
+    yield
+    import sys
+
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        mlflow.set_tracking_uri(None)
+        while mlflow.active_run() is not None:
+            mlflow.end_run()

@@ -160,12 +160,8 @@ def test_itwinai_documented_example_runs_unchanged(
     assert sorted(m.step for m in epoch) == list(range(100))
     assert epoch[-1].value == pytest.approx(namespace["loss"].item())
     (model_output,) = client.get_run(run.info.run_id).outputs.model_outputs
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(mlflow_server.url)
-    try:
-        loaded = mlflow.pytorch.load_model(f"models:/{model_output.model_id}")
-    finally:
-        mlflow.set_tracking_uri(previous)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)  # where models:/ resolves
+    loaded = mlflow.pytorch.load_model(f"models:/{model_output.model_id}")
     assert torch.allclose(loaded(data), net(data))
     journal = fanlog.read_run(tmp_path / "mllogs")
     assert len(journal.metric("my_training_loss_epoch")) == 100
