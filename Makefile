@@ -33,7 +33,10 @@ docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict
 
 bench: $(STAMP)
-	$(PY) bench/run_all.py
+	$(PY) bench/bench_core.py
+	$(PY) bench/bench_tensorboard_wandb.py --repeat 3
+	$(PY) bench/bench_mlflow.py
+	$(PY) bench/bench_outage.py --steps 2000 --records 1000000
 
 clean:
 	rm -rf $(VENV) mllogs site .pytest_cache
