@@ -36,12 +36,12 @@ def optional_trackers(savedir: str, log_freq: int | str) -> tuple[list[Logger], 
 
 
 def train(logger: Logger, epochs: int, batches: int, seed: int = 0) -> dict[str, float]:
-    """Fit a two-layer MLP to y = sin(x·w) with SGD; log batch and epoch metrics."""
+    """Fit a two-layer MLP to y = sin(x·w/√8) with SGD; log batch and epoch metrics."""
     import torch
 
     torch.manual_seed(seed)
     inputs = torch.randn(batches * 32, 8)
-    targets = torch.sin(inputs @ torch.randn(8, 1))
+    targets = torch.sin(inputs @ torch.randn(8, 1) / 8**0.5)  # unit-variance argument: learnable
     model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5)
