@@ -194,12 +194,13 @@ def metric_histories(run: fanlog.reader.RunData) -> Histories:
 
 # ---------------------------------------------------------------------- the launches
 def test_torchrun_two_ranks_journal_all_tensorboard_all_mlflow_rank0(tmp_path, mlflow_server):
-    """2 ranks; journal and TensorBoard on every rank (-1), MLflow on rank 0 only (0)."""
+    """2 ranks; journal, TensorBoard and W&B (offline) on every rank (-1), MLflow on rank 0 only."""
     experiment = f"ddp2-{uuid.uuid4().hex[:8]}"
     savedir = tmp_path / "mllogs"
     code, out, _ = torchrun(
         2, savedir, "--journal-workers", "-1", "--tensorboard-workers", "-1",
         "--mlflow-workers", "0", "--tracking-uri", mlflow_server.url, "--experiment", experiment,
+        "--wandb-workers", "-1",
     )  # fmt: skip
     assert code == 0, out[-4000:]
 
@@ -220,6 +221,17 @@ def test_torchrun_two_ranks_journal_all_tensorboard_all_mlflow_rank0(tmp_path, m
         tb = scalars[f"rank-{rank}"]
         assert sum(len(v) for v in tb.values()) == METRICS_PER_RANK
         assert dict(tb["train/loss"]) == pytest.approx(local[rank], rel=1e-6)  # float32 in TB
+
+    # W&B: one offline run per rank, grouped as one job, each with its own rank's values
+    from test_wandb_backend import offline_runs  # wandb's own protobuf records, read back
+
+    wandb_runs = offline_runs(savedir)
+    job = run.meta[0]["run_name"]
+    assert sorted((r.run.run_group, r.run.display_name) for r in wandb_runs) == [
+        (job, f"{job}-rank0"), (job, f"{job}-rank1")]
+    for wandb_run in wandb_runs:
+        rank = int(wandb_run.run.display_name.rsplit("rank", 1)[1])
+        assert dict(wandb_run.series("train/loss")) == pytest.approx(local[rank], rel=1e-6)
 
     runs = mlflow_runs(mlflow_server.url, experiment)
     assert [(r["rank"], r["parent"], r["status"]) for r in runs] == [(0, None, "FINISHED")]
