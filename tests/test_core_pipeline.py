@@ -90,6 +90,9 @@ def test_broken_backend_never_reaches_caller_nor_other_members(tmp_path):
     # the journal still holds everything the broken backend missed
     journal = fanlog.read_run(tmp_path)
     assert len(journal.metrics) == 50
+    with sqlite3.connect(collection.journal_path) as db:  # what `fanlog ls` shows
+        delivery = dict(db.execute("SELECT name, error FROM delivery").fetchall())
+    assert "tracker unreachable" in delivery["broken"] and delivery["healthy"] is None
 
 
 def test_transient_failures_are_retried_without_loss_or_duplicates(tmp_path):

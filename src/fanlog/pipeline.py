@@ -381,10 +381,10 @@ class Pipeline:
         except PartialDelivery as partial:
             if partial.done:
                 self._advance(entry, reader, batch[partial.done - 1].seq)
-            self._failed(entry, partial.cause)
+            self._failed(entry, partial.cause, reader)
             return False
         except Exception as exc:  # noqa: BLE001 - isolated: never reaches the caller
-            self._failed(entry, exc)
+            self._failed(entry, exc, reader)
             return False
         entry.failures, entry.failing_since = 0, None
         last = batch[-1].seq if len(batch) >= entry.backend.max_batch else target
@@ -408,7 +408,14 @@ class Pipeline:
             return False
         return True
 
-    def _failed(self, entry: BackendSlot, exc: BaseException) -> None:
+    def _failed(self, entry: BackendSlot, exc: BaseException, reader: Journal | None = None) -> None:
+        """Count and report a failure; with `reader`, also note it in the journal's delivery table
+        (what `fanlog ls` shows), until the next successful delivery clears it."""
+        if reader is not None:
+            try:
+                reader.set_delivered(entry.name, entry.delivered, error=repr(exc)[:500])
+            except Exception:  # noqa: BLE001 - journal not writable: the error is still reported
+                pass
         entry.failures += 1
         if entry.failing_since is None:
             entry.failing_since = time.monotonic()
