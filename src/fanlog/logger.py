@@ -120,6 +120,10 @@ class Logger(ABC):
         **pipeline: :class:`fanlog.pipeline.PipelineSettings` fields (``flush_interval``, ...).
     """
 
+    live_kinds: ClassVar[dict[str, str]] = {}
+    """Kinds that act on a live object instead of becoming a record (itwinai's ``kind="watch"``):
+    kind → name of a method called as ``method(item, identifier, step=, batch_idx=, **kwargs)``."""
+
     def __init__(
         self,
         savedir: str | os.PathLike[str] = "mllogs",
@@ -331,7 +335,11 @@ class Logger(ABC):
             aggregation.handle(self, item, identifier, kind, step, batch_idx, kwargs)
             return
         gate = self._gates.get(kind)
-        if gate is None:
+        if gate is None:  # first call with this kind, or a live kind: off the hot path
+            live = self.live_kinds.get(kind)
+            if live is not None:
+                getattr(self, live)(item, identifier, step=step, batch_idx=batch_idx, **kwargs)
+                return
             gate = self._gate(kind)  # also where "not started" and unsupported="raise" are raised
         if batch_idx is None:
             mask = gate.all_bits

@@ -237,23 +237,15 @@ class WandBLogger(_ItwinaiNames, _WandBLogger):
             log_on_workers=log_on_workers, offline_mode=offline_mode, **_itwinai_defaults(fanlog_options),
         )  # fmt: skip
 
-    def log(
-        self,
-        item: Any,
-        identifier: str,
-        kind: str = "metric",
-        step: int | None = None,
-        batch_idx: int | None = None,
-        **kwargs: Any,
-    ) -> None:
-        """As itwinai: ``kind="watch"`` calls ``wandb.watch(item)``; other kinds are logged."""
-        if kind == "watch":
-            if self._pipeline is None:
-                raise self._not_started("log")
-            if self.should_log(batch_idx) and self.backend is not None:
-                self.watch(item, **kwargs)
-            return
-        super().log(item, identifier, kind, step=step, batch_idx=batch_idx, **kwargs)
+    live_kinds = {"watch": "_watch_kind"}
+
+    def _watch_kind(self, item: Any, identifier: str, step: int | None = None,
+                    batch_idx: int | None = None, **kwargs: Any) -> None:
+        """As itwinai: ``log(model, name, kind="watch")`` calls ``wandb.watch(model)``."""
+        if self._pipeline is None:
+            raise self._not_started("log")
+        if self.should_log(batch_idx) and self.backend is not None:
+            self.watch(item, **kwargs)
 
 
 class TensorBoardLogger(_ItwinaiNames, _TensorBoardLogger):
@@ -307,24 +299,16 @@ class LoggersCollection(_LoggersCollection):
     def __init__(self, loggers: list[Logger], **fanlog_options: Any) -> None:
         super().__init__(loggers, **_itwinai_defaults(fanlog_options))
 
-    def log(
-        self,
-        item: Any,
-        identifier: str,
-        kind: str = "metric",
-        step: int | None = None,
-        batch_idx: int | None = None,
-        **kwargs: Any,
-    ) -> None:
-        """As itwinai: every member gets the call; ``kind="watch"`` reaches the W&B members."""
-        if kind == "watch":
-            if self._pipeline is None:
-                raise self._not_started("log")
-            for member in self.members():
-                if isinstance(member, WandBLogger):
-                    member.log(item, identifier, kind, step=step, batch_idx=batch_idx, **kwargs)
-            return
-        super().log(item, identifier, kind, step=step, batch_idx=batch_idx, **kwargs)
+    live_kinds = {"watch": "_watch_members"}
+
+    def _watch_members(self, item: Any, identifier: str, step: int | None = None,
+                       batch_idx: int | None = None, **kwargs: Any) -> None:
+        """As itwinai: ``kind="watch"`` reaches the W&B members."""
+        if self._pipeline is None:
+            raise self._not_started("log")
+        for member in self.members():
+            if isinstance(member, WandBLogger):
+                member.log(item, identifier, "watch", step=step, batch_idx=batch_idx, **kwargs)
 
 
 class EmptyLogger(_EmptyLogger):
