@@ -661,3 +661,8 @@ def test_wandb_refuses_an_empty_histogram_and_a_fifo_and_stores_the_rest(
     assert report.ok, report.summary()
     assert [(n, s) for n, s, _ in rejected_rows(offline)] == [("sync:wandb", seq_of(offline, "files/a.bin"))]
     assert report.sent == 33  # 30 metrics, b.bin, the text and the dict
+    os.remove(fifo)
+    Path(fifo).write_bytes(b"a.bin")
+    again = fanlog.sync(offline, to="wandb", progress=False, retry_rejected=True, **options)
+    assert again.ok and again.journals[0].retried == 1 and again.sent == 1, again.summary()
+    assert rejected_rows(offline) == []
