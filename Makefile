@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_tensorboard_wandb.py --repeat 3
 	$(PY) bench/bench_mlflow.py
 	$(PY) bench/bench_outage.py --steps 2000 --records 1000000
+	$(PY) bench/bench_hang.py --records 1000
 
 clean:
 	rm -rf $(VENV) mllogs site .pytest_cache

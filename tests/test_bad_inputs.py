@@ -192,6 +192,11 @@ def mlflow_logged(mlflow_server: Any, tmp_path_factory: pytest.TempPathFactory) 
     logger.log("y" * 10_000_000, "big.txt", kind="text")
     logger.log(0.1, "lr", kind="param")
     logger.log(0.2, "lr", kind="param")  # MLflow params are immutable
+    logger.log(1e308, "huge_metric", step=0)
+    logger.log(-0.0, "neg_zero", step=0)
+    logger.log(4.0, "a" * 249 + "/bbb", step=0)
+    logger.log("x", "../escape.txt", kind="text")
+    logger.log(np.zeros((1, 30000), np.uint8), "strip", kind="image")
     logger.log(3.0, "after_conflict", step=0)
     started = time.monotonic()
     while not logger.flush(timeout=5) and time.monotonic() - started < 120:
@@ -202,7 +207,13 @@ def mlflow_logged(mlflow_server: Any, tmp_path_factory: pytest.TempPathFactory) 
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=mlflow_server.url)
-    return {"client": client, "run": client.get_run(run_id), "errors": errors, "dir": savedir}
+    return {"client": client, "run": client.get_run(run_id), "errors": errors, "dir": savedir,
+            "rejected": refused_keys(logger.journal_path)}
+
+
+def refused_keys(journal_path: str) -> dict[str, str]:
+    """Key → reason of the records the journal marks as refused for good by MLflow."""
+    return {r.key: r.reason for r in read_run(journal_path).rejected if r.tracker == "mlflow"}
 
 
 def metric(found: dict[str, Any], key: str) -> float:
@@ -224,6 +235,16 @@ MLFLOW = [
          "still delivered", value(None),
          stored=lambda f: f["run"].data.params["lr"] == "0.1"
          and any("ParamConflictError" in e for e in f["errors"].get("mlflow", []))
+         and metric(f, "after_conflict") == 3.0 and "ParamConflictError" in f["rejected"]["lr"]),
+    Case("mlflow-huge", "stored as is", value(None), stored=lambda f: metric(f, "huge_metric") == 1e308),
+    Case("mlflow-negative-zero", "stored as 0.0", value(None), stored=lambda f: metric(f, "neg_zero") == 0.0),
+    Case("mlflow-key-cut-ends-in-slash", "cut to 250 characters, then normalised again", value(None),
+         stored=lambda f: metric(f, "a" * 249) == 4.0),
+    Case("mlflow-path-leaves-run", "refused for good: marked in the journal's `rejected` table", value(None),
+         stored=lambda f: "leaves the run" in f["rejected"]["../escape.txt"]
+         and metric(f, "after_conflict") == 3.0),
+    Case("mlflow-image-1x30000", "refused for good (MLflow cannot make its thumbnail)", value(None),
+         stored=lambda f: "height and width" in f["rejected"]["strip"]
          and metric(f, "after_conflict") == 3.0),
 ]
 

@@ -3,7 +3,10 @@
 A backend never sees the gate, the queue or the journal. It runs on its own
 background thread, receives records read back from the journal (so live delivery
 and ``fanlog sync`` are the same code path), and may raise: the dispatcher retries
-with backoff and never drops what the backend did not accept.
+with backoff and never drops what the backend did not accept. A record the tracker
+can never take is a :class:`fanlog.errors.RecordRejected` (raised, or noted with
+:meth:`Backend.reject`); :meth:`Backend.classify` tells the dispatcher which other
+errors are of that sort.
 
 Adding a tracker means adding one file under ``fanlog/backends/`` with a
 :class:`Backend` subclass and a user-facing :class:`fanlog.logger.BackendLogger`
@@ -13,10 +16,15 @@ subclass, and one line in :data:`BACKENDS`.
 from __future__ import annotations
 
 import importlib
+import os
+import stat
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import numpy as np
+
+from fanlog.errors import RecordRejected, Verdict, classify
 from fanlog.record import Record, RunInfo, RunStatus
 
 
@@ -61,6 +69,62 @@ class Backend(ABC):
         """Where this backend writes, for messages (e.g. a tracking URI or directory)."""
         return self.name
 
+    def classify(self, exc: BaseException) -> Verdict:
+        """``"permanent"`` if `exc` means the record can never be stored here, else
+        ``"transient"`` (retried with backoff). Default: :func:`fanlog.errors.classify`,
+        which knows HTTP statuses and errno values but no tracker; override it for a
+        tracker's own error codes."""
+        return classify(exc)
+
+    def reject(self, record: Record, reason: str) -> None:
+        """Note that `record` can never be stored here, and go on with the batch: the
+        dispatcher marks it in the journal once `write` returns (or raises past it)."""
+        rejections = self.__dict__.setdefault("_rejections", [])
+        rejections.append(RecordRejected(reason, record.seq))
+
+    def take_rejections(self) -> list[RecordRejected]:
+        """The rejections noted since the last call (the dispatcher collects them)."""
+        return self.__dict__.pop("_rejections", [])
+
+    def work_clock(self) -> float | None:
+        """CPU seconds used so far by what does this backend's work outside the calling
+        thread (a worker process), or None (default: nothing does). While it grows, a call
+        in progress is busy, not stalled (see :class:`fanlog.delivery.CallWatch`)."""
+        return None
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds a live process (and its waited-for children) used, from /proc; None where
+    there is no /proc or the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    utime, stime, cutime, cstime = (int(v) for v in fields[11:15])
+    return (utime + stime + cutime + cstime) / os.sysconf("SC_CLK_TCK")
+
+
+def artifact_source(record: Record) -> str:
+    """The file or directory an artifact record names, or :class:`RecordRejected` if it
+    is gone or is not a regular file or directory (a FIFO would block the upload forever)."""
+    path = str(record.value)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise RecordRejected(f"cannot read {path!r} ({exc.strerror})", record.seq) from exc
+    if stat.S_ISDIR(mode):
+        for folder, _, files in os.walk(path):
+            for name in files:
+                inner = os.path.join(folder, name)
+                if not os.path.isfile(inner):
+                    raise RecordRejected(f"{inner!r} is not a regular file", record.seq)
+        return path
+    if not stat.S_ISREG(mode):
+        raise RecordRejected(f"{path!r} is not a regular file or a directory (a FIFO, socket "
+                             "or device)", record.seq)  # fmt: skip
+    return path
+
 
 def import_tracker(module: str, extra: str) -> Any:
     """Import a tracker library, or fail with the pip command that installs it."""
@@ -71,6 +135,16 @@ def import_tracker(module: str, extra: str) -> Any:
             f"{module} is not installed; install it with: pip install 'fanlog[{extra}]' "
             f"({exc})"
         ) from exc
+
+
+def finite_histogram(values: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.histogram`` of finite values, also when their range overflows a float64
+    (e.g. -1e308 and 1e308): the bins are computed on values scaled into [-1, 1]."""
+    scale = float(np.max(np.abs(values)))
+    if not np.isfinite(float(values.max()) - float(values.min())):
+        counts, edges = np.histogram(values / scale, bins=bins)
+        return counts, edges * scale
+    return np.histogram(values, bins=bins)
 
 
 # name → "module:LoggerClass", imported only when used (config files, `fanlog sync --to`).

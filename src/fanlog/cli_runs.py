@@ -67,6 +67,7 @@ def load_run(run: str, savedir: str, rank: int | None = None, kinds: list[str] |
         paths=[p for p in data.paths if os.path.basename(os.path.dirname(p)) == f"rank-{rank}"],
         meta={rank: data.meta[rank]},
         records=[r for r in data.records if r.rank == rank],
+        rejected=[r for r in data.rejected if r.rank == rank],
     )
 
 
@@ -75,7 +76,8 @@ def journal_summary(path: str) -> dict[str, Any]:
     """One journal's metadata, record counts per kind, and delivery per tracker (read-only SQL).
 
     Delivery is counted in records meant for each tracker (its mask bit), not in seq
-    numbers, so ``delivered == total`` means the tracker has everything.
+    numbers, so ``delivered == total`` means the tracker has everything; records it
+    refused for good are counted apart (``rejected``), not as delivered.
     """
     conn = connect(path, readonly=True)
     try:
@@ -85,6 +87,7 @@ def journal_summary(path: str) -> dict[str, Any]:
             name: (seq, error)
             for name, seq, _, error in conn.execute("SELECT name, seq, updated, error FROM delivery")
         }
+        refused = _rejected_seqs(conn)
         trackers = []
         for name, slot, options in conn.execute("SELECT name, slot, options FROM backends ORDER BY slot"):
             bit = 1 << int(slot)
@@ -95,10 +98,13 @@ def journal_summary(path: str) -> dict[str, Any]:
                 (seq, bit),
             ).fetchone()
             stored = backend_class in _STORED_IN_JOURNAL and name not in cursors
+            rejected = refused.get(name, [])
+            delivered -= sum(1 for r in rejected if r <= seq)
             trackers.append({
                 "name": name,
                 "total": int(total),
                 "delivered": int(total) if stored else int(delivered),
+                "rejected": len(rejected),
                 "error": error,
                 "in_journal": stored,
             })
@@ -110,8 +116,10 @@ def journal_summary(path: str) -> dict[str, Any]:
             total, delivered = conn.execute(
                 "SELECT COUNT(*), COALESCE(SUM(seq <= ?), 0) FROM records", (seq,)
             ).fetchone()
-            trackers.append({"name": name, "total": int(total), "delivered": int(delivered),
-                             "error": error, "in_journal": False})
+            rejected = refused.get(name, [])
+            trackers.append({"name": name, "total": int(total),
+                             "delivered": int(delivered) - sum(1 for r in rejected if r <= seq),
+                             "rejected": len(rejected), "error": error, "in_journal": False})
     finally:
         conn.close()
     return {
@@ -128,6 +136,18 @@ def journal_summary(path: str) -> dict[str, Any]:
         "kinds": counts,
         "trackers": trackers,
     }
+
+
+def _rejected_seqs(conn: sqlite3.Connection) -> dict[str, list[int]]:
+    """Per delivery entry, the seqs of the records it refused for good (none in journals
+    written before the ``rejected`` table existed)."""
+    query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rejected'"
+    if conn.execute(query).fetchone() is None:
+        return {}
+    found: dict[str, list[int]] = {}
+    for name, seq in conn.execute("SELECT name, seq FROM rejected ORDER BY seq"):
+        found.setdefault(name, []).append(int(seq))
+    return found
 
 
 def _summary_or_error(path: str) -> dict[str, Any]:
@@ -207,7 +227,10 @@ def _delivery(trackers: list[dict[str, Any]]) -> str:
         if tracker["in_journal"]:
             parts.append(f"{tracker['name']} stored")
             continue
-        mark = "" if tracker["delivered"] >= tracker["total"] else " PENDING"
+        rejected = tracker.get("rejected", 0)
+        mark = "" if tracker["delivered"] + rejected >= tracker["total"] else " PENDING"
+        if rejected:
+            mark += f" REJECTED {rejected}"
         if tracker["error"]:
             mark += " ERROR"
         parts.append(f"{tracker['name']} {tracker['delivered']}/{tracker['total']}{mark}")
@@ -278,7 +301,8 @@ def show_command(run: str, savedir: str, rank: int | None, as_json: bool) -> Non
     summaries = [s for s in summaries if s["rank"] in data.meta]
     stats = metric_stats(data)
     if as_json:
-        _json_out({"run": summaries, "params": data.params, "metrics": stats})
+        _json_out({"run": summaries, "params": data.params, "metrics": stats,
+                   "rejected": [r._asdict() for r in data.rejected]})
         return
     first = summaries[0] if summaries else {}
     name = first.get("run_name")
@@ -292,6 +316,7 @@ def show_command(run: str, savedir: str, rank: int | None, as_json: bool) -> Non
             f"rank {s['rank']:<5} {s['status']}, started {_when(s['started'])}{took}, "
             f"{s['records']} records; {_delivery(s['trackers'])}"
         )
+    _echo_rejected(data)
     click.echo("")
     click.echo("params" if data.params else "params: none")
     if data.params:
@@ -309,6 +334,27 @@ def show_command(run: str, savedir: str, rank: int | None, as_json: bool) -> Non
     ]
     click.echo("metrics")
     click.echo(format_table(header, rows))
+
+
+def _echo_rejected(data: RunData) -> None:
+    """The records a tracker refused for good, if any: what, where, and why."""
+    if not data.rejected:
+        return
+    several = len({r.rank for r in data.rejected}) > 1
+    header = ("SEQ", *(("RANK",) if several else ()), "KIND", "KEY", "TRACKER", "REASON")
+    rows = [
+        (r.seq, *((r.rank,) if several else ()), r.kind, r.key, r.tracker, _short(r.reason, 120))
+        for r in data.rejected
+    ]
+    click.echo("")
+    click.echo(f"rejected: {len(rows)} record(s) a tracker refused for good (kept here; "
+               "`fanlog sync --retry-rejected` sends them again)")  # fmt: skip
+    click.echo(format_table(header, rows))
+
+
+def _short(text: str, limit: int) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 @click.command("plot")

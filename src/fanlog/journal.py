@@ -46,6 +46,8 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS records_key ON records (key, seq);
 CREATE TABLE IF NOT EXISTS delivery (
     name TEXT PRIMARY KEY, seq INTEGER NOT NULL, updated REAL, error TEXT);
+CREATE TABLE IF NOT EXISTS rejected (
+    name TEXT NOT NULL, seq INTEGER NOT NULL, reason TEXT, time REAL, PRIMARY KEY (name, seq));
 """
 
 ALL_BACKENDS = -1
@@ -338,3 +340,37 @@ class Journal:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+    # ----------------------------------------------------------------- refused records
+    def reject(self, name: str, seq: int, reason: str) -> None:
+        """Mark record `seq` as refused for good by delivery entry `name`, with the reason."""
+        with self._lock, self._conn:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO rejected (name, seq, reason, time) VALUES (?, ?, ?, ?)",
+                (name, seq, reason, time.time()),
+            )
+
+    def unreject(self, name: str, seqs: Iterable[int]) -> None:
+        """Clear the marks of records that `name` has now stored."""
+        with self._lock, self._conn:
+            self._conn.executemany("DELETE FROM rejected WHERE name = ? AND seq = ?",
+                                   [(name, seq) for seq in seqs])  # fmt: skip
+
+    def rejected(self, name: str | None = None) -> list[tuple[str, int, str, str, str, float]]:
+        """(name, seq, kind, key, reason, time) of refused records, by seq; [] for journals
+        written before the table existed."""
+        query = (
+            "SELECT j.name, j.seq, r.kind, r.key, j.reason, j.time FROM rejected j "
+            "JOIN records r ON r.seq = j.seq"
+        )
+        params: tuple[Any, ...] = ()
+        if name is not None:
+            query += " WHERE j.name = ?"
+            params = (name,)
+        try:
+            with self._lock:
+                return self._conn.execute(query + " ORDER BY j.seq, j.name", params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise

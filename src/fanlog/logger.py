@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from fanlog import lifecycle
 from fanlog.backend import AllKinds, Backend
-from fanlog.errors import BackendError, LoggerNotStartedError
+from fanlog.errors import BackendError, LoggerNotStartedError, RecordRejected
 from fanlog.journal import JOURNAL_NAME
 from fanlog.kinds import _REGISTRY, get_kind
 from fanlog.pipeline import Pipeline, PipelineSettings
@@ -463,9 +463,11 @@ class Logger(ABC):
         errors.append(repr(exc))
         del errors[:-50]
         if len(errors) == 1 and name != "journal":  # the pipeline warns about its journal itself
+            then = ("the records after it are still delivered" if isinstance(exc, RecordRejected)
+                    else "its records stay in the journal and are retried")  # fmt: skip
             warnings.warn(
-                f"fanlog: backend {name!r} failed: {exc!r}; its records stay in the journal and "
-                "are retried (summary at destroy)", RuntimeWarning, stacklevel=2,
+                f"fanlog: backend {name!r} failed: {exc!r}; {then} (summary at destroy)",
+                RuntimeWarning, stacklevel=2,
             )
         if self.strict:
             self._strict_error = exc
@@ -487,10 +489,13 @@ class Logger(ABC):
         lines = [f"fanlog: run {pipeline.run.run_id} rank {pipeline.run.rank} ended with problems:"]
         for name, errors in self._errors.items():
             lines.append(f"  {name}: {len(errors)} error(s), last: {errors[-1]}")
+        lines.extend(pipeline.problems())
         for entry in lagging:
             lines.append(
                 f"  {entry.name}: records {entry.delivered + 1}..{pipeline.committed} not delivered;"
-                f" run `fanlog sync {self.journal_path} --to <tracker>` to deliver them"
+                f" run `fanlog sync {self.journal_path} --to {entry.backend.name}"
+                + ("" if entry.name == entry.backend.name else f" --cursor {entry.name}")
+                + "` to deliver them"
             )
         if pipeline.dropped:
             lines.append(f"  {pipeline.dropped} record(s) dropped at the max_pending bound")

@@ -11,6 +11,12 @@ Fault path: when the journal cannot be written (disk full, read-only save dir), 
 writer warns once and keeps numbering records into a bounded in-memory *spill* that
 the dispatchers deliver from, so trackers keep receiving. It retries the journal
 every ``retry_initial`` seconds and moves the spill into it once it is writable again.
+
+Refused records: a record a tracker can never store is isolated (see
+:mod:`fanlog.delivery`), marked in the journal's ``rejected`` table with the reason, and
+skipped; the records after it keep flowing. A tracker call that stalls (a server that
+never answers) counts toward ``down_after`` while it runs, so flush() and destroy keep
+their bounds whatever the tracker does.
 """
 
 from __future__ import annotations
@@ -24,9 +30,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fanlog.backend import Backend
-from fanlog.errors import PartialDelivery
+from fanlog.delivery import BatchDelivery, CallWatch
+from fanlog.errors import RecordRejected, reason_of
 from fanlog.journal import Journal, Pending, Row
-from fanlog.record import RunInfo, RunStatus
+from fanlog.record import Record, RunInfo, RunStatus
 
 log = logging.getLogger("fanlog")
 
@@ -49,7 +56,11 @@ class PipelineSettings:
     """Records kept in memory for the trackers while the journal cannot be written;
     beyond it the oldest are dropped from memory (and counted in ``spill_dropped``)."""
     down_after: float = 5.0
-    """A backend failing for this long is considered down: flush() stops waiting for it."""
+    """A backend failing for this long, or stalled this long in one call (its thread blocked,
+    using no CPU: a server that never answers), is down: flush() and destroy stop waiting."""
+    isolate_after: int = 3
+    """Failures of the same batch after which the dispatcher looks for one record in it that
+    the tracker keeps failing on (then again after 2x, 4x, ... as many)."""
 
 
 @dataclass
@@ -65,14 +76,26 @@ class BackendSlot:
     errors: list[str] = field(default_factory=list)
     opened: bool = False
     closed: bool = False
+    watch: CallWatch = field(init=False)
+    """The backend call in progress, if any."""
+    stuck: int = 0
+    """Failed attempts in a row that did not move the cursor."""
+    rejected: list[tuple[int, str, str, str]] = field(default_factory=list)
+    """(seq, kind, key, reason) of the records the backend refused for good, in this process."""
+    abandoned: bool = False
+    """Set when destroy stopped waiting for a call that stalled; the thread stops after it."""
+
+    def __post_init__(self) -> None:
+        self.watch = CallWatch(self.backend.work_clock)
 
     @property
     def bit(self) -> int:
         return 1 << self.slot
 
     def down(self, after: float) -> bool:
-        """Failing without a success for `after` seconds."""
-        return self.failing_since is not None and time.monotonic() - self.failing_since >= after
+        """Failing without a success for `after` seconds, or stalled that long in one call."""
+        failing = self.failing_since is not None and time.monotonic() - self.failing_since >= after
+        return failing or self.watch.stalled_for() >= after
 
 
 class Pipeline:
@@ -159,7 +182,8 @@ class Pipeline:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until all submitted records are committed and delivered to every backend that
-        is not down (failing for `down_after` seconds). False if the timeout came first."""
+        is not down (failing, or stalled in one call, for `down_after` seconds). False if the
+        timeout came first or a backend is down."""
         deadline = None if timeout is None else time.monotonic() + timeout
         target_count = self.submitted
         self._wake_writer.set()
@@ -187,7 +211,8 @@ class Pipeline:
         return True
 
     def close(self, status: RunStatus, timeout: float | None = None) -> bool:
-        """Flush, then close every backend with `status`. Returns False if something is left."""
+        """Flush, then close every backend with `status`. Returns False if something is left
+        undelivered or a tracker refused a record."""
         timeout = self.settings.close_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         complete = self.flush(timeout=timeout)
@@ -197,8 +222,7 @@ class Pipeline:
         self._stop_dispatch.set()
         self._wake_writer.set()
         self._writer.join(_remaining(deadline))
-        for thread in self._dispatchers:
-            thread.join(max(0.5, _remaining(deadline) or 0.0))
+        self._wait_for_dispatchers(deadline)
         for entry in self.slots:
             if not getattr(entry.backend, "needs_delivery", True):
                 entry.closed = True
@@ -212,7 +236,8 @@ class Pipeline:
             )
         _safe(self.journal.set_meta, {"status": status.value, "ended": time.time()})
         _safe(self.journal.close)
-        return complete and not self.spill and all(e.closed for e in self.slots)
+        refused = any(e.rejected for e in self.slots)
+        return complete and not self.spill and not refused and all(e.closed for e in self.slots)
 
     # ------------------------------------------------------------ writer thread
     def _write_loop(self) -> None:
@@ -310,7 +335,7 @@ class Pipeline:
         reader = Journal(self.journal.path)
         delay = settings.retry_initial
         try:
-            while True:
+            while not entry.abandoned:
                 stopping = self._stop_dispatch.is_set()
                 if not entry.opened:
                     if not self._attempt(entry, lambda: entry.backend.open(self.run)):
@@ -376,19 +401,23 @@ class Pipeline:
         if not batch:
             self._advance(entry, reader, target)
             return True
-        try:
-            entry.backend.write(batch)
-        except PartialDelivery as partial:
-            if partial.done:
-                self._advance(entry, reader, batch[partial.done - 1].seq)
-            self._failed(entry, partial.cause, reader)
+        start = entry.delivered
+        delivery = BatchDelivery(
+            entry.backend,
+            stored=lambda seq: self._stored(entry, reader, seq),
+            rejected=lambda record, exc: self._rejected(entry, reader, record, exc),
+            isolate=self._isolating(entry),
+            watch=entry.watch,
+            failed=lambda exc: self._failed(entry, exc),
+        )
+        error = delivery.run(batch)
+        if error is not None:
+            entry.stuck = entry.stuck + 1 if entry.delivered == start else 1
+            self._failed(entry, error, reader)
             return False
-        except Exception as exc:  # noqa: BLE001 - isolated: never reaches the caller
-            self._failed(entry, exc, reader)
-            return False
-        entry.failures, entry.failing_since = 0, None
+        entry.stuck = 0
         last = batch[-1].seq if len(batch) >= entry.backend.max_batch else target
-        self._advance(entry, reader, last)
+        self._stored(entry, reader, last)
         return True
 
     def _advance(self, entry: BackendSlot, reader: Journal, seq: int) -> None:
@@ -402,7 +431,8 @@ class Pipeline:
 
     def _attempt(self, entry: BackendSlot, call: Callable[[], object]) -> bool:
         try:
-            call()
+            with entry.watch():
+                call()
         except Exception as exc:  # noqa: BLE001
             self._failed(entry, exc)
             return False
@@ -430,6 +460,65 @@ class Pipeline:
             self._on_error(name, exc)
         else:
             log.warning("fanlog backend %s failed: %r", name, exc)
+
+    # ------------------------------------------------------------ refused records, stalled calls
+    def _stored(self, entry: BackendSlot, reader: Journal, seq: int) -> None:
+        """The tracker took everything up to `seq`: it works, whatever failed before."""
+        entry.failures, entry.failing_since = 0, None
+        self._advance(entry, reader, seq)
+
+    def _rejected(self, entry: BackendSlot, reader: Journal, record: Record, exc: BaseException) -> None:
+        """Mark a record the tracker refused for good, report it, and move past it."""
+        reason = reason_of(exc)
+        try:
+            reader.reject(entry.name, record.seq, reason)
+        except Exception:  # noqa: BLE001 - journal not writable: kept in memory, reported below
+            pass
+        entry.rejected.append((record.seq, record.kind, record.key, reason))
+        report = RecordRejected(
+            f"{entry.name} refused {record.kind} {record.key!r} (seq {record.seq}) for good; "
+            f"it is kept in the journal and skipped: {reason}", record.seq,
+        )  # fmt: skip
+        report.__cause__ = exc
+        self._report(entry.name, report)
+        self._advance(entry, reader, record.seq)
+
+    def _isolating(self, entry: BackendSlot) -> bool:
+        """Look for a bad record after `isolate_after` failures in a row, then 2x, 4x, ..."""
+        every = max(1, self.settings.isolate_after)
+        rounds, rest = divmod(entry.stuck, every)
+        return rest == 0 and rounds > 0 and rounds & (rounds - 1) == 0
+
+    def _wait_for_dispatchers(self, deadline: float) -> None:
+        """Join the dispatchers until the deadline; one stalled in a tracker call for
+        `down_after` seconds is abandoned (a daemon thread; its records stay in the journal)."""
+        down_after = self.settings.down_after
+        for entry, thread in zip(self._delivering, self._dispatchers, strict=True):
+            until = max(deadline, time.monotonic() + 0.5)  # a last close call may still finish
+            while thread.is_alive():
+                if entry.watch.stalled_for() >= down_after or time.monotonic() >= until:
+                    entry.abandoned = True
+                    break
+                thread.join(0.05)
+
+    def problems(self) -> list[str]:
+        """Lines for the end-of-run summary: stalled trackers and refused records."""
+        lines = []
+        for entry in self.slots:
+            stalled = entry.watch.stalled_for()
+            if entry.abandoned and stalled:
+                lines.append(f"  {entry.name}: its tracker has not answered a call for {stalled:.0f} s; "
+                             "fanlog stopped waiting for it")  # fmt: skip
+            if entry.rejected:
+                shown = "; ".join(f"seq {seq} {kind} {key!r}: {reason[:200]}"
+                                  for seq, kind, key, reason in entry.rejected[:3])  # fmt: skip
+                more = f"; and {len(entry.rejected) - 3} more" if len(entry.rejected) > 3 else ""
+                lines.append(
+                    f"  {entry.name}: {len(entry.rejected)} record(s) refused for good, kept in the "
+                    f"journal (`fanlog show` lists them, `fanlog sync --retry-rejected` tries them "
+                    f"again): {shown}{more}"
+                )
+        return lines
 
 
 def _remaining(deadline: float | None) -> float | None:

@@ -22,6 +22,19 @@ class MetricRow(NamedTuple):
     batch_idx: int | None
 
 
+class RejectedRecord(NamedTuple):
+    """A record a tracker refused for good (kept in the journal, skipped by delivery)."""
+
+    tracker: str
+    """The delivery entry: the tracker's name in the run (``mlflow``), or ``sync:<tracker>``."""
+    seq: int
+    kind: str
+    key: str
+    reason: str
+    time: float
+    rank: int
+
+
 @dataclass
 class RunData:
     """Everything one run (one or all of its ranks) stored in its journals."""
@@ -30,6 +43,8 @@ class RunData:
     meta: dict[int, dict[str, Any]]
     """Per rank: run_id, run_name, status, started, ended, backends, ..."""
     records: list[Record] = field(default_factory=list)
+    rejected: list[RejectedRecord] = field(default_factory=list)
+    """Records a tracker refused for good, per rank and tracker (``fanlog show`` lists them)."""
 
     @property
     def metrics(self) -> list[MetricRow]:
@@ -114,4 +129,5 @@ def read_run(path: str | os.PathLike[str], kinds: list[str] | None = None) -> Ru
         rank = int(meta.get("rank", 0))
         data.meta[rank] = meta
         data.records.extend(journal.iter_records(kinds, rank=rank))
+        data.rejected.extend(RejectedRecord(*row, rank) for row in journal.rejected())
     return data

@@ -15,6 +15,11 @@ so (see docs/sync.md for which trackers store such a resend idempotently).
 The cursor used is the run's own entry when the run already had that backend (so sync
 continues where live delivery stopped, honouring the run's log_freq mask), else
 ``sync:<tracker>`` (a tracker the run never used gets every record of a kind it supports).
+
+Records a tracker refused for good (the journal's ``rejected`` table, per cursor) are
+skipped and counted; ``retry_rejected`` sends them again first and clears the mark of
+each one the tracker now takes. A record the tracker refuses during the sync is marked
+the same way, and the records after it are still delivered (see :mod:`fanlog.delivery`).
 """
 
 from __future__ import annotations
@@ -29,14 +34,15 @@ import sys
 import threading
 import time
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import click
 
 from fanlog.backend import Backend, logger_class
-from fanlog.errors import FanlogError, PartialDelivery
+from fanlog.delivery import BatchDelivery, Rejected
+from fanlog.errors import FanlogError, reason_of
 from fanlog.journal import Journal, connect
 from fanlog.reader import journal_paths
 from fanlog.record import Record, RunInfo, RunStatus
@@ -70,10 +76,18 @@ class JournalSync:
     resumed_inflight: tuple[int, int] | None = None
     """(first, last) seq of a batch a previous sync was sending when it died, if any."""
     error: str | None = None
+    refused: int = 0
+    """Records marked as refused for good by this tracker before the sync."""
+    retry_rejected: bool = False
+    """Whether the refused records were sent again (``--retry-rejected``)."""
+    retried: int = 0
+    """Refused records the tracker took this time (their mark is cleared)."""
+    rejected: list[tuple[int, str, str, str]] = field(default_factory=list)
+    """(seq, kind, key, reason) of the records the tracker refused during this sync."""
 
     @property
     def total(self) -> int:
-        return sum(self.pending.values())
+        return sum(self.pending.values()) + (self.refused if self.retry_rejected else 0)
 
 
 @dataclass
@@ -108,6 +122,16 @@ class SyncReport:
             if j.unsupported:
                 skipped = ", ".join(f"{n} {k}" for k, n in sorted(j.unsupported.items()))
                 line += f"; {self.to} does not store: {skipped}"
+            if j.refused and not j.retry_rejected:
+                line += (f"; {j.refused} record(s) {self.to} refused earlier are skipped "
+                         "(--retry-rejected sends them again)")
+            if j.retried:
+                line += f"; {j.retried} record(s) refused earlier were delivered now"
+            if j.rejected:
+                shown = "; ".join(f"seq {seq} {kind} {key!r}: {reason[:200]}"
+                                  for seq, kind, key, reason in j.rejected[:3])  # fmt: skip
+                line += (f"; {len(j.rejected)} record(s) refused for good by {self.to}, "
+                         f"marked in the journal and skipped: {shown}")
             if j.resumed_inflight:
                 line += (f"; a previous sync died while sending seq {j.resumed_inflight[0]}.."
                          f"{j.resumed_inflight[1]}")
@@ -128,6 +152,7 @@ def sync(
     batch_size: int | None = None,
     retries: int = 3,
     force: bool = False,
+    retry_rejected: bool = False,
     **tracker_options: Any,
 ) -> SyncReport:
     """Deliver every record of the journal(s) under `path` that tracker `to` has not received.
@@ -141,13 +166,15 @@ def sync(
         batch_size: records per write (default: the backend's ``max_batch``).
         retries: attempts per batch before giving up on a journal (the cursor is kept).
         force: sync even if the process that writes the journal still runs.
+        retry_rejected: send again the records this tracker refused for good earlier (they
+            are skipped otherwise); a mark is cleared when the tracker takes the record.
         **tracker_options: options of the tracker's Logger class (``tracking_uri=...``).
     """
     report = SyncReport(to=to, dry_run=dry_run)
     with _graceful_stop() as stop:
         for journal_path in journal_paths(path):
             result = _sync_one(journal_path, to, dry_run, progress, cursor, batch_size, retries,
-                               force, tracker_options, stop)  # fmt: skip
+                               force, tracker_options, stop, retry_rejected)  # fmt: skip
             report.journals.append(result)
             if stop.requested:
                 report.interrupted = True
@@ -159,6 +186,7 @@ def sync(
 def _sync_one(
     journal_path: str, to: str, dry_run: bool, progress: bool, cursor: str | None,
     batch_size: int | None, retries: int, force: bool, options: dict[str, Any], stop: _Stop,
+    retry_rejected: bool = False,
 ) -> JournalSync:
     backend = make_backend(to, journal_path, options)
     journal = Journal(journal_path, readonly=dry_run)
@@ -171,6 +199,8 @@ def _sync_one(
         result = JournalSync(path=journal_path, cursor=name, start=start, end=start)
         result.pending, result.unsupported = _count(journal_path, start, slot,
                                                     backend.supported_kinds)  # fmt: skip
+        result.refused = len(journal.rejected(name))
+        result.retry_rejected = retry_rejected
         inflight = journal.delivered(name + INFLIGHT_SUFFIX)
         if inflight > start:
             result.resumed_inflight = (start + 1, inflight)
@@ -321,20 +351,32 @@ def _deliver(
     bar = _progress_bar(result.total, f"sync {os.path.basename(journal.run_dir)} → {backend.name}",
                         progress)  # fmt: skip
     status = _final_status(meta)
+    refused = {seq for _, seq, *_ in journal.rejected(name)}
+
+    def reject(record: Record, exc: BaseException) -> None:
+        journal.reject(name, record.seq, reason_of(exc))
+        refused.add(record.seq)
+        result.rejected.append((record.seq, record.kind, record.key, reason_of(exc)))
+
     try:
         with bar:
+            if result.retry_rejected and refused:
+                _retry_refused(journal, backend, name, sorted(refused), retries, result, reject)
+                bar.update(result.refused)
             while not stop.requested:
                 cursor = journal.delivered(name)
                 page = journal.read(cursor, slot=slot, limit=limit, rank=run.rank)
                 if not page:
                     break
-                records = [r for r in page if r.kind in supported]
+                records = [r for r in page if r.kind in supported and r.seq not in refused]
+                before = len(result.rejected)
                 if records:
                     journal.set_delivered(name + INFLIGHT_SUFFIX, page[-1].seq)
-                    _write(journal, backend, name, records, retries)
+                    _write(backend, records, retries, lambda seq: journal.set_delivered(name, seq),
+                           reject)  # fmt: skip
                     backend.flush()  # stored in the tracker before the cursor says so
                 journal.set_delivered(name, page[-1].seq)
-                result.sent += len(records)
+                result.sent += len(records) - (len(result.rejected) - before)
                 result.end = page[-1].seq
                 bar.update(len(records))
             backend.flush()
@@ -347,26 +389,62 @@ def _deliver(
     backend.close(status)
 
 
-def _write(journal: Journal, backend: Backend, name: str, records: list[Record], retries: int) -> None:
-    """Write `records`, retrying with backoff; a partial delivery advances the cursor first."""
+def _write(
+    backend: Backend, records: list[Record], retries: int, settled: Callable[[int], None],
+    reject: Rejected,
+) -> None:
+    """Write `records` in order, retrying transient failures with backoff (the last attempt
+    looks for one record the tracker keeps failing on). `settled(seq)` is called, after the
+    backend's flush, once every record up to seq is stored or refused; `reject(record, exc)`
+    for each record the tracker refuses for good."""
     delay = 0.5
     for attempt in range(retries):
-        try:
-            backend.write(records)
+        last = 0
+
+        def stored(seq: int) -> None:
+            nonlocal last
+            last = max(last, seq)
+
+        def rejected(record: Record, exc: BaseException) -> None:
+            nonlocal last
+            reject(record, exc)
+            last = max(last, record.seq)
+
+        isolate = retries > 1 and attempt == retries - 1
+        error = BatchDelivery(backend, stored, rejected, isolate=isolate).run(records)
+        if last:
+            backend.flush()
+            settled(last)
+            records = [r for r in records if r.seq > last]
+        if error is None:
             return
-        except PartialDelivery as partial:
-            if partial.done:
-                journal.set_delivered(name, records[partial.done - 1].seq)
-                records = records[partial.done:]
-            if not records:
-                return
-            error: BaseException = partial.cause
-        except Exception as exc:  # noqa: BLE001 - retried, then raised
-            error = exc
         if attempt == retries - 1:
             raise error
         time.sleep(delay)
         delay = min(delay * 2, 10.0)
+
+
+def _retry_refused(
+    journal: Journal, backend: Backend, name: str, seqs: list[int], retries: int,
+    result: JournalSync, reject: Rejected,
+) -> None:
+    """Send the records `name` refused earlier again; clear the mark of each one it takes."""
+    records = [r for seq in seqs for r in journal.read(seq - 1, upto=seq, limit=1)
+               if r.kind in backend.supported_kinds]  # fmt: skip
+    again: set[int] = set()
+
+    def refused_again(record: Record, exc: BaseException) -> None:
+        again.add(record.seq)
+        reject(record, exc)
+
+    def settled(seq: int) -> None:
+        taken = [r.seq for r in records if r.seq <= seq and r.seq not in again]
+        journal.unreject(name, taken)
+        result.retried += len(taken)
+        result.sent += len(taken)
+        records[:] = [r for r in records if r.seq > seq]
+
+    _write(backend, list(records), retries, settled, refused_again)
 
 
 def _retry(call: Any, retries: int) -> None:
@@ -450,12 +528,14 @@ def _parse_option(text: str) -> tuple[str, Any]:
 @click.option("--cursor", default=None, help="delivery entry to use (default: the run's own or sync:<to>)")
 @click.option("--batch-size", type=int, default=None, help="records per request")
 @click.option("--force", is_flag=True, help="sync even though the writing process still runs")
+@click.option("--retry-rejected", is_flag=True,
+              help="send again the records this tracker refused for good earlier")
 @click.option("--no-progress", is_flag=True, help="no progress bar")
 def sync_command(
     path: str, to: str, dry_run: bool, tracking_uri: str | None, experiment_name: str | None,
     project_name: str | None, mode: str | None, logdir: str | None, savedir: str | None,
     extra: tuple[str, ...], cursor: str | None, batch_size: int | None, force: bool,
-    no_progress: bool,
+    retry_rejected: bool, no_progress: bool,
 ) -> None:
     """Deliver what the journal(s) under PATH hold and tracker --to has not received yet.
 
@@ -471,7 +551,8 @@ def sync_command(
     options.update(_parse_option(text) for text in extra)
     try:
         report = sync(path, to=to, dry_run=dry_run, progress=not no_progress, cursor=cursor,
-                      batch_size=batch_size, force=force, **options)  # fmt: skip
+                      batch_size=batch_size, force=force, retry_rejected=retry_rejected,
+                      **options)  # fmt: skip
     except (SyncError, ValueError, FileNotFoundError, ImportError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(report.summary())

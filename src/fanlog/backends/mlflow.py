@@ -28,8 +28,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fanlog.backend import Backend, import_tracker
-from fanlog.errors import FanlogError, PartialDelivery
+from fanlog.backend import Backend, artifact_source, import_tracker
+from fanlog.errors import PERMANENT, TRANSIENT, PartialDelivery, RecordRejected, Verdict, reason_of
 from fanlog.logger import BackendLogger
 from fanlog.record import Record, RunInfo, RunStatus
 from fanlog.secrets import redact
@@ -54,20 +54,22 @@ TAG_DESCRIPTION = "mlflow.note.content"
 TAG_PARENT = "mlflow.parentRunId"
 
 # fanlog retries with backoff itself, and keeps what waits on disk; MLflow's own retries
-# (7, with backoff, minutes in all) would only hold one request of a dead server. Set unless
-# the user set it. The request timeout is left alone: large artifact uploads need it.
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+# (7, with backoff, minutes in all) would only hold one request of a dead server. MLflow's
+# 120 s request timeout would hold the dispatcher as long on a server that accepts the
+# connection and never answers; 30 s still lets the server store a large upload (the
+# timeout is per socket wait, not per request). Both are set unless the user set them.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
 
-class ParamConflictError(FanlogError, ValueError):
+class ParamConflictError(RecordRejected):
     """A param was logged again with a different value; MLflow params are immutable."""
 
 
-class RecordRejectedError(FanlogError, ValueError):
-    """MLflow refused a record for what it is (not for a passing failure): retrying cannot help."""
-
-
-PERMANENT_ERROR_CODES = frozenset({"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "INVALID_STATE"})
+PERMANENT_ERROR_CODES = frozenset(
+    {"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "MALFORMED_REQUEST", "RESOURCE_ALREADY_EXISTS",
+     "INVALID_STATE"}
+)  # fmt: skip
+"""MLflow error codes that refuse the request for what it holds: the record is rejected."""
 
 
 def lowest_rank(log_on_workers: int | list[int]) -> int:
@@ -83,12 +85,34 @@ def default_tracking_uri(savedir: str | os.PathLike[str]) -> str:
 
 
 def safe_key(key: str) -> str:
-    """A key MLflow accepts: invalid characters become '_', the path is normalised, ≤ 250 chars."""
+    """A key MLflow accepts: invalid characters become '_', the path is normalised, ≤ 250 chars
+    (normalised again after the cut, which can leave a trailing '/' or '/.')."""
     cleaned = _BAD_KEY_CHARS.sub("_", key)
-    normal = posixpath.normpath(cleaned).lstrip("/") if cleaned else "_"
+    normal = _normal_path(cleaned)[:MAX_KEY_LENGTH]
+    return _normal_path(normal)
+
+
+def _normal_path(name: str) -> str:
+    normal = posixpath.normpath(name).lstrip("/") if name else "_"
     if normal in (".", "") or normal.startswith(".."):
         normal = "_" + normal.strip("./")
-    return normal[:MAX_KEY_LENGTH]
+    return normal
+
+
+def artifact_path(path: str, record: Record) -> str:
+    """`path` as a path inside the run's artifact directory ('.' for its root; a leading
+    '/' is dropped), or :class:`RecordRejected` if it would leave it (MLflow refuses '..')."""
+    normal = posixpath.normpath(path).lstrip("/") if path else "."
+    if normal == ".." or normal.startswith("../"):
+        raise RecordRejected(f"the artifact path {path!r} leaves the run's artifact directory",
+                             record.seq)  # fmt: skip
+    return normal or "."
+
+
+def model_name(path: str) -> str:
+    """A LoggedModel name MLflow accepts: no '/', ':', '.', '%' or quotes (e.g. from a
+    checkpoint called ``epoch=3.ckpt``)."""
+    return re.sub(r"[/:.%\"']+", "-", safe_key(path)).strip("-") or "model"
 
 
 def _status_name(status: RunStatus) -> str:
@@ -279,16 +303,15 @@ class MLflowBackend(Backend):
                 done += self._send(batch)
                 try:
                     self._write_one(record)
+                except RecordRejected:
+                    raise
                 except Exception as exc:
-                    if not self._is_permanent(exc):
+                    if self.classify(exc) != PERMANENT:
                         raise
-                    raise RecordRejectedError(
-                        f"mlflow cannot store {record.kind} {record.key!r} (seq {record.seq}); "
-                        f"it is skipped (it stays in the journal): {exc}"
-                    ) from exc
+                    raise RecordRejected(reason_of(exc), record.seq) from exc
                 done += 1
             done += self._send(batch)
-        except (ParamConflictError, RecordRejectedError) as conflict:
+        except RecordRejected as conflict:
             try:
                 done += self._send(batch)  # what came before the conflict is still good
             except Exception as exc:
@@ -316,7 +339,7 @@ class MLflowBackend(Backend):
             elif known != value:
                 raise ParamConflictError(
                     f"MLflow param {key!r} of run {self.run_id} is already {known!r}; it cannot "
-                    f"be changed to {value!r} (log it as a metric, or use a new run)"
+                    f"be changed to {value!r} (log it as a metric, or use a new run)", record.seq,
                 )
             else:
                 batch.covered += 1  # the same value again: nothing to send
@@ -345,11 +368,14 @@ class MLflowBackend(Backend):
         batch.clear()
         return covered
 
-    def _is_permanent(self, exc: Exception) -> bool:
-        """A refusal of the record itself, as opposed to a server or network failure."""
-        if isinstance(exc, self._mlflow.exceptions.MlflowException):
-            return exc.error_code in PERMANENT_ERROR_CODES
-        return isinstance(exc, (TypeError, ValueError)) and not isinstance(exc, OSError)
+    def classify(self, exc: BaseException) -> Verdict:
+        """MLflow's error codes decide: INVALID_PARAMETER_VALUE and the like refuse the
+        record; every other MlflowException (unreachable, 5xx, 429, timeouts) is retried."""
+        cause = exc.cause if isinstance(exc, PartialDelivery) else exc
+        mlflow = self._mlflow
+        if mlflow is not None and isinstance(cause, mlflow.exceptions.MlflowException):
+            return PERMANENT if cause.error_code in PERMANENT_ERROR_CODES else TRANSIENT
+        return super().classify(cause)
 
     def _key(self, key: str) -> str:
         cleaned = self._renamed.get(key)
@@ -380,6 +406,7 @@ class MLflowBackend(Backend):
         prefix = record.options.get("artifact_path")
         if prefix:
             path = posixpath.join(str(prefix), posixpath.basename(path))
+        path = artifact_path(path, record)
         if kind == "text":
             client.log_text(run_id, record.value, _with_suffix(path, (".txt", ".md", ".log",
                             ".html", ".json", ".yaml", ".yml", ".csv"), ".txt"))  # fmt: skip
@@ -391,7 +418,7 @@ class MLflowBackend(Backend):
         elif kind == "image":
             self._write_image(record, path)
         elif kind == "artifact":
-            self._write_artifact(record.value, path)
+            self._write_artifact(artifact_source(record), path)
         elif kind == "model":
             self._write_model(record, path)
         elif kind == "torch":
@@ -409,7 +436,7 @@ class MLflowBackend(Backend):
             local = os.path.join(folder, posixpath.basename(artifact_file))
             with open(local, "wb") as handle:
                 handle.write(data)
-            directory = posixpath.dirname(artifact_file) or None
+            directory = posixpath.dirname(posixpath.normpath(artifact_file)) or None
             self._client.log_artifact(self.run_id, local, artifact_path=directory)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
@@ -429,10 +456,14 @@ class MLflowBackend(Backend):
             )  # fmt: skip
 
     def _write_artifact(self, local: str, path: str) -> None:
-        """A file lands at `path`; a directory's content lands below `path`."""
+        """A file lands at `path`; a directory's content lands below `path`. A `path` of
+        '.' (or '') means the run's root, and a trailing '/' is dropped."""
+        path = posixpath.normpath(path) if path else "."
         if os.path.isdir(local):
-            self._client.log_artifacts(self.run_id, local, artifact_path=path)
+            self._client.log_artifacts(self.run_id, local, artifact_path=None if path == "." else path)
             return
+        if path == ".":
+            path = os.path.basename(local)
         if posixpath.basename(path) == os.path.basename(local):
             self._client.log_artifact(self.run_id, local, artifact_path=posixpath.dirname(path)
                                       or None)  # fmt: skip
@@ -446,7 +477,7 @@ class MLflowBackend(Backend):
 
         obj = torch.load(io.BytesIO(record.value), weights_only=False)
         if self.model_flavour and isinstance(obj, torch.nn.Module):
-            self._log_pytorch_model(obj, safe_key(path).replace("/", "-"), record.step)
+            self._log_pytorch_model(obj, model_name(path), record.step)
             return
         state = obj.state_dict() if isinstance(obj, torch.nn.Module) else obj
         if isinstance(state, dict) and "state_dict" in state and "class" in state:

@@ -29,8 +29,8 @@ from importlib import metadata, util
 from multiprocessing.connection import Connection
 from typing import Any
 
-from fanlog.backend import Backend
-from fanlog.errors import FanlogError, PartialDelivery
+from fanlog.backend import Backend, process_cpu_seconds
+from fanlog.errors import PartialDelivery, RecordRejected
 from fanlog.logger import BackendLogger
 from fanlog.record import Record, RunInfo, RunStatus
 
@@ -55,10 +55,6 @@ _svg_warned = False
 
 class WorkerError(RuntimeError):
     """The yprov4ml worker failed or went away; the message carries its traceback or log."""
-
-
-class RecordRejectedError(FanlogError, ValueError):
-    """yprov4ml raised on a record; the record is skipped (it stays in the journal)."""
 
 
 class Prov4MLBackend(Backend):
@@ -181,9 +177,9 @@ class Prov4MLBackend(Backend):
             record = records[done]
             raise PartialDelivery(
                 done + 1,
-                RecordRejectedError(
+                RecordRejected(
                     f"yprov4ml could not store {record.kind} {record.key!r} (seq {record.seq}); "
-                    f"it is skipped:\n{reply['error']}"
+                    f"it is skipped:\n{reply['error']}", record.seq,
                 ),
             )
 
@@ -199,6 +195,11 @@ class Prov4MLBackend(Backend):
 
     def describe(self) -> str:
         return f"yprov4ml {self.experiment_dir or self.provenance_save_dir}"
+
+    def work_clock(self) -> float | None:
+        """The worker's CPU time: a call waiting on a worker that computes is not stalled."""
+        worker = self._worker
+        return None if worker is None else process_cpu_seconds(worker.process.pid)
 
     # ------------------------------------------------------------------ helpers
     def _require_worker(self) -> _Worker:

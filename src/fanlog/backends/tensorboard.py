@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from fanlog.backend import Backend, import_tracker
-from fanlog.errors import PartialDelivery
+from fanlog.backend import Backend, finite_histogram, import_tracker
+from fanlog.errors import PartialDelivery, reason_of
 from fanlog.logger import BackendLogger
 from fanlog.record import Record, RunInfo, RunStatus
 
@@ -214,7 +214,8 @@ class TensorBoardBackend(Backend):
             raise
 
     def _write_one(self, record: Record, writer: EventWriter, event_pb2: Any) -> None:
-        """One record; one TensorBoard cannot show is skipped, since a retry fails the same."""
+        """One record; one TensorBoard cannot show is rejected (a retry would fail the same):
+        the dispatcher marks it in the journal and the batch goes on."""
         if record.kind == "param":
             self._hparams[record.key] = hparam_value(record.key, record.value)
             self._hparams_time = self._hparams_time or record.time
@@ -234,8 +235,7 @@ class TensorBoardBackend(Backend):
                 return
             summary = self._summary(record)
         except Exception as exc:  # noqa: BLE001 - the same record would fail on every retry
-            log.warning("fanlog tensorboard: record %r (%s) cannot be shown and is skipped "
-                        "(it stays in the journal): %r", record.key, record.kind, exc)  # fmt: skip
+            self.reject(record, reason_of(exc))
             return
         if summary is not None:
             writer.add(
@@ -284,8 +284,6 @@ class TensorBoardBackend(Backend):
         if kind == "histogram":
             bins = int(record.options.get("bins", self.histogram_bins))
             histogram = self._histogram(key, np.asarray(value, dtype=np.float64), bins)
-            if histogram is None:
-                return None
             return summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=key, histo=histogram)])
         return None
 
@@ -306,9 +304,8 @@ class TensorBoardBackend(Backend):
             log.debug("fanlog tensorboard: %d non-finite values left out of histogram %r",
                       values.size - finite.size, key)  # fmt: skip
         if finite.size == 0:
-            log.debug("fanlog tensorboard: histogram %r has no finite value; skipped", key)
-            return None
-        counts, edges = np.histogram(finite, bins=max(1, bins))
+            raise ValueError(f"histogram {key!r} has no finite value")
+        counts, edges = finite_histogram(finite, max(1, bins))
         return summary_pb2.HistogramProto(
             min=float(finite.min()),
             max=float(finite.max()),

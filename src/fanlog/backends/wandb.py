@@ -33,8 +33,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from fanlog.backend import Backend, import_tracker
-from fanlog.errors import PartialDelivery
+from fanlog.backend import Backend, artifact_source, finite_histogram, import_tracker
+from fanlog.errors import PartialDelivery, reason_of
 from fanlog.logger import BackendLogger
 from fanlog.record import Record, RunInfo, RunStatus
 
@@ -260,9 +260,7 @@ class WandBBackend(Backend):
                     try:
                         row[record.key] = self._row_value(record, temporary)
                     except Exception as exc:  # noqa: BLE001 - a retry would fail the same
-                        log.warning("fanlog wandb: record %r (%s) cannot be converted and is "
-                                    "skipped (it stays in the journal): %r",
-                                    record.key, record.kind, exc)  # fmt: skip
+                        self.reject(record, reason_of(exc))
                     row_step = record.step
                     row_count += 1
                     continue
@@ -328,8 +326,11 @@ class WandBBackend(Backend):
         if kind == "histogram":
             values = np.asarray(value, dtype=np.float64).reshape(-1)
             values = values[np.isfinite(values)]
+            if values.size == 0:
+                raise ValueError(f"histogram {record.key!r} has no finite value")
             bins = min(512, int(record.options.get("bins", self.histogram_bins)))
-            return wandb.Histogram(values, num_bins=bins)
+            counts, edges = finite_histogram(values, bins)
+            return wandb.Histogram(np_histogram=(counts, edges))
         return value  # metric: float, text: str, dict: nested dict
 
     def _other(self, record: Record) -> None:
@@ -343,7 +344,7 @@ class WandBBackend(Backend):
                                   metadata={"step": record.step, "fanlog_key": record.key})
         aliases = ["best"] if record.kind == "best_model" else None
         if record.kind == "artifact":
-            path = record.value
+            path = artifact_source(record)
             if os.path.isdir(path):
                 artifact.add_dir(path)
             else:
