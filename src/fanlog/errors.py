@@ -17,6 +17,15 @@ class BackendError(FanlogError):
     """A tracker failed; raised to the caller only in strict mode."""
 
 
+class BadJournalError(FanlogError, OSError):
+    """A `journal.sqlite` that cannot be read as a fanlog journal (damaged, empty, not SQLite)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"fanlog: cannot read the journal {path!r}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
 class PartialDelivery(FanlogError):  # noqa: N818 - a signal, not an error
     """Raised by `Backend.write` when only the first `done` records were stored.
 

@@ -36,8 +36,8 @@ from typing import Any
 import click
 
 from fanlog.backend import Backend, logger_class
-from fanlog.errors import FanlogError, PartialDelivery
-from fanlog.journal import Journal, connect
+from fanlog.errors import BadJournalError, FanlogError, PartialDelivery
+from fanlog.journal import Journal, check_journal_file, connect
 from fanlog.reader import journal_paths
 from fanlog.record import Record, RunInfo, RunStatus
 
@@ -101,6 +101,9 @@ class SyncReport:
         verb = "would send" if self.dry_run else "sent"
         lines = []
         for j in self.journals:
+            if not j.cursor:  # not a journal: nothing was read or sent
+                lines.append(f"{j.error}; skipped")
+                continue
             kinds = ", ".join(f"{n} {k}" for k, n in sorted(j.pending.items())) or "nothing"
             done = j.total if self.dry_run else j.sent
             line = f"{j.path}: {verb} {done} record(s) to {self.to} [{kinds}] (cursor {j.cursor!r}"
@@ -146,6 +149,11 @@ def sync(
     report = SyncReport(to=to, dry_run=dry_run)
     with _graceful_stop() as stop:
         for journal_path in journal_paths(path):
+            try:
+                check_journal_file(journal_path)  # nothing is written into a file that is not one
+            except BadJournalError as exc:
+                report.journals.append(JournalSync(journal_path, "", 0, 0, error=str(exc)))
+                continue
             result = _sync_one(journal_path, to, dry_run, progress, cursor, batch_size, retries,
                                force, tracker_options, stop)  # fmt: skip
             report.journals.append(result)
@@ -475,6 +483,8 @@ def sync_command(
     except (SyncError, ValueError, FileNotFoundError, ImportError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(report.summary())
+    for unreadable in (j for j in report.journals if not j.cursor):
+        click.echo(f"Error: {unreadable.error}", err=True)
     if report.interrupted:
         sys.exit(130)
     if not report.ok:
