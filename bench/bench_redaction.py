@@ -42,7 +42,7 @@ def cases() -> list[tuple[str, Callable[[Any, int], None], int]]:
         ("param, short str", lambda lg, n: [lg.log("adamw", "optimizer", kind="param") for _ in range(n)],
          1000),
         ("param, URL with a password", lambda lg, n: [
-            lg.log("postgres://u:pw@db/x", "dsn_url", kind="param") for _ in range(n)], 1000),
+            lg.log("postgres://u:pw@db/x", "database", kind="param") for _ in range(n)], 1000),
         ("param, secret-looking key", lambda lg, n: [
             lg.log("hunter2", "db_password", kind="param") for _ in range(n)], 1000),
         ("tag", lambda lg, n: [lg.log("baseline", "variant", kind="tag") for _ in range(n)], 1000),

@@ -44,8 +44,12 @@ def describe(item: Any) -> str:
     shape = getattr(item, "shape", None)
     name = f"{type(item).__module__}.{type(item).__qualname__}".removeprefix("builtins.")
     if shape is not None:
-        return f"{name} of shape {tuple(shape)}"
-    text = repr(item)
+        dtype = getattr(item, "dtype", None)
+        return f"{name} of shape {tuple(shape)}" + (f" and dtype {dtype}" if dtype is not None else "")
+    try:
+        text = repr(item)
+    except Exception:  # noqa: BLE001 - e.g. an int of more than 4300 digits has no repr
+        return name
     return f"{name} {text}" if len(text) <= 40 else name
 
 

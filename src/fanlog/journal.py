@@ -105,14 +105,24 @@ def check_journal(conn: sqlite3.Connection, path: str) -> None:
         raise BadJournalError(path, reason)
 
 
-def check_journal_file(path: str) -> None:
-    """Raise BadJournalError unless `path` is a readable fanlog journal. Creates no file."""
+def check_journal_file(path: str, thorough: bool = False) -> None:
+    """Raise BadJournalError unless `path` is a readable fanlog journal. Creates no file.
+
+    `thorough` also reads every page (SQLite's ``quick_check``): damage is found before
+    anything is done with the records, at the cost of one read of the file.
+    """
     try:
         conn = connect(path, readonly=True)
     except sqlite3.Error as exc:
         raise unreadable(path, exc) from exc
     try:
         check_journal(conn, path)
+        if thorough:
+            problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")]
+            if problems != ["ok"]:
+                raise BadJournalError(path, f"it is damaged ({'; '.join(problems)})")
+    except sqlite3.Error as exc:
+        raise unreadable(path, exc) from exc
     finally:
         conn.close()
 
@@ -124,6 +134,11 @@ def unreadable(path: str, exc: BaseException) -> BadJournalError:
     if not os.path.exists(path):
         return BadJournalError(path, "it does not exist")
     return BadJournalError(path, f"{exc} (the file is damaged or not a journal)")
+
+
+def is_damage(exc: BaseException) -> bool:
+    """True for SQLite's "the file is damaged or no database" errors (not locks or a full disk)."""
+    return getattr(exc, "sqlite_errorname", "") in ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 
 
 def _size(path: str) -> int:
@@ -243,7 +258,7 @@ class Journal:
                 os.chmod(self.path, 0o600)
             row = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM records").fetchone()
         except (OSError, sqlite3.Error) as exc:  # disk full, read-only, not a directory, ...
-            if readonly and isinstance(exc, sqlite3.Error):
+            if isinstance(exc, sqlite3.Error) and (readonly or is_damage(exc)):
                 raise unreadable(self.path, exc) from exc
             what = "open" if readonly else "create or open"
             raise OSError(f"fanlog: cannot {what} the journal {self.path!r}: {exc}") from exc

@@ -116,12 +116,14 @@ _FLAG_GAP = re.compile(r"[ \t]+(?=[^\s-])")
 _PLAIN_VALUE = re.compile(r"[^\s\"'&;,]+")
 _WORD_VALUE = re.compile(r"\"[^\"\n]*\"|'[^'\n]*'|[^\s\"']+")
 _QUOTED_VALUE = {'"': re.compile(r'[^"\n]{1,4096}'), "'": re.compile(r"[^'\n]{1,4096}")}
-_ANY_WORD = re.compile("|".join(sorted(
-    {re.escape(word) for words, _, _ in _SHAPES for word in words} | set(_HEX_KEY_WORDS) | set(_KEY_STEMS),
-    key=len, reverse=True,
-)))
-"""Any word that some rule above needs: a short text without one is clean."""
+_WORDS = frozenset({word for words, _, _ in _SHAPES for word in words} | set(_HEX_KEY_WORDS)
+                   | set(_KEY_STEMS))  # fmt: skip
+"""Every word some rule above needs; a text without one of them holds no built-in secret."""
+_ANY_WORD = re.compile("|".join(re.escape(word) for word in sorted(_WORDS, key=len, reverse=True)))
+_SHAPES_OF = {word: tuple(i for i, (words, _, _) in enumerate(_SHAPES) if word in words) for word in _WORDS}
+"""Word -> indices of the shapes it gates."""
 _SHORT = 256
+"""Up to this length one regex tells whether any word is present (most texts: none)."""
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 # ------------------------------------------------------------------ configuration
@@ -205,13 +207,15 @@ def _secret_name(name: str) -> bool:
 # ------------------------------------------------------------------ values
 def scrub_text(text: str) -> str:
     """`text` with every secret-shaped part replaced by ``***REDACTED***``."""
-    if not _enabled or not text:
+    if not _enabled or not text or text in _allowed_values:
         return text
-    if len(text) <= _SHORT and not _extra_values and _ANY_WORD.search(text.lower()) is None:
-        return text  # the common case, kept fast: no word any rule needs
-    if text in _allowed_values:
-        return text
-    spans = sorted(span for span in _secret_spans(text) if span[1] > span[0])
+    lowered = text.lower()
+    if len(lowered) != len(text):  # a few non-ASCII letters change length when lowered
+        lowered = text.translate(_ASCII_LOWER)
+    present = _words_in(lowered)
+    if not present and not _extra_values:
+        return text  # the common case, kept fast
+    spans = sorted(span for span in _secret_spans(text, lowered, present) if span[1] > span[0])
     if not spans:
         return text
     pieces, done = [], 0
@@ -223,23 +227,30 @@ def scrub_text(text: str) -> str:
     return "".join(pieces)
 
 
-def _secret_spans(text: str) -> list[tuple[int, int]]:
-    lowered = text.lower()
-    if len(lowered) != len(text):  # a few non-ASCII letters change length when lowered
-        lowered = text.translate(_ASCII_LOWER)
+def _words_in(lowered: str) -> set[str]:
+    """The words of _WORDS that occur in `lowered`."""
+    if len(lowered) <= _SHORT and _ANY_WORD.search(lowered) is None:
+        return set()
+    return {word for word in _WORDS if word in lowered}
+
+
+def _secret_spans(text: str, lowered: str, present: set[str]) -> list[tuple[int, int]]:
     spans: list[tuple[int, int]] = []
     for pattern in _extra_values:
         spans.extend(m.span(1 if pattern.groups else 0) for m in pattern.finditer(text))
-    for words, pattern, on_lowered in _SHAPES:
-        if any(word in lowered for word in words):
-            spans.extend(m.span(1) for m in pattern.finditer(lowered if on_lowered else text))
-    for word in _HEX_KEY_WORDS:
+    if not present:
+        return spans
+    for index in sorted({i for word in present for i in _SHAPES_OF[word]}):
+        _, pattern, on_lowered = _SHAPES[index]
+        spans.extend(m.span(1) for m in pattern.finditer(lowered if on_lowered else text))
+    for word in present.intersection(_HEX_KEY_WORDS):
         for end in _ends_of(lowered, word):
             match = _HEX_KEY.match(lowered, end)
             if match is not None:
                 spans.append(match.span(1))
-    if "=" in text or ":" in text or "-" in text:
-        spans.extend(_assigned_values(text, lowered))
+    stems = present.intersection(_KEY_STEMS)
+    if stems and ("=" in text or ":" in text or "-" in text):
+        spans.extend(_assigned_values(text, lowered, stems))
     return spans
 
 
@@ -252,10 +263,10 @@ def _ends_of(lowered: str, word: str) -> list[int]:
     return ends
 
 
-def _assigned_values(text: str, lowered: str) -> list[tuple[int, int]]:
+def _assigned_values(text: str, lowered: str, stems: set[str]) -> list[tuple[int, int]]:
     """Spans of the values given to secret-looking keys: KEY=v, KEY: v, "KEY": "v", --KEY v."""
     spans, seen = [], set()
-    for stem in _KEY_STEMS:
+    for stem in stems:
         for end in _ends_of(lowered, stem):
             start = end - len(stem)
             while start > 0 and end - start < 64 and text[start - 1] in _KEY_CHAR:

@@ -25,6 +25,7 @@ import inspect
 import json
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -37,7 +38,7 @@ import click
 
 from fanlog.backend import Backend, logger_class
 from fanlog.errors import BadJournalError, FanlogError, PartialDelivery
-from fanlog.journal import Journal, check_journal_file, connect
+from fanlog.journal import Journal, check_journal_file, connect, is_damage, unreadable
 from fanlog.reader import journal_paths
 from fanlog.record import Record, RunInfo, RunStatus
 
@@ -150,12 +151,14 @@ def sync(
     with _graceful_stop() as stop:
         for journal_path in journal_paths(path):
             try:
-                check_journal_file(journal_path)  # nothing is written into a file that is not one
-            except BadJournalError as exc:
-                report.journals.append(JournalSync(journal_path, "", 0, 0, error=str(exc)))
-                continue
-            result = _sync_one(journal_path, to, dry_run, progress, cursor, batch_size, retries,
-                               force, tracker_options, stop)  # fmt: skip
+                check_journal_file(journal_path, thorough=True)  # no sync from or into damage
+                result = _sync_one(journal_path, to, dry_run, progress, cursor, batch_size, retries,
+                                   force, tracker_options, stop)  # fmt: skip
+            except (BadJournalError, sqlite3.DatabaseError) as exc:
+                if isinstance(exc, sqlite3.DatabaseError) and not is_damage(exc):
+                    raise
+                error = exc if isinstance(exc, BadJournalError) else unreadable(journal_path, exc)
+                result = JournalSync(journal_path, "", 0, 0, error=str(error))
             report.journals.append(result)
             if stop.requested:
                 report.interrupted = True
@@ -483,8 +486,8 @@ def sync_command(
     except (SyncError, ValueError, FileNotFoundError, ImportError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(report.summary())
-    for unreadable in (j for j in report.journals if not j.cursor):
-        click.echo(f"Error: {unreadable.error}", err=True)
+    for skipped in (j for j in report.journals if not j.cursor):
+        click.echo(f"Error: {skipped.error}", err=True)
     if report.interrupted:
         sys.exit(130)
     if not report.ok:

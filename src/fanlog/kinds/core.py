@@ -212,10 +212,10 @@ def to_hwc_uint8(array: np.ndarray) -> np.ndarray:
 def pixels_uint8(array: np.ndarray) -> np.ndarray:
     """Pixel values as uint8, by the rules of docs/bad-inputs.md ("Images").
 
-    uint8 as is; bool as 0/255. Integers within [0, 255] as they are, within [0, 65535]
-    scaled by 255/65535, else min-max. Floats within [0, 1] times 255, within [-1, 1] as
-    (x + 1) / 2, else min-max. The range is taken over the whole item (every image of a
-    batch) and over finite values only; NaN and -inf become 0, +inf 255.
+    uint8 as is; bool as 0/255. Other integers within [0, 255] as they are; beyond, uint16
+    scaled by 255/65535 and other integer types min-max. Floats within [0, 1] times 255,
+    within [-1, 1] as (x + 1) / 2, else min-max. The range is taken over the whole item
+    (every image of a batch) and over finite values only; NaN and -inf become 0, +inf 255.
     """
     if array.dtype == np.uint8:
         return array
@@ -232,7 +232,7 @@ def pixels_uint8(array: np.ndarray) -> np.ndarray:
         scaled = (data + 1.0) * 127.5
     elif not floats and low >= 0 and high <= 255:
         scaled = data
-    elif not floats and low >= 0 and high <= 65535:
+    elif array.dtype.kind == "u" and array.dtype.itemsize == 2:  # 16-bit, any byte order
         scaled = data * (255.0 / 65535.0)
     elif high > low:
         scaled = (data - low) * (255.0 / (high - low))
