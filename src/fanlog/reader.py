@@ -120,4 +120,3 @@ def read_run(path: str | os.PathLike[str], kinds: list[str] | None = None) -> Ru
         except (sqlite3.Error, json.JSONDecodeError) as exc:  # damaged after a readable start
             raise unreadable(journal_path, exc) from exc
     return data
-

@@ -93,6 +93,10 @@ def _json_default(obj: Any) -> Any:
     return scrub_text(str(obj))
 
 
+INT64 = (-(2**63), 2**63 - 1)
+"""Param ints outside this range are kept as their decimal text: trackers store int64 or float."""
+
+
 def normalize_param(item: Any, identifier: str) -> Any:
     """A JSON primitive. Numpy scalars are unwrapped; other objects become JSON text or str().
 
@@ -105,7 +109,7 @@ def normalize_param(item: Any, identifier: str) -> Any:
     if isinstance(item, str):
         return scrub_text(str.__str__(item))
     if isinstance(item, (int, float, bool, type(None))):
-        if type(item) is int and not -_JSON_INT < item < _JSON_INT:
+        if type(item) is int and not INT64[0] <= item <= INT64[1]:
             try:
                 return str(item)  # JSON readers (and trackers) would lose digits
             except ValueError:  # more digits than Python converts to text
@@ -115,10 +119,6 @@ def normalize_param(item: Any, identifier: str) -> Any:
     if isinstance(item, (Mapping, list, tuple)):
         return json.dumps(snapshot_json("param", identifier, item, "a JSON-like structure"))
     return scrub_text(str(item))
-
-
-_JSON_INT = 2**63
-"""Ints outside (-2**63, 2**63) are kept as their decimal text."""
 
 
 def normalize_text(item: Any, identifier: str) -> str:
