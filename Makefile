@@ -34,6 +34,7 @@ docs: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bench_core.py
+	$(PY) bench/bench_redaction.py
 	$(PY) bench/bench_tensorboard_wandb.py --repeat 3
 	$(PY) bench/bench_mlflow.py
 	$(PY) bench/bench_outage.py --steps 2000 --records 1000000

@@ -7,8 +7,10 @@ real offline W&B run (read back from its .wandb file). No mocks.
 
 from __future__ import annotations
 
+import enum
 import fractions
 import glob
+import io
 import json
 import math
 import os
@@ -53,6 +55,59 @@ def value(v: Any) -> Callable[[Path], Any]:
 
 def is_nan(v: Any) -> bool:
     return isinstance(v, float) and math.isnan(v)
+
+
+def pixels(png: bytes) -> list[Any]:
+    """The pixel values of a PNG, as nested lists (what a viewer shows)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as image:
+        return np.asarray(image).tolist()
+
+
+@dataclass
+class PngIs:
+    """A check of a stored PNG: its pixels must be `expected`."""
+
+    expected: list[Any]
+
+    def __call__(self, png: bytes) -> bool:
+        return pixels(png) == self.expected
+
+
+png_is = PngIs
+
+
+def circular_dict(_tmp: Path) -> dict[str, Any]:
+    config: dict[str, Any] = {"optimizer": {"name": "sgd"}}
+    config["optimizer"]["parent"] = config
+    return config
+
+
+def circular_list(_tmp: Path) -> list[Any]:
+    items: list[Any] = [1, 2]
+    items.append([items])
+    return items
+
+
+def deeply_nested(_tmp: Path) -> dict[str, Any]:
+    top: dict[str, Any] = {}
+    level = top
+    for _ in range(5000):
+        level["child"] = {}
+        level = level["child"]
+    return top
+
+
+def pil_image(array: Any) -> Callable[[Path], Any]:
+    """A PIL image made from `array` (float32: mode F, uint16: I;16, int32: I, bool: 1)."""
+    from PIL import Image
+
+    return lambda _tmp: Image.fromarray(np.asarray(array))
+
+
+class Split(enum.StrEnum):
+    TRAIN = "train/loss"
 
 
 GENERAL = [
@@ -111,6 +166,112 @@ GENERAL = [
     Case("histogram-empty", "ValueError", value([]), kind="histogram", error=ValueError),
     Case("dict-not-a-mapping", "TypeError", value([1]), kind="dict", error=TypeError),
     Case("model-not-a-module", "TypeError", value(3), kind="model", error=TypeError),
+    # numbers and tensors that have no plain float form
+    Case("metric-int-beyond-float", "ValueError", value(10**400), error=ValueError),
+    Case("metric-fraction-beyond-float", "ValueError", value(fractions.Fraction(10**400, 3)),
+         error=ValueError),
+    Case("metric-numpy-complex", "TypeError", value(np.complex128(1 + 1j)), error=TypeError),
+    Case("metric-float8-tensor", "coerced to float (copied as float32;",
+         value(torch.tensor(1.5).to(torch.float8_e4m3fn)), stored=1.5),
+    Case("metric-float8-e5m2-tensor", "coerced to float (copied as float32)",
+         value(torch.tensor([0.25]).to(torch.float8_e5m2)), stored=0.25),
+    Case("metric-sparse-tensor", "coerced to float (its dense value;",
+         value(torch.tensor([[2.5]]).to_sparse()), stored=2.5),
+    Case("metric-meta-tensor", "ValueError (a meta tensor has no data;",
+         value(torch.tensor(1.0, device="meta")), error=ValueError),
+    Case("histogram-sparse-tensor", "coerced to its dense values",
+         value(torch.eye(3).to_sparse()), kind="histogram",
+         stored=lambda v: sorted(v.tolist()) == [0.0] * 6 + [1.0] * 3),
+    Case("histogram-float8-tensor", "coerced to float32 values",
+         value(torch.tensor([0.5, 2.0]).to(torch.float8_e4m3fn)), kind="histogram",
+         stored=lambda v: v.tolist() == [0.5, 2.0]),
+    Case("histogram-meta-tensor", "ValueError", value(torch.zeros(4, device="meta")),
+         kind="histogram", error=ValueError),
+    Case("histogram-complex-tensor", "TypeError", value(torch.tensor([1 + 2j])), kind="histogram",
+         error=TypeError),
+    Case("histogram-complex-array", "TypeError", value(np.array([1 + 2j, 3j])), kind="histogram",
+         error=TypeError),
+    Case("histogram-int-beyond-float", "ValueError", value([1, 10**400]), kind="histogram",
+         error=ValueError),
+    Case("param-int-beyond-int64", "coerced to its decimal text", value(10**400), kind="param",
+         stored="1" + "0" * 400),
+    Case("param-int-too-long-for-text", "ValueError", value(10**5000), kind="param",
+         error=ValueError),
+    Case("param-numpy-complex", "coerced to its str()", value(np.complex64(1 + 2j)), kind="param",
+         stored="(1+2j)"),
+    Case("param-circular-list", "ValueError naming where it contains itself", circular_list,
+         kind="param", error=ValueError),
+    Case("dict-circular", "ValueError naming where it contains itself", circular_dict, kind="dict",
+         error=ValueError),
+    Case("dict-nested-too-deep", "ValueError", deeply_nested, kind="dict", error=ValueError),
+    Case("dataset-circular", "ValueError naming where it contains itself", circular_dict,
+         kind="dataset", error=ValueError),
+    # identifiers that are str subclasses
+    Case("identifier-strenum", "accepted as its plain str value", value(1.0), identifier=Split.TRAIN,
+         stored=1.0),
+    Case("identifier-numpy-str", "accepted as a plain str", value(2.0), identifier=np.str_("val/acc"),
+         stored=2.0),
+    Case("text-numpy-str", "stored as a plain str", value(np.str_("note")), kind="text",
+         stored="note"),
+    # images: refused at log() when they are no pixels, else converted as "Images" says
+    Case("image-object-array", "TypeError", value(np.full((4, 4), None, dtype=object)), kind="image",
+         error=TypeError),
+    Case("image-complex-array", "TypeError", value(np.zeros((4, 4), np.complex64)), kind="image",
+         error=TypeError),
+    Case("image-complex-tensor", "TypeError", value(torch.zeros(3, 4, 4, dtype=torch.complex64)),
+         kind="image", error=TypeError),
+    Case("image-meta-tensor", "ValueError", value(torch.zeros(3, 4, 4, device="meta")), kind="image",
+         error=ValueError),
+    Case("image-float-0-1", "times 255", value(np.array([[0.0, 0.5, 1.0]])), kind="image",
+         stored=png_is([[0, 128, 255]])),
+    Case("image-float-above-1", "min-max normalised", value(np.array([[0.0, 0.6, 1.2]])),
+         kind="image", stored=png_is([[0, 128, 255]])),
+    Case("image-float-minus-1-1", "(x + 1) / 2, times 255", value(np.array([[-1.0, 0.0, 1.0]])),
+         kind="image", stored=png_is([[0, 128, 255]])),
+    Case("image-float-wide-range", "min-max normalised", value(np.array([[-300.0, 0.0, 300.0]])),
+         kind="image", stored=png_is([[0, 128, 255]])),
+    Case("image-float-nan-inf", "NaN and -inf black, +inf white; the range ignores them",
+         value(np.array([[np.nan, 0.5, np.inf, -np.inf]], np.float32)), kind="image",
+         stored=png_is([[0, 128, 255, 0]])),
+    Case("image-float16-tensor", "times 255 (copied as float32)",
+         value(torch.tensor([[[0.0, 1.0]]], dtype=torch.float16)), kind="image",
+         stored=png_is([[0, 255]])),
+    Case("image-float8-tensor", "times 255 (copied as float32)",
+         value(torch.tensor([[0.0, 0.5]]).to(torch.float8_e4m3fn)), kind="image",
+         stored=png_is([[0, 128]])),
+    Case("image-sparse-tensor", "its dense values", value(torch.eye(2).to_sparse()), kind="image",
+         stored=png_is([[255, 0], [0, 255]])),
+    Case("image-uint16", "scaled by 255/65535", value(np.array([[0, 32768, 65535]], np.uint16)),
+         kind="image", stored=png_is([[0, 128, 255]])),
+    Case("image-uint16-8bit-values", "as they are (values within [0, 255])",
+         value(np.array([[0, 100, 255]], np.uint16)), kind="image", stored=png_is([[0, 100, 255]])),
+    Case("image-int64-tensor", "as they are (values within [0, 255])",
+         value(torch.tensor([[7, 200]])), kind="image", stored=png_is([[7, 200]])),
+    Case("image-int32-wide-range", "min-max normalised", value(np.array([[-10, 0, 10]], np.int32)),
+         kind="image", stored=png_is([[0, 128, 255]])),
+    Case("image-bool-array", "False black, True white", value(np.array([[True, False]])),
+         kind="image", stored=png_is([[255, 0]])),
+    Case("image-bool-tensor", "False black, True white", value(torch.tensor([[False, True]])),
+         kind="image", stored=png_is([[0, 255]])),
+    Case("image-pil-mode-f", "as a float image", pil_image(np.array([[0.0, 0.5, 1.0]], np.float32)),
+         kind="image", stored=png_is([[0, 128, 255]])),
+    Case("image-pil-mode-i16", "as a 16-bit image", pil_image(np.array([[0, 65535]], np.uint16)),
+         kind="image", stored=png_is([[0, 255]])),
+    Case("image-pil-mode-i", "as an integer image", pil_image(np.array([[0, 1000, 2000]], np.int32)),
+         kind="image", stored=png_is([[0, 128, 255]])),
+    Case("image-pil-mode-1", "False black, True white", pil_image(np.array([[True, False]])),
+         kind="image", stored=png_is([[255, 0]])),
+    # secrets in values (see the Secrets section)
+    Case("param-url-password", "the password is redacted", value("postgres://app:pw9@db/x"),
+         kind="param", stored=f"postgres://app:{REDACTED}@db/x"),
+    Case("text-env-secret", "the value is redacted", value("WANDB_API_KEY=abc123 python t.py"),
+         kind="text", stored=f"WANDB_API_KEY={REDACTED} python t.py"),
+    Case("tag-secret-key", "redacted", value("s3cr3t"), identifier="sas_token", kind="tag",
+         stored=REDACTED),
+    Case("dataset-secret-key", "the value is redacted", value({"uri": "s3://b/d", "api_key": "k1"}),
+         kind="dataset", stored={"uri": "s3://b/d", "api_key": REDACTED}),
+    Case("options-secret", "the option is redacted", value(1.0), options={"token": "t0k"},
+         stored=1.0),
 ]
 
 
@@ -145,6 +306,9 @@ def test_bad_input(case: Case, logger: JournalLogger, tmp_path: Path) -> None:
         assert not glob.glob(str(tmp_path / "**" / "escaped.txt"), recursive=True)
         return
     assert len(logged) == 1
+    assert type(logged[0].key) is str  # a str subclass is stored as a plain str
+    if case.id == "options-secret":
+        assert logged[0].options == {"token": REDACTED}
     stored = logged[0].value
     if callable(case.stored):
         assert case.stored(stored), stored
@@ -152,6 +316,12 @@ def test_bad_input(case: Case, logger: JournalLogger, tmp_path: Path) -> None:
         assert stored == case.stored
     if "step" in case.options:
         assert logged[0].step == int(case.options["step"])
+
+
+@pytest.mark.parametrize("kind", ["dict", "param", "dataset"])
+def test_circular_structure_error_says_where(kind: str, logger: JournalLogger, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"circular references.*\['optimizer'\]\['parent'\]"):
+        logger.log(circular_dict(tmp_path), "cfg", kind=kind)
 
 
 def test_log_before_create_and_after_destroy(tmp_path: Path) -> None:
@@ -253,6 +423,49 @@ MLFLOW = [
 @pytest.mark.parametrize("case", MLFLOW, ids=[c.id for c in MLFLOW])
 def test_bad_input_in_mlflow(case: Case, mlflow_logged: dict[str, Any]) -> None:
     assert callable(case.stored) and case.stored(mlflow_logged)
+
+
+IMAGES = [c for c in GENERAL if isinstance(c.stored, PngIs)]
+
+
+@pytest.mark.slow
+def test_image_pixels_read_back_from_tensorboard_and_mlflow(
+    mlflow_server: Any, tmp_path: Path
+) -> None:
+    """Each image case's pixels as TensorBoard's reader and an MLflow artifact download see them."""
+    import mlflow
+    from tensorboard.backend.event_processing import event_accumulator as ea
+
+    from fanlog import LoggersCollection
+    from fanlog.backends.mlflow import MLflowLogger
+    from fanlog.backends.tensorboard import TensorBoardLogger
+
+    savedir = tmp_path / "sd"
+    logger = LoggersCollection([
+        MLflowLogger(savedir=str(savedir), tracking_uri=mlflow_server.url, experiment_name="pixels"),
+        TensorBoardLogger(savedir=str(savedir)),
+    ], savedir=str(savedir), run_name="pixels")  # fmt: skip
+    logger.create_logger_context(rank=0)
+    for case in IMAGES:
+        logger.log(case.item(tmp_path), f"{case.id}.png", kind="image")
+    assert logger.flush(timeout=120)
+    member = logger.loggers[0]
+    assert isinstance(member, MLflowLogger)
+    run_id = member.mlflow_run_id
+    assert logger.destroy_logger_context()
+
+    accumulator = ea.EventAccumulator(str(savedir / "tensorboard" / "pixels"),
+                                      size_guidance={ea.IMAGES: 0})  # fmt: skip
+    accumulator.Reload()
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server.url)
+    stored = {a.path for a in client.list_artifacts(run_id)}
+    assert stored == {f"{case.id}.png" for case in IMAGES}  # every image arrived
+    for case in IMAGES:
+        assert isinstance(case.stored, PngIs)
+        (event,) = accumulator.Images(f"{case.id}.png")
+        assert pixels(event.encoded_image_string) == case.stored.expected, case.id
+        local = client.download_artifacts(run_id, f"{case.id}.png", str(tmp_path / "dl"))
+        assert pixels(Path(local).read_bytes()) == case.stored.expected, case.id
 
 
 WANDB = [

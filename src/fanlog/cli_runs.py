@@ -21,7 +21,8 @@ from typing import IO, Any
 
 import click
 
-from fanlog.journal import connect
+from fanlog.errors import BadJournalError
+from fanlog.journal import check_journal, connect, unreadable
 from fanlog.reader import RunData, journal_paths, read_run
 
 EXPORT_FORMATS = ("csv", "parquet", "jsonl")
@@ -56,7 +57,7 @@ def load_run(run: str, savedir: str, rank: int | None = None, kinds: list[str] |
     path = resolve_run(run, savedir)
     try:
         data = read_run(path, kinds=kinds)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, BadJournalError) as exc:
         raise click.ClickException(str(exc)) from None
     if rank is None:
         return data
@@ -81,6 +82,7 @@ def journal_summary(path: str) -> dict[str, Any]:
     """
     conn = connect(path, readonly=True)
     try:
+        check_journal(conn, path)
         meta = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
         counts = dict(conn.execute("SELECT kind, COUNT(*) FROM records GROUP BY kind ORDER BY kind"))
         cursors = {
@@ -155,7 +157,8 @@ def _summary_or_error(path: str) -> dict[str, Any]:
     must not hide the other runs)."""
     try:
         return journal_summary(path)
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, BadJournalError) as exc:
+        reason = exc.reason if isinstance(exc, BadJournalError) else unreadable(path, exc).reason
         rank_dir = os.path.basename(os.path.dirname(path))
         return {
             "path": os.path.abspath(path),
@@ -163,8 +166,18 @@ def _summary_or_error(path: str) -> dict[str, Any]:
             "run_name": None, "experiment_name": None,
             "rank": int(rank_dir.removeprefix("rank-")) if rank_dir.removeprefix("rank-").isdigit() else -1,
             "world_size": None, "started": None, "ended": None,
-            "status": f"unreadable ({exc})", "records": 0, "kinds": {}, "trackers": [],
+            "status": f"unreadable ({reason})", "records": 0, "kinds": {}, "trackers": [],
         }
+
+
+def _summary_or_exit(path: str) -> dict[str, Any]:
+    """A journal's summary, or a command-line error naming the file."""
+    try:
+        return journal_summary(path)
+    except BadJournalError as exc:
+        raise click.ClickException(str(exc)) from None
+    except sqlite3.Error as exc:
+        raise click.ClickException(str(unreadable(path, exc))) from None
 
 
 def effective_status(meta: dict[str, Any]) -> str:
@@ -297,7 +310,7 @@ def show_command(run: str, savedir: str, rank: int | None, as_json: bool) -> Non
     or a run id (or a unique prefix of one) under --savedir.
     """
     data = load_run(run, savedir, rank, kinds=["metric", "param"])
-    summaries = [journal_summary(p) for p in data.paths]
+    summaries = [_summary_or_exit(p) for p in data.paths]
     summaries = [s for s in summaries if s["rank"] in data.meta]
     stats = metric_stats(data)
     if as_json:

@@ -22,6 +22,15 @@ class BackendError(FanlogError):
     """A tracker failed; raised to the caller only in strict mode."""
 
 
+class BadJournalError(FanlogError, OSError):
+    """A `journal.sqlite` that cannot be read as a fanlog journal (damaged, empty, not SQLite)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"fanlog: cannot read the journal {path!r}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
 class PartialDelivery(FanlogError):  # noqa: N818 - a signal, not an error
     """Raised by `Backend.write` when only the first `done` records were stored.
 
@@ -114,8 +123,12 @@ def describe(item: Any) -> str:
     shape = getattr(item, "shape", None)
     name = f"{type(item).__module__}.{type(item).__qualname__}".removeprefix("builtins.")
     if shape is not None:
-        return f"{name} of shape {tuple(shape)}"
-    text = repr(item)
+        dtype = getattr(item, "dtype", None)
+        return f"{name} of shape {tuple(shape)}" + (f" and dtype {dtype}" if dtype is not None else "")
+    try:
+        text = repr(item)
+    except Exception:  # noqa: BLE001 - e.g. an int of more than 4300 digits has no repr
+        return name
     return f"{name} {text}" if len(text) <= 40 else name
 
 

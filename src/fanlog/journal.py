@@ -21,13 +21,16 @@ import shutil
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
 
+from fanlog.errors import BadJournalError
 from fanlog.kinds import Kind, get_kind
 from fanlog.record import Record
+from fanlog.secrets import scrub_text
 from fanlog.tensors import Deferred
 
 log = logging.getLogger("fanlog")
@@ -59,17 +62,92 @@ Pending = tuple  # (kind: Kind, key, value, step, batch_idx, epoch, time, mask, 
 Row = tuple
 
 
+REQUIRED_TABLES = frozenset({"meta", "records"})
+"""Tables every journal has: a file without them is not a journal and is never written to."""
+
+
+def readonly_uri(path: str) -> str:
+    """An SQLite URI that opens `path` read-only and never creates a file.
+
+    The path is percent-quoted: unquoted, ``#`` and ``?`` would end the path and open (or
+    create) another file. Without a ``-wal`` file no writer is live and the journal is
+    complete, so it is opened ``immutable``: a read-only WAL open would otherwise leave
+    empty ``-wal`` and ``-shm`` files behind.
+    """
+    absolute = os.path.abspath(path)
+    uri = f"file:{urllib.parse.quote(absolute)}?mode=ro"
+    if not os.path.exists(absolute + "-wal"):
+        uri += "&immutable=1"
+    return uri
+
+
 def connect(path: str, readonly: bool = False) -> sqlite3.Connection:
     """Open a journal with the settings every user of it shares."""
     if readonly:
-        uri = f"file:{path}?mode=ro"
-        conn = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+        conn = sqlite3.connect(readonly_uri(path), uri=True, timeout=30, check_same_thread=False)
     else:
         conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: survives kill -9, not power loss
     conn.execute("PRAGMA busy_timeout=30000")
     return conn
+
+
+def check_journal(conn: sqlite3.Connection, path: str) -> None:
+    """Raise BadJournalError unless `conn` holds a fanlog journal."""
+    try:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as exc:
+        raise unreadable(path, exc) from exc
+    missing = REQUIRED_TABLES - tables
+    if missing:
+        reason = ("it is an empty file, not a fanlog journal" if _size(path) == 0 else
+                  f"it is an SQLite database but not a fanlog journal (no {' or '.join(sorted(missing))} "
+                  "table)")  # fmt: skip
+        raise BadJournalError(path, reason)
+
+
+def check_journal_file(path: str, thorough: bool = False) -> None:
+    """Raise BadJournalError unless `path` is a readable fanlog journal. Creates no file.
+
+    `thorough` also reads every page (SQLite's ``quick_check``): damage is found before
+    anything is done with the records, at the cost of one read of the file.
+    """
+    try:
+        conn = connect(path, readonly=True)
+    except sqlite3.Error as exc:
+        raise unreadable(path, exc) from exc
+    try:
+        check_journal(conn, path)
+        if thorough:
+            problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")]
+            if problems != ["ok"]:
+                raise BadJournalError(path, f"it is damaged ({'; '.join(problems)})")
+    except sqlite3.Error as exc:
+        raise unreadable(path, exc) from exc
+    finally:
+        conn.close()
+
+
+def unreadable(path: str, exc: BaseException) -> BadJournalError:
+    """The error for a journal file SQLite cannot read, saying what the file is."""
+    if os.path.isdir(path):
+        return BadJournalError(path, "it is a directory")
+    if not os.path.exists(path):
+        return BadJournalError(path, "it does not exist")
+    return BadJournalError(path, f"{exc} (the file is damaged or not a journal)")
+
+
+def is_damage(exc: BaseException) -> bool:
+    """True for SQLite's "the file is damaged or no database" errors (not locks or a full disk)."""
+    return getattr(exc, "sqlite_errorname", "") in ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return -1
 
 
 def encode_value(kind: Kind, value: Any, run_dir: str, seq: int, key: str) -> tuple[Any, Any]:
@@ -171,6 +249,8 @@ class Journal:
     def __init__(self, path: str, readonly: bool = False) -> None:
         self.path = os.path.abspath(path)
         self.run_dir = os.path.dirname(self.path)
+        if readonly or _size(self.path) > 0:  # never add tables to a file that is not a journal
+            check_journal_file(self.path)
         try:
             if not readonly:
                 make_private_dirs(self.run_dir)
@@ -178,10 +258,12 @@ class Journal:
             if not readonly:
                 self._conn.executescript(_SCHEMA)
                 os.chmod(self.path, 0o600)
+            row = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM records").fetchone()
         except (OSError, sqlite3.Error) as exc:  # disk full, read-only, not a directory, ...
+            if isinstance(exc, sqlite3.Error) and (readonly or is_damage(exc)):
+                raise unreadable(self.path, exc) from exc
             what = "open" if readonly else "create or open"
             raise OSError(f"fanlog: cannot {what} the journal {self.path!r}: {exc}") from exc
-        row = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM records").fetchone()
         self.last_seq: int = row[0]
         """Highest committed seq (updated by the writer after each commit)."""
         self._lock = threading.Lock()  # one connection per Journal; calls from threads take turns
@@ -324,6 +406,7 @@ class Journal:
         return int(row[0]) if row else 0
 
     def set_delivered(self, name: str, seq: int, error: str | None = None) -> None:
+        error = scrub_text(error) if error else error  # a tracker's message may quote its URI
         with self._lock, self._conn:
             self._conn.execute(
                 "INSERT INTO delivery (name, seq, updated, error) VALUES (?, ?, ?, ?) "

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import fields
 from typing import Any, ClassVar
 
-from fanlog import lifecycle
+from fanlog import lifecycle, secrets
 from fanlog.backend import AllKinds, Backend
 from fanlog.errors import BackendError, LoggerNotStartedError, RecordRejected
 from fanlog.journal import JOURNAL_NAME
@@ -355,7 +355,7 @@ class Logger(ABC):
         if not mask:
             return
         if type(identifier) is not str or not identifier:
-            raise ValueError(f"log(kind={kind!r}): identifier must be a non-empty str; got {identifier!r}")
+            identifier = _plain_identifier(identifier, kind)
         value = gate.kind.normalize(item, identifier)
         pipeline = self._pipeline
         steps = pipeline.steps
@@ -366,7 +366,7 @@ class Logger(ABC):
         steps[identifier] = step + 1
         pipeline.submit(
             (gate.kind, identifier, value, step, batch_idx, pipeline.epoch, time.time(), mask,
-             kwargs or None)
+             _options(kwargs, kind, identifier) if kwargs else None)
         )
         if self._strict_error is not None:
             self._raise_if_strict()
@@ -592,6 +592,24 @@ def _unique(name: str, taken: set[str]) -> str:
         candidate = f"{name}#{n}"
     taken.add(candidate)
     return candidate
+
+
+def _plain_identifier(identifier: Any, kind: str) -> str:
+    """A str subclass (StrEnum, numpy.str_) as a plain str; anything else is refused."""
+    if isinstance(identifier, str) and identifier:
+        return str.__str__(identifier)
+    raise ValueError(f"log(kind={kind!r}): identifier must be a non-empty str; got {identifier!r}")
+
+
+def _options(options: dict[str, Any], kind: str, identifier: str) -> dict[str, Any]:
+    """The keyword options of a log() call, redacted: they reach the journal and the trackers."""
+    try:
+        return secrets.redact_options(options)
+    except ValueError as exc:  # a structure that contains itself
+        raise ValueError(
+            f"log(kind={kind!r}, identifier={identifier!r}): expected keyword options without "
+            f"circular references ({exc})"
+        ) from None
 
 
 def _check_step(step: Any, identifier: str) -> int:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from fanlog.journal import JOURNAL_NAME, Journal
+from fanlog.journal import JOURNAL_NAME, Journal, unreadable
 from fanlog.record import Record
 
 
@@ -125,9 +127,12 @@ def read_run(path: str | os.PathLike[str], kinds: list[str] | None = None) -> Ru
         path = max(run_dirs, key=os.path.getmtime)
         paths = journal_paths(path)
     data = RunData(paths=paths, meta={})
-    for _, journal, meta in iter_journals(path):
+    for journal_path, journal, meta in iter_journals(path):
         rank = int(meta.get("rank", 0))
         data.meta[rank] = meta
-        data.records.extend(journal.iter_records(kinds, rank=rank))
-        data.rejected.extend(RejectedRecord(*row, rank) for row in journal.rejected())
+        try:
+            data.records.extend(journal.iter_records(kinds, rank=rank))
+            data.rejected.extend(RejectedRecord(*row, rank) for row in journal.rejected())
+        except (sqlite3.Error, json.JSONDecodeError) as exc:  # damaged after a readable start
+            raise unreadable(journal_path, exc) from exc
     return data

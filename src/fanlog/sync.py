@@ -30,6 +30,7 @@ import inspect
 import json
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -42,8 +43,8 @@ import click
 
 from fanlog.backend import Backend, logger_class
 from fanlog.delivery import BatchDelivery, Rejected
-from fanlog.errors import FanlogError, reason_of
-from fanlog.journal import Journal, connect
+from fanlog.errors import BadJournalError, FanlogError, reason_of
+from fanlog.journal import Journal, check_journal_file, connect, is_damage, unreadable
 from fanlog.reader import journal_paths
 from fanlog.record import Record, RunInfo, RunStatus
 
@@ -115,6 +116,9 @@ class SyncReport:
         verb = "would send" if self.dry_run else "sent"
         lines = []
         for j in self.journals:
+            if not j.cursor:  # not a journal: nothing was read or sent
+                lines.append(f"{j.error}; skipped")
+                continue
             kinds = ", ".join(f"{n} {k}" for k, n in sorted(j.pending.items())) or "nothing"
             done = j.total if self.dry_run else j.sent
             line = f"{j.path}: {verb} {done} record(s) to {self.to} [{kinds}] (cursor {j.cursor!r}"
@@ -173,8 +177,15 @@ def sync(
     report = SyncReport(to=to, dry_run=dry_run)
     with _graceful_stop() as stop:
         for journal_path in journal_paths(path):
-            result = _sync_one(journal_path, to, dry_run, progress, cursor, batch_size, retries,
-                               force, tracker_options, stop, retry_rejected)  # fmt: skip
+            try:
+                check_journal_file(journal_path, thorough=True)  # no sync from or into damage
+                result = _sync_one(journal_path, to, dry_run, progress, cursor, batch_size, retries,
+                                   force, tracker_options, stop, retry_rejected)  # fmt: skip
+            except (BadJournalError, sqlite3.DatabaseError) as exc:
+                if isinstance(exc, sqlite3.DatabaseError) and not is_damage(exc):
+                    raise
+                error = exc if isinstance(exc, BadJournalError) else unreadable(journal_path, exc)
+                result = JournalSync(journal_path, "", 0, 0, error=str(error))
             report.journals.append(result)
             if stop.requested:
                 report.interrupted = True
@@ -556,6 +567,8 @@ def sync_command(
     except (SyncError, ValueError, FileNotFoundError, ImportError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(report.summary())
+    for skipped in (j for j in report.journals if not j.cursor):
+        click.echo(f"Error: {skipped.error}", err=True)
     if report.interrupted:
         sys.exit(130)
     if not report.ok:

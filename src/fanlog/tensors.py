@@ -52,15 +52,47 @@ def tensor_shape(item: Any) -> tuple[int, ...]:
     return tuple(int(d) for d in item.shape)
 
 
+class TensorDataError(ValueError):
+    """A tensor whose values cannot be copied to the host (a meta or nested tensor)."""
+
+
+_casts: dict[Any, Any] = {}
+"""dtype -> the dtype a snapshot is taken in, for dtypes numpy has no counterpart of."""
+
+
+def _fill_casts(torch: Any) -> dict[Any, Any]:
+    _casts.update({torch.bfloat16: torch.float32, torch.float16: torch.float32,
+                   torch.complex32: torch.complex64})  # fmt: skip
+    for name in ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu"):
+        if hasattr(torch, name):
+            _casts[getattr(torch, name)] = torch.float32
+    return _casts
+
+
 def snapshot_tensor(tensor: Any, scalar: bool = False) -> Any:
-    """Copy a tensor now: a float or ndarray for host tensors, a DeviceSnapshot otherwise."""
+    """Copy a tensor now: a float or ndarray for host tensors, a DeviceSnapshot otherwise.
+
+    Dtypes numpy lacks (bfloat16, float16, float8, complex32) are copied as float32 (or
+    complex64); sparse and quantized tensors as their dense values. A meta or nested tensor
+    raises TensorDataError.
+    """
     torch = torch_module()
     assert torch is not None
     data = tensor.detach()
-    if data.dtype in (torch.bfloat16, torch.float16):
-        data = data.to(torch.float32)  # numpy has no bfloat16; the cast is queued, not synced
-    elif data.dtype == torch.bool:
-        data = data.to(torch.uint8)
+    cast = (_casts or _fill_casts(torch)).get(data.dtype)
+    if cast is not None:
+        data = data.to(cast)  # queued on the device, not synchronised
+    try:
+        return _copy(torch, data, scalar)
+    except (TypeError, RuntimeError, NotImplementedError) as exc:
+        data = _strided(data, exc)
+    try:
+        return _copy(torch, data, scalar)
+    except (TypeError, RuntimeError, NotImplementedError) as exc:
+        raise TensorDataError(f"its values cannot be copied: {exc}") from None
+
+
+def _copy(torch: Any, data: Any, scalar: bool) -> Any:
     if data.device.type == "cpu":
         array = data.numpy()
         return float(array.reshape(-1)[0]) if scalar else array.copy()
@@ -69,6 +101,19 @@ def snapshot_tensor(tensor: Any, scalar: bool = False) -> Any:
     event = torch.cuda.Event()
     event.record()
     return DeviceSnapshot(host, event, scalar)
+
+
+def _strided(data: Any, exc: BaseException) -> Any:
+    """The plain dense tensor behind a sparse or quantized one (a slow path: only on failure)."""
+    if data.is_meta:
+        raise TensorDataError("a meta tensor has no data") from None
+    if data.is_nested:
+        raise TensorDataError("a nested tensor has no single shape") from None
+    if data.is_quantized:
+        return data.dequantize()
+    if data.layout is not torch_module().strided:
+        return data.to_dense()
+    raise TensorDataError(f"its values cannot be copied: {exc}") from None
 
 
 def as_array(item: Any) -> np.ndarray | Deferred:

@@ -23,6 +23,7 @@ import re
 import shutil
 import tempfile
 import time
+import urllib.parse
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -32,7 +33,7 @@ from fanlog.backend import Backend, artifact_source, import_tracker
 from fanlog.errors import PERMANENT, TRANSIENT, PartialDelivery, RecordRejected, Verdict, reason_of
 from fanlog.logger import BackendLogger
 from fanlog.record import Record, RunInfo, RunStatus
-from fanlog.secrets import redact
+from fanlog.secrets import redact, scrub_text
 
 MAX_METRICS_PER_REQUEST = 1000
 MAX_PARAMS_PER_REQUEST = 100
@@ -80,8 +81,16 @@ def lowest_rank(log_on_workers: int | list[int]) -> int:
 
 
 def default_tracking_uri(savedir: str | os.PathLike[str]) -> str:
-    """The out-of-the-box store: an SQLite database under the save dir (not the file store)."""
-    return f"sqlite:///{Path(savedir).resolve() / 'mlflow.db'}"
+    """The out-of-the-box store: an SQLite database under the save dir (not the file store).
+
+    The path is percent-quoted: SQLAlchemy reads ``?`` as the start of options and decodes
+    ``%41``. When quoting changes the path, the driver is named (``sqlite+pysqlite``): for a
+    plain ``sqlite:///`` URI MLflow creates the *quoted* text's parent, a stray directory.
+    """
+    path = str(Path(savedir).resolve() / "mlflow.db")
+    quoted = urllib.parse.quote(path)
+    scheme = "sqlite" if quoted == path else "sqlite+pysqlite"
+    return f"{scheme}:///{quoted}"
 
 
 def safe_key(key: str) -> str:
@@ -153,8 +162,8 @@ class MLflowBackend(Backend):
         self.run_name = run_name
         self.requested_run_id = run_id
         self.parent_run_id = parent_run_id
-        self.run_description = run_description
-        self.tags = {str(k): str(v) for k, v in redact(dict(tags or {})).items()}
+        self.run_description = scrub_text(run_description) if run_description else run_description
+        self.tags = {str(k): scrub_text(str(v)) for k, v in redact(dict(tags or {})).items()}
         self.per_rank_runs = per_rank_runs
         self.parent_rank = parent_rank
         self.savedir = os.fspath(savedir)

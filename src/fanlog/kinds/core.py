@@ -13,12 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from fanlog.errors import bad_item
+from fanlog.errors import bad_item, describe
 from fanlog.kinds import Kind, register_kind
-from fanlog.secrets import REDACTED, is_secret_key, redact
-from fanlog.tensors import Deferred, is_tensor, snapshot_tensor, tensor_shape, torch_module
-
-JSON_PRIMITIVES = (str, int, float, bool, type(None))
+from fanlog.secrets import REDACTED, CircularReferenceError, is_secret_key, redact, scrub_text
+from fanlog.tensors import Deferred, TensorDataError, is_tensor, snapshot_tensor, tensor_shape, torch_module
 
 
 def normalize_metric(item: Any, identifier: str) -> float | Deferred:
@@ -26,71 +24,122 @@ def normalize_metric(item: Any, identifier: str) -> float | Deferred:
     cls = type(item)
     if cls is float:
         return item
-    if cls is int or cls is bool:
-        return float(item)
-    if is_tensor(item):
-        if item.numel() != 1:
-            raise bad_item("metric", identifier, "a scalar (one-element tensor)", item, ValueError)
-        if item.is_complex():
-            raise bad_item("metric", identifier, "a real number", item)
-        return snapshot_tensor(item, scalar=True)
-    if isinstance(item, (np.ndarray, np.generic)):
-        if item.size != 1:
-            raise bad_item("metric", identifier, "a scalar (one-element array)", item, ValueError)
-        if np.iscomplexobj(item) or item.dtype.kind not in "biuf":
-            raise bad_item("metric", identifier, "a real number", item)
-        return float(item.reshape(-1)[0])
-    if isinstance(item, numbers.Real):
-        return float(item)
+    try:
+        if cls is int or cls is bool:
+            return float(item)
+        if is_tensor(item):
+            if item.numel() != 1:
+                raise bad_item("metric", identifier, "a scalar (one-element tensor)", item, ValueError)
+            if item.is_complex():
+                raise bad_item("metric", identifier, "a real number", item)
+            return snapshot_tensor(item, scalar=True)
+        if isinstance(item, (np.ndarray, np.generic)):
+            if item.size != 1:
+                raise bad_item("metric", identifier, "a scalar (one-element array)", item, ValueError)
+            if np.iscomplexobj(item) or item.dtype.kind not in "biuf":
+                raise bad_item("metric", identifier, "a real number", item)
+            return float(item.reshape(-1)[0])
+        if isinstance(item, numbers.Real):
+            return float(item)
+    except OverflowError:
+        raise bad_item("metric", identifier, "a real number within float range (about ±1.8e308)",
+                       item, ValueError) from None  # fmt: skip
+    except TensorDataError as exc:
+        raise tensor_error("metric", identifier, item, exc) from None
     raise bad_item("metric", identifier, "a real number (int, float, numpy or tensor scalar)", item)
 
 
-def _json_safe(value: Any) -> Any:
-    """A deep JSON snapshot of `value`; unknown objects become their str()."""
-    return json.loads(json.dumps(value, default=_json_default, allow_nan=True))
+def tensor_error(kind: str, identifier: str, item: Any, exc: TensorDataError) -> ValueError:
+    return ValueError(
+        f"log(kind={kind!r}, identifier={identifier!r}): expected a tensor whose values can be "
+        f"copied (dense, sparse or quantized), got {describe(item)}: {exc}"
+    )
+
+
+def snapshot_json(kind: str, identifier: str, item: Any, expected: str) -> Any:
+    """A deep, redacted JSON snapshot of `item`; unknown objects become their str().
+
+    A structure that contains itself, or that JSON cannot hold (an int of more than 4300
+    digits, nesting deeper than Python's recursion limit), is refused with a clear error.
+    """
+    try:
+        return json.loads(json.dumps(redact(item), default=_json_default, allow_nan=True))
+    except CircularReferenceError as exc:
+        raise _bad_structure(kind, identifier, item, f"{expected} without circular references",
+                             str(exc)) from None  # fmt: skip
+    except RecursionError:
+        raise _bad_structure(kind, identifier, item, f"{expected} of reasonable depth",
+                             "it is nested too deeply") from None  # fmt: skip
+    except ValueError as exc:  # a cycle when redaction is off; an int too long for text
+        raise _bad_structure(kind, identifier, item, f"{expected} that JSON can hold", str(exc)) from None
+
+
+def _bad_structure(kind: str, identifier: str, item: Any, expected: str, why: str) -> ValueError:
+    return ValueError(
+        f"log(kind={kind!r}, identifier={identifier!r}): expected {expected}, got "
+        f"{type(item).__qualname__} ({why})"
+    )
 
 
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray) or is_tensor(obj):
-        return obj.tolist()
+        return redact(obj.tolist())
     if isinstance(obj, (set, frozenset)):
         return sorted(obj, key=str)
-    return str(obj)
+    if isinstance(obj, complex):
+        return str(obj)
+    return scrub_text(str(obj))
+
+
+INT64 = (-(2**63), 2**63 - 1)
+"""Param ints outside this range are kept as their decimal text: trackers store int64 or float."""
 
 
 def normalize_param(item: Any, identifier: str) -> Any:
     """A JSON primitive. Numpy scalars are unwrapped; other objects become JSON text or str().
 
-    Keys that look like secrets are redacted (see :mod:`fanlog.secrets`).
+    Secrets are redacted by key and by value (see :mod:`fanlog.secrets`).
     """
     if is_secret_key(identifier):
         return REDACTED
-    if isinstance(item, JSON_PRIMITIVES):
-        return item
     if isinstance(item, np.generic):
-        return item.item()
+        item = item.item()  # a Python scalar (complex, bytes and str included)
+    if isinstance(item, str):
+        return scrub_text(str.__str__(item))
+    if isinstance(item, (int, float, bool, type(None))):
+        if type(item) is int and not INT64[0] <= item <= INT64[1]:
+            try:
+                return str(item)  # JSON readers (and trackers) would lose digits
+            except ValueError:  # more digits than Python converts to text
+                raise bad_item("param", identifier, "an int of at most 4300 digits", item,
+                               ValueError) from None  # fmt: skip
+        return item
     if isinstance(item, (Mapping, list, tuple)):
-        return json.dumps(_json_safe(redact(item)), sort_keys=False)
-    return str(item)
+        return json.dumps(snapshot_json("param", identifier, item, "a JSON-like structure"))
+    return scrub_text(str(item))
 
 
 def normalize_text(item: Any, identifier: str) -> str:
-    if isinstance(item, str):
-        return item
     if isinstance(item, (bytes, bytearray)):
         try:
-            return bytes(item).decode("utf-8")
+            item = bytes(item).decode("utf-8")
         except UnicodeDecodeError:
             raise bad_item("text", identifier, "UTF-8 text", item, ValueError) from None
-    raise bad_item("text", identifier, "a str", item)
+    if not isinstance(item, str):
+        raise bad_item("text", identifier, "a str", item)
+    if is_secret_key(identifier):
+        return REDACTED
+    return scrub_text(str.__str__(item))
 
 
 def normalize_dict(item: Any, identifier: str) -> dict[str, Any]:
     if not isinstance(item, Mapping):
         raise bad_item("dict", identifier, "a mapping (dict)", item)
-    return _json_safe(redact(item))
+    if is_secret_key(identifier):
+        return {str(k): REDACTED for k in item}
+    return snapshot_json("dict", identifier, item, "a mapping")
 
 
 def normalize_figure(item: Any, identifier: str) -> bytes:
@@ -102,15 +151,29 @@ def normalize_figure(item: Any, identifier: str) -> bytes:
     return buffer.getvalue()
 
 
+_PIL_MODES_AS_ARRAY = frozenset({"1", "L", "LA", "RGB", "RGBA", "F", "I", "I;16", "I;16L", "I;16B",
+                                 "I;16N"})  # fmt: skip
+"""PIL modes whose pixels numpy reads as they are; others are converted to RGB(A) first."""
+
+
 def normalize_image(item: Any, identifier: str) -> np.ndarray | Deferred:
-    """Validate the shape now and snapshot the pixels; layout and encoding happen later."""
+    """Validate the shape and dtype now and snapshot the pixels; layout and encoding happen later."""
     if hasattr(item, "getbands") and hasattr(item, "convert"):  # PIL.Image
-        mode = "RGBA" if "A" in item.getbands() else ("L" if item.mode in ("1", "L") else "RGB")
-        return np.asarray(item.convert(mode)).copy()
+        if item.mode not in _PIL_MODES_AS_ARRAY:
+            alpha = "A" in item.getbands() or "transparency" in item.info
+            item = item.convert("RGBA" if alpha else "RGB")
+        return np.array(item)  # a copy: 16-bit and float modes keep their values
     if is_tensor(item):
+        if item.is_nested or item.is_complex():
+            raise bad_item("image", identifier, "a real-valued, regular tensor", item, TypeError)
         _check_image_shape(tensor_shape(item), identifier, item)
-        return snapshot_tensor(item)
+        try:
+            return snapshot_tensor(item)
+        except TensorDataError as exc:
+            raise tensor_error("image", identifier, item, exc) from None
     if isinstance(item, np.ndarray):
+        if item.dtype.kind not in "biuf":
+            raise bad_item("image", identifier, "an array of bool, integer or float pixels", item)
         _check_image_shape(item.shape, identifier, item)
         return item.copy()
     raise bad_item("image", identifier, "a PIL image, numpy array or tensor", item)
@@ -133,6 +196,7 @@ def _check_image_shape(shape: tuple[int, ...], identifier: str, item: Any) -> No
 
 def to_hwc_uint8(array: np.ndarray) -> np.ndarray:
     """Any accepted image layout as an HWC uint8 array; a batch becomes a grid."""
+    array = pixels_uint8(array)  # before the grid: its empty cells must not count for the range
     if array.ndim == 4:
         batch = array if _channels_ok(array.shape[-1]) else array.transpose(0, 2, 3, 1)
         array = _grid(batch)
@@ -142,12 +206,41 @@ def to_hwc_uint8(array: np.ndarray) -> np.ndarray:
         array = array.transpose(1, 2, 0)
     if array.ndim == 2:
         array = array[:, :, None]
-    if array.dtype != np.uint8:
-        data = array.astype(np.float64)
-        if array.dtype.kind == "f" and np.nanmax(data, initial=0.0) <= 1.0:
-            data = data * 255.0
-        array = np.clip(np.nan_to_num(data), 0, 255).astype(np.uint8)
     return np.ascontiguousarray(array)
+
+
+def pixels_uint8(array: np.ndarray) -> np.ndarray:
+    """Pixel values as uint8, by the rules of docs/bad-inputs.md ("Images").
+
+    uint8 as is; bool as 0/255. Other integers within [0, 255] as they are; beyond, uint16
+    scaled by 255/65535 and other integer types min-max. Floats within [0, 1] times 255,
+    within [-1, 1] as (x + 1) / 2, else min-max. The range is taken over the whole item
+    (every image of a batch) and over finite values only; NaN and -inf become 0, +inf 255.
+    """
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * np.uint8(255)
+    data = array.astype(np.float64)
+    finite = np.isfinite(data)
+    values = data[finite] if not finite.all() else data
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    floats = array.dtype.kind == "f"
+    if floats and low >= 0.0 and high <= 1.0:
+        scaled = data * 255.0
+    elif floats and low >= -1.0 and high <= 1.0:
+        scaled = (data + 1.0) * 127.5
+    elif not floats and low >= 0 and high <= 255:
+        scaled = data
+    elif array.dtype.kind == "u" and array.dtype.itemsize == 2:  # 16-bit, any byte order
+        scaled = data * (255.0 / 65535.0)
+    elif high > low:
+        scaled = (data - low) * (255.0 / (high - low))
+    else:  # one value outside the ranges above: as it is, clipped
+        scaled = data
+    scaled[np.isnan(data) | (data == -np.inf)] = 0.0
+    scaled[data == np.inf] = 255.0
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
 def _grid(batch: np.ndarray) -> np.ndarray:
@@ -174,11 +267,21 @@ def encode_png(array: np.ndarray) -> bytes:
 
 def normalize_histogram(item: Any, identifier: str) -> np.ndarray | Deferred:
     if is_tensor(item):
+        if item.is_complex():
+            raise bad_item("histogram", identifier, "real values", item)
         if item.numel() == 0:
             raise bad_item("histogram", identifier, "a non-empty array", item, ValueError)
-        return snapshot_tensor(item)
+        try:
+            return snapshot_tensor(item)
+        except TensorDataError as exc:
+            raise tensor_error("histogram", identifier, item, exc) from None
+    if isinstance(item, np.ndarray) and item.dtype.kind == "c":
+        raise bad_item("histogram", identifier, "real values", item)
     try:
         array = np.array(item, dtype=np.float64, copy=True)
+    except OverflowError:
+        raise bad_item("histogram", identifier, "values within float range (about ±1.8e308)", item,
+                       ValueError) from None  # fmt: skip
     except (TypeError, ValueError):
         raise bad_item("histogram", identifier, "a numeric array or tensor", item) from None
     if array.size == 0:

@@ -10,31 +10,42 @@ from typing import Any
 
 from fanlog.errors import bad_item
 from fanlog.kinds import Kind, register_kind
-from fanlog.kinds.core import _json_safe, normalize_metric, normalize_model
-from fanlog.secrets import REDACTED, is_secret_key
+from fanlog.kinds.core import normalize_metric, normalize_model, snapshot_json
+from fanlog.secrets import REDACTED, is_secret_key, scrub_text
 from fanlog.tensors import torch_module
 
 
 def normalize_tag(item: Any, identifier: str) -> str:
+    if not isinstance(item, (str, int, float, bool)):
+        raise bad_item("tag", identifier, "a str, number or bool", item)
     if is_secret_key(identifier):
         return REDACTED
-    if isinstance(item, (str, int, float, bool)):
-        return str(item)
-    raise bad_item("tag", identifier, "a str, number or bool", item)
+    return scrub_text(str.__str__(item) if isinstance(item, str) else str(item))
 
 
 def normalize_dataset(item: Any, identifier: str) -> dict[str, Any]:
-    """A description of a dataset: a mapping, a path, a DataFrame, a Dataset or a DataLoader."""
+    """A description of a dataset: a mapping, a path, a DataFrame, a Dataset or a DataLoader.
+
+    Secrets are redacted in every case; under a secret-looking identifier every value is.
+    """
+    description = _describe_dataset(item, identifier)
+    if is_secret_key(identifier):
+        return {key: REDACTED for key in description}
+    return description
+
+
+def _describe_dataset(item: Any, identifier: str) -> dict[str, Any]:
     if isinstance(item, Mapping):
-        return _json_safe(dict(item))
+        return snapshot_json("dataset", identifier, item, "a mapping")
     if isinstance(item, (str, os.PathLike)):
-        return {"source": os.fspath(item)}
+        return {"source": scrub_text(os.fsdecode(item))}
     dataset = getattr(item, "dataset", item)  # a DataLoader carries its Dataset
     description: dict[str, Any] = {"class": type(dataset).__qualname__}
     if hasattr(item, "batch_size") and item is not dataset:
         description["batch_size"] = item.batch_size
     if hasattr(dataset, "columns") and hasattr(dataset, "shape"):  # pandas-like
-        description.update(num_rows=int(dataset.shape[0]), columns=[str(c) for c in dataset.columns])
+        columns = [scrub_text(str(c)) for c in dataset.columns]
+        description.update(num_rows=int(dataset.shape[0]), columns=columns)
         return description
     try:
         description["num_rows"] = len(dataset)
@@ -113,7 +124,7 @@ def normalize_prov_documents(item: Any, identifier: str) -> dict[str, Any]:
     if item is None:
         return {}
     if isinstance(item, Mapping):
-        return _json_safe(dict(item))
+        return snapshot_json("prov_documents", identifier, item, "a mapping of options")
     raise bad_item("prov_documents", identifier, "None or a mapping of options", item)
 
 
