@@ -57,7 +57,23 @@ def logged_by_trainer(trainer: Trainer) -> dict[str, list[tuple[int, float]]]:
 
 
 # ---------------------------------------------------------------------- against transformers' own
+@pytest.fixture
+def restore_mlflow_experiment(monkeypatch):
+    """MLflow's callback calls ``mlflow.set_experiment``, which sets a process-wide experiment
+    id and ``MLFLOW_EXPERIMENT_ID``; later tests (other stores) must not inherit them."""
+    from mlflow.tracking import fluent
+
+    monkeypatch.setattr(fluent, "_active_experiment_id", fluent._active_experiment_id)
+    before = os.environ.get("MLFLOW_EXPERIMENT_ID")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+    else:
+        os.environ["MLFLOW_EXPERIMENT_ID"] = before
+
+
 @pytest.mark.slow
+@pytest.mark.usefixtures("restore_mlflow_experiment")
 def test_trainer_matches_transformers_own_mlflow_and_tensorboard(tmp_path, mlflow_server, monkeypatch):
     """One training, logged by fanlog (journal, MLflow, TensorBoard, W&B) and by transformers'
     MLflowCallback and TensorBoardCallback: same keys (fanlog's sectioned like TensorBoard's),
