@@ -11,12 +11,16 @@ Fault path: when the journal cannot be written (disk full, read-only save dir), 
 writer warns once and keeps numbering records into a bounded in-memory *spill* that
 the dispatchers deliver from, so trackers keep receiving. It retries the journal
 every ``retry_initial`` seconds and moves the spill into it once it is writable again.
+A record that cannot be stored on its own (a value that fails to encode, a row SQLite
+refuses) is not an outage: it is set aside in the journal and reported, and the rest of
+its batch is written.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import os
 import threading
 import time
 import warnings
@@ -24,8 +28,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fanlog.backend import Backend
+from fanlog.capture import CAPTURE_MODES, Captured, CaptureFailed, capture
 from fanlog.errors import PartialDelivery
-from fanlog.journal import Journal, Pending, Row
+from fanlog.journal import Journal, Pending, Row, connect
 from fanlog.record import RunInfo, RunStatus
 
 log = logging.getLogger("fanlog")
@@ -50,6 +55,13 @@ class PipelineSettings:
     beyond it the oldest are dropped from memory (and counted in ``spill_dropped``)."""
     down_after: float = 5.0
     """A backend failing for this long is considered down: flush() stops waiting for it."""
+    capture: str = "link"
+    """How an artifact enters the run at the log() call: ``"link"`` (a hard link where the
+    file system allows it, else a copy) or ``"copy"`` (always a copy)."""
+
+    def __post_init__(self) -> None:
+        if self.capture not in CAPTURE_MODES:
+            raise ValueError(f"capture must be one of {CAPTURE_MODES}; got {self.capture!r}")
 
 
 @dataclass
@@ -81,14 +93,21 @@ class Pipeline:
     def __init__(
         self,
         run: RunInfo,
-        journal_path: str,
+        journal: Journal,
         backends: list[tuple[str, Backend]],
         settings: PipelineSettings | None = None,
         on_error: Callable[[str, BaseException], None] | None = None,
     ) -> None:
         self.run = run
         self.settings = settings or PipelineSettings()
-        self.journal = Journal(journal_path)
+        self.journal = journal
+        """This pipeline's journal, opened by `fanlog.journal.open_writer` (it holds the lock)."""
+        self.pid = os.getpid()
+        self.steps: dict[str, int] = {}
+        """Per key, the next automatic step."""
+        self.auto_step_lock = threading.Lock()
+        """Taken by log() only for automatic steps, so threads logging one key get unique steps."""
+        self.epoch = 0
         self.committed = self.journal.last_seq
         self._on_error = on_error
         self.slots: list[BackendSlot] = []
@@ -103,6 +122,8 @@ class Pipeline:
         self.submitted = 0
         self.written = 0
         self.encode_errors = 0
+        self.unstored = 0
+        """Records set aside because they could not be stored (see the journal's unstored table)."""
         self.accepted = self.committed
         """Highest seq handed to the dispatchers: in the journal, or in the spill."""
         self.spill: collections.deque[Row] = collections.deque()
@@ -112,7 +133,10 @@ class Pipeline:
         self._spill_lock = threading.Lock()  # background threads only; never the caller
         self._next_retry = 0.0
         self._closing = False
+        self._close_status = RunStatus.FINISHED
         self._close_deadline = float("inf")
+        self._drain_deadline = float("inf")
+        self.closed = threading.Event()
         self._wake_writer = threading.Event()
         self._progress = threading.Condition()
         self._stop_dispatch = threading.Event()
@@ -148,6 +172,22 @@ class Pipeline:
         pending.append(record)
         self.submitted += 1
 
+    def capture(self, source: str, identifier: str) -> Captured | CaptureFailed:
+        """Take an artifact into the journal's files area now, on the caller's thread.
+
+        A file system error is not raised into the loop: the record is set aside by the writer
+        with the reason (and reported), and a warning names the file now.
+        """
+        files_dir = os.path.join(self.journal.run_dir, self.journal.files)
+        try:
+            return capture(source, identifier, files_dir, self.settings.capture)
+        except OSError as exc:
+            reason = f"{type(exc).__name__}: {exc.strerror or exc}"
+            warnings.warn(f"fanlog: could not capture the artifact {source!r} ({identifier!r}) into "
+                          f"the run: {reason}; it is reported as a journal error", RuntimeWarning,
+                          stacklevel=4)  # fmt: skip
+            return CaptureFailed(source, reason)
+
     def _wait_for_room(self) -> bool:
         deadline = time.monotonic() + self.settings.max_block
         self._wake_writer.set()
@@ -161,12 +201,18 @@ class Pipeline:
         """Wait until all submitted records are committed and delivered to every backend that
         is not down (failing for `down_after` seconds). False if the timeout came first."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        return self._drain(lambda: deadline) and self._wait_delivered(lambda: deadline)
+
+    def _drain(self, deadline: Callable[[], float | None]) -> bool:
+        """Wait until the writer has taken every record submitted so far."""
         target_count = self.submitted
         self._wake_writer.set()
         with self._progress:
-            if not self._wait(lambda: self.written >= target_count or not self._writer.is_alive(),
-                              deadline):
-                return False
+            return self._wait(lambda: self.written >= target_count or not self._writer.is_alive(),
+                              deadline)  # fmt: skip
+
+    def _wait_delivered(self, deadline: Callable[[], float | None]) -> bool:
+        with self._progress:
             target = self.accepted
             down_after = self.settings.down_after
             delivered = all(
@@ -177,28 +223,44 @@ class Pipeline:
             )
             return delivered and not self.spill  # not durable while records exist only in memory
 
-    def _wait(self, predicate: Callable[[], bool], deadline: float | None) -> bool:
-        """Condition wait that re-checks time-based predicates at least every 0.1 s."""
+    def _wait(self, predicate: Callable[[], bool], deadline: Callable[[], float | None]) -> bool:
+        """Condition wait that re-checks time-based predicates (and the deadline, which a signal
+        handler may move) at least every 0.1 s."""
         while not predicate():
-            remaining = _remaining(deadline)
+            remaining = _remaining(deadline())
             if remaining == 0.0:
                 return False
             self._progress.wait(0.1 if remaining is None else min(remaining, 0.1))
         return True
 
+    def interrupt(self, status: RunStatus | None = None, within: float = 0.0) -> None:
+        """Called from a signal handler while `close()` runs: stop waiting for trackers after
+        `within` seconds. With a `status` (SIGTERM), the run closes with it, and the journal
+        drain gets `within` seconds as well."""
+        deadline = time.monotonic() + within
+        self._close_deadline = min(self._close_deadline, deadline)
+        if status is not None:
+            self._close_status = status
+            self._drain_deadline = min(self._drain_deadline, deadline)
+
     def close(self, status: RunStatus, timeout: float | None = None) -> bool:
-        """Flush, then close every backend with `status`. Returns False if something is left."""
+        """Drain into the journal, wait for the trackers, close them with `status`.
+
+        Returns False if something is left. The journal drain is bounded by `timeout` (the
+        close_timeout) only; `interrupt()` cuts the wait for trackers short.
+        """
         timeout = self.settings.close_timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        complete = self.flush(timeout=timeout)
-        self._closing = True
         self._close_status = status
-        self._close_deadline = deadline
+        self._drain_deadline = self._close_deadline = time.monotonic() + timeout
+        drained = self._drain(lambda: self._drain_deadline)
+        complete = drained and self._wait_delivered(lambda: self._close_deadline)
+        self._closing = True
         self._stop_dispatch.set()
         self._wake_writer.set()
-        self._writer.join(_remaining(deadline))
+        self._writer.join(_remaining(self._drain_deadline))
         for thread in self._dispatchers:
-            thread.join(max(0.5, _remaining(deadline) or 0.0))
+            thread.join(max(0.5, _remaining(self._close_deadline) or 0.0))
+        status = self._close_status
         for entry in self.slots:
             if not getattr(entry.backend, "needs_delivery", True):
                 entry.closed = True
@@ -211,8 +273,35 @@ class Pipeline:
                 f"{len(self.spill)} record(s) reached the trackers but are not in the journal"
             )
         _safe(self.journal.set_meta, {"status": status.value, "ended": time.time()})
-        _safe(self.journal.close)
+        self._check_wal()
+        if self._writer.is_alive():  # out of time while still writing: leave its connection open
+            self._warn(f"fanlog: {self.submitted - self.written} record(s) were still being "
+                       f"written to {self.journal.path} when the close ran out of time")
+        else:
+            self._close_journal()
+        self.closed.set()
         return complete and not self.spill and all(e.closed for e in self.slots)
+
+    def _close_journal(self) -> None:
+        """Close the journal; after a lost -wal file, count what really reached the database."""
+        expected = self.journal.count() if self.journal.wal_lost else None
+        _safe(self.journal.close)
+        if expected is None:
+            return
+        try:
+            conn = connect(self.journal.path, readonly=True)
+            try:
+                stored = int(conn.execute("SELECT COUNT(*) FROM records").fetchone()[0])
+            finally:
+                conn.close()
+        except Exception as exc:  # noqa: BLE001 - the journal file itself is damaged
+            stored, expected = 0, expected or 0
+            log.warning("fanlog: cannot read %s back: %r", self.journal.path, exc)
+        if stored < expected:
+            message = (f"fanlog: {expected - stored} of {expected} record(s) are missing from "
+                       f"{self.journal.path} because its -wal file was deleted during the run")
+            self._report("journal", RuntimeError(message))
+            self._warn(message)
 
     # ------------------------------------------------------------ writer thread
     def _write_loop(self) -> None:
@@ -230,10 +319,11 @@ class Pipeline:
             batch = []
             while pending and len(batch) < 5000:
                 batch.append(pending.popleft())
-            rows = self.journal.encode(batch, self.accepted + 1, on_error=self._encode_failed)
+            aside: list[tuple] = []
+            rows = self.journal.encode(batch, self.accepted + 1, self._encode_failed, aside)
             if not self.spill:
                 try:
-                    self.journal.insert(rows)
+                    self.journal.insert(rows, aside, on_error=self._insert_failed)
                 except Exception as exc:  # noqa: BLE001 - disk full, read-only save dir, ...
                     self._journal_failed(exc)
                 else:
@@ -241,6 +331,7 @@ class Pipeline:
                         if rows:
                             self.committed = self.accepted = rows[-1][0]
                     self._written(len(batch))
+                    self._check_wal()
                     continue
             self._spill_rows(rows)
             self._written(len(batch))
@@ -282,7 +373,7 @@ class Pipeline:
         self._next_retry = now + self.settings.retry_initial
         rows = list(self.spill)  # only this thread changes the spill
         try:
-            self.journal.insert(rows)
+            self.journal.insert(rows, on_error=self._insert_failed)
         except Exception as exc:  # noqa: BLE001 - still full / read-only: keep spilling
             self.journal_error = exc
             return
@@ -302,7 +393,20 @@ class Pipeline:
 
     def _encode_failed(self, exc: BaseException, key: str) -> None:
         self.encode_errors += 1
-        self._report("journal", RuntimeError(f"record {key!r} could not be stored: {exc!r}"))
+        self._insert_failed(exc, key)
+
+    def _insert_failed(self, exc: BaseException, key: str) -> None:
+        """One record could not be stored: it is set aside in the journal; count and report it."""
+        self.unstored += 1
+        self._report("journal", RuntimeError(
+            f"record {key!r} could not be stored: {exc!r}; it is set aside in the journal's "
+            "'unstored' table"))
+
+    def _check_wal(self) -> None:
+        message = self.journal.check_wal()
+        if message is not None:
+            self._report("journal", RuntimeError(message))
+            self._warn(f"fanlog: {message}")
 
     # ------------------------------------------------------------ dispatchers
     def _dispatch_loop(self, entry: BackendSlot) -> None:

@@ -37,7 +37,8 @@ import click
 
 from fanlog.backend import Backend, logger_class
 from fanlog.errors import FanlogError, PartialDelivery
-from fanlog.journal import Journal, connect
+from fanlog.journal import Journal, JournalBusyError, connect
+from fanlog.layout import journal_label
 from fanlog.reader import journal_paths
 from fanlog.record import Record, RunInfo, RunStatus
 
@@ -163,7 +164,7 @@ def _sync_one(
     backend = make_backend(to, journal_path, options)
     journal = Journal(journal_path, readonly=dry_run)
     try:
-        meta = journal.meta()
+        meta = _run_meta(journal_path, journal.meta())
         slots = journal.backends()
         name = cursor or (to if to in slots else f"sync:{to}")
         slot = slots.get(name)
@@ -182,7 +183,7 @@ def _sync_one(
                 result.end = journal.delivered(name)
             return result
         _check_not_live(meta, name, force)
-        with _lock(journal.run_dir, name):
+        with _lock(journal.run_dir, name + journal_label(journal_path)):
             result.start = start = journal.delivered(name)  # another sync may have just run
             _deliver(journal, backend, meta, name, slot, result, batch_size, retries,
                      progress, stop)  # fmt: skip
@@ -218,6 +219,21 @@ def _read_meta(journal_path: str) -> dict[str, Any]:
         return {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
     finally:
         conn.close()
+
+
+def _run_meta(journal_path: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """The journal's metadata, where a forked child's journal takes its parent's status, pid and
+    host: the tracker run is the parent's, so it ends (and is live) as the parent's does."""
+    parent = meta.get("forked_from")
+    if not isinstance(parent, dict) or not parent.get("journal"):
+        return meta
+    parent_path = os.path.join(os.path.dirname(journal_path), str(parent["journal"]))
+    try:
+        parent_meta = _read_meta(parent_path)
+    except Exception:  # noqa: BLE001 - the parent's journal is gone: the child's own says
+        return meta
+    owner = {k: parent_meta[k] for k in ("status", "pid", "host", "backends") if k in parent_meta}
+    return {**meta, **owner}
 
 
 def _count(
@@ -472,7 +488,7 @@ def sync_command(
     try:
         report = sync(path, to=to, dry_run=dry_run, progress=not no_progress, cursor=cursor,
                       batch_size=batch_size, force=force, **options)  # fmt: skip
-    except (SyncError, ValueError, FileNotFoundError, ImportError) as exc:
+    except (SyncError, ValueError, FileNotFoundError, ImportError, JournalBusyError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(report.summary())
     if report.interrupted:
