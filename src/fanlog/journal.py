@@ -237,9 +237,10 @@ def _copy_into_run(source: str, run_dir: str, seq: int, key: str, files: str = F
             shutil.copytree(source, target, dirs_exist_ok=True)
         else:
             shutil.copyfile(source, target)
-    except OSError:
+    except OSError as exc:
         shutil.rmtree(os.path.dirname(target), ignore_errors=True)
-        raise
+        raise OSError(exc.errno, f"could not copy {source!r} into the run: "
+                                 f"{exc.strerror or exc}") from exc
     return relative
 
 

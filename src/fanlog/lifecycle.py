@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 SIGTERM_GRACE_SECONDS = float(os.environ.get("FANLOG_SIGTERM_GRACE", "10"))
 """Longest the SIGTERM handler spends flushing before the process goes down."""
+CLOSE_MARGIN_SECONDS = 1.0
+"""Part of the grace kept for closing the journal once the trackers are given up."""
 
 _live: list[Logger] = []
 _closing: set[Any] = set()
@@ -126,7 +128,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     with _lock:
         closing = list(_closing)
     for pipeline in closing:  # a destroy on another thread: make it end as killed, in time
-        pipeline.interrupt(RunStatus.KILLED, SIGTERM_GRACE_SECONDS)
+        pipeline.interrupt(RunStatus.KILLED, _tracker_time())
     _close_all(RunStatus.KILLED, SIGTERM_GRACE_SECONDS)
     for pipeline in closing:
         pipeline.closed.wait(SIGTERM_GRACE_SECONDS)
@@ -138,6 +140,10 @@ def _on_sigterm(signum: int, frame: Any) -> None:
         return
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _tracker_time() -> float:
+    return max(0.0, SIGTERM_GRACE_SECONDS - CLOSE_MARGIN_SECONDS)
 
 
 @contextlib.contextmanager
@@ -167,7 +173,7 @@ def _deferred_signals(pipeline: Any) -> Iterator[None]:
 
     def on_terminate(signum: int, frame: Any) -> None:
         received.append(signum)
-        pipeline.interrupt(RunStatus.KILLED, SIGTERM_GRACE_SECONDS)
+        pipeline.interrupt(RunStatus.KILLED, _tracker_time())
 
     replaced: dict[int, Any] = {}
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:

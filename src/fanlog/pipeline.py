@@ -258,8 +258,9 @@ class Pipeline:
         self._stop_dispatch.set()
         self._wake_writer.set()
         self._writer.join(_remaining(self._drain_deadline))
+        joined_by = max(self._close_deadline, time.monotonic() + 0.5)  # one deadline for them all
         for thread in self._dispatchers:
-            thread.join(max(0.5, _remaining(self._close_deadline) or 0.0))
+            thread.join(_remaining(joined_by))
         status = self._close_status
         for entry in self.slots:
             if not getattr(entry.backend, "needs_delivery", True):
