@@ -11,9 +11,11 @@ parent's journal, and every child record is in a child journal beside it.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,3 +55,43 @@ def test_children_never_touch_the_parents_run_and_lose_nothing(tmp_path: Path, s
         assert query(path, "SELECT name, slot FROM backends") == [("journal", 0)]
         assert meta(path)["run_id"] == scenario
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
+
+
+def test_sync_delivers_a_forked_childs_journal_to_the_parents_tracker_run(
+    tmp_path: Path, mlflow_server: Any
+) -> None:
+    from mlflow import MlflowClient
+
+    from fanlog.backends.mlflow import MLflowLogger
+    from fanlog.sync import sync
+
+    savedir = tmp_path / "sd"
+    logger = MLflowLogger(savedir=str(savedir), tracking_uri=mlflow_server.url,
+                          experiment_name="forked-children", log_freq="batch", job_id="forked")
+    logger.create_logger_context(rank=0)
+    for step in range(50):
+        logger.log(float(step), "parent/loss", step=step)
+    for child in range(3):
+        pid = os.fork()
+        if pid == 0:  # the child: journal only, committed per call, then os._exit
+            for step in range(20):
+                logger.log(float(step), f"child/{child}", step=step)
+            os._exit(0)
+        assert os.waitpid(pid, 0)[1] == 0
+    assert logger.flush(timeout=60)
+    run_id = logger.backend.run_id
+    logger.destroy_logger_context()
+    client = MlflowClient(tracking_uri=mlflow_server.url)
+    assert client.get_metric_history(run_id, "child/0") == []  # nothing live from a child
+
+    report = sync(savedir, to="mlflow", tracking_uri=mlflow_server.url, progress=False)
+    assert report.ok, report.summary()
+    assert report.sent == 60
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"  # the parent's status, not a child's
+    assert len(client.search_runs([run.info.experiment_id])) == 1
+    assert len(client.get_metric_history(run_id, "parent/loss")) == 50
+    for child in range(3):
+        assert [m.step for m in client.get_metric_history(run_id, f"child/{child}")] == list(range(20))
+    again = sync(savedir, to="mlflow", tracking_uri=mlflow_server.url, progress=False)
+    assert again.sent == 0  # nothing twice

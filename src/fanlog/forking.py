@@ -48,8 +48,9 @@ class ForkedPipeline:
         self.run: RunInfo = parent.run
         self.settings: PipelineSettings = parent.settings
         self.steps = parent.steps
+        self.counters = parent.counters
+        self._counter_lock = threading.Lock()  # the parent's may have been held at the fork
         self.epoch = parent.epoch
-        self.auto_step_lock = threading.Lock()
         self.pid = os.getpid()
         self.parent_pid = parent.pid
         self.parent_journal = parent.journal.path if parent.journal is not None else None
@@ -96,6 +97,8 @@ class ForkedPipeline:
             return CaptureFailed(source, f"{type(exc).__name__}: {exc.strerror or exc}")
         finally:
             self._writing = False
+
+    counter = Pipeline.counter  # the same method: it needs only steps, counters, _counter_lock
 
     def flush(self, timeout: float | None = None) -> bool:
         return True  # every call is committed already

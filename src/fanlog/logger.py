@@ -2,7 +2,8 @@
 
 Names and meanings follow ``itwinai.loggers`` so that its users can switch by
 changing an import. ``log()`` gates (``log_freq``, ``log_on_workers``), normalizes
-the item for its kind, and hands a tuple to the pipeline; it never does I/O.
+the item for its kind, and hands a tuple to the pipeline; it does no I/O, except that an
+artifact is captured (hard-linked or copied into the run) at the call.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from typing import Any, ClassVar
 from fanlog import forking as _forking  # noqa: F401 - registers the fork hooks
 from fanlog import lifecycle
 from fanlog.backend import AllKinds, Backend
-from fanlog.capture import refuse_special
 from fanlog.errors import BackendError, LoggerNotStartedError
 from fanlog.journal import open_writer
 from fanlog.kinds import _REGISTRY, Kind, get_kind
@@ -379,13 +379,12 @@ class Logger(ABC):
             step = check_index(step, "step", identifier)
         value = gate.normalize(item, identifier)
         pipeline = self._pipeline
-        steps = pipeline.steps
-        if step is None:
-            with pipeline.auto_step_lock:  # unique per key, even from several threads
-                step = steps.get(identifier, 0)
-                steps[identifier] = step + 1
+        if step is None:  # next() of a per-key itertools.count: unique even across threads
+            step = next(pipeline.counters.get(identifier) or pipeline.counter(identifier))
         else:
-            steps[identifier] = step + 1
+            pipeline.steps[identifier] = step + 1
+            if pipeline.counters:  # a given step moves the key's automatic count
+                pipeline.counters.pop(identifier, None)
         pipeline.submit(
             (gate.kind, identifier, value, step, batch_idx, pipeline.epoch, time.time(), mask,
              kwargs or None)
@@ -648,9 +647,7 @@ def _unique(name: str, taken: set[str]) -> str:
 
 def _capture_artifact(kind: Kind, pipeline: Any, item: Any, identifier: str) -> Any:
     """The artifact kind's check, then its capture into the run (a link or a copy)."""
-    path = kind.normalize(item, identifier)
-    refuse_special(path, identifier)
-    return pipeline.capture(path, identifier)
+    return pipeline.capture(kind.normalize(item, identifier), identifier)
 
 
 def _check_writable(savedir: str) -> None:

@@ -19,12 +19,13 @@ its batch is written.
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import os
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from fanlog.backend import Backend
@@ -104,9 +105,11 @@ class Pipeline:
         """This pipeline's journal, opened by `fanlog.journal.open_writer` (it holds the lock)."""
         self.pid = os.getpid()
         self.steps: dict[str, int] = {}
-        """Per key, the next automatic step."""
-        self.auto_step_lock = threading.Lock()
-        """Taken by log() only for automatic steps, so threads logging one key get unique steps."""
+        """Per key, one past the last step given to log() (or found in a resumed journal)."""
+        self.counters: dict[str, Iterator[int]] = {}
+        """Per key, the automatic steps (an itertools.count started at `steps`); a given step
+        drops the key's counter, so counting resumes after it."""
+        self._counter_lock = threading.Lock()
         self.epoch = 0
         self.committed = self.journal.last_seq
         self._on_error = on_error
@@ -171,6 +174,14 @@ class Pipeline:
             return
         pending.append(record)
         self.submitted += 1
+
+    def counter(self, identifier: str) -> Iterator[int]:
+        """The automatic step counter of `identifier`, made once even if threads race for it."""
+        with self._counter_lock:
+            found = self.counters.get(identifier)
+            if found is None:
+                found = self.counters[identifier] = itertools.count(self.steps.get(identifier, 0))
+            return found
 
     def capture(self, source: str, identifier: str) -> Captured | CaptureFailed:
         """Take an artifact into the journal's files area now, on the caller's thread.
