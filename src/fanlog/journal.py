@@ -274,8 +274,9 @@ class Journal:
     Any other instance only reads, and writes delivery cursors.
     """
 
-    def __init__(self, path: str, readonly: bool = False, lock: writer_lock.WriterLock | None = None,
-                 ) -> None:
+    def __init__(
+        self, path: str, readonly: bool = False, lock: writer_lock.WriterLock | None = None
+    ) -> None:
         self.path = os.path.abspath(path)
         self.run_dir = os.path.dirname(self.path)
         self.files = files_name(self.path)
@@ -293,7 +294,8 @@ class Journal:
         else:
             self._lock = threading.Lock()  # one connection per Journal; threads take turns
             self._open(readonly)
-        row = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM records").fetchone()
+        with self._lock:
+            row = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM records").fetchone()
         self.last_seq: int = row[0]
         """Highest committed seq (updated by the writer after each commit)."""
         if lock is not None:

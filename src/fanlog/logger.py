@@ -249,14 +249,13 @@ class Logger(ABC):
         self.run_info = run
         self.journal_path = journal.path
         pipeline.steps = journal.next_steps() if run.resumed else {}
-        assert journal.lock is not None
         journal.set_meta(
             {
                 "run_id": run.run_id, "run_name": run.run_name, "rank": run.rank,
                 "world_size": world_size, "experiment_name": run.experiment_name,
                 "started": time.time(), "status": "running", "pid": os.getpid(),
                 "host": os.uname().nodename, "backends": [n for n, _ in backends],
-                "journal_mode": journal.lock.mode,
+                "journal_mode": "exclusive" if journal.exclusive else "wal",
             }
         )
         by_backend = {id(b): slot for slot, (_, b) in zip(pipeline.slots, backends, strict=True)}

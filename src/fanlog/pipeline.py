@@ -130,6 +130,8 @@ class Pipeline:
         self.accepted = self.committed
         """Highest seq handed to the dispatchers: in the journal, or in the spill."""
         self.spill: collections.deque[Row] = collections.deque()
+        self._aside: list[tuple] = []
+        """Records that could not be stored, waiting (with the spill) for the journal."""
         self.spill_dropped = 0
         self.journal_error: BaseException | None = None
         """Why the journal cannot be written right now (None when it can)."""
@@ -307,7 +309,7 @@ class Pipeline:
             finally:
                 conn.close()
         except Exception as exc:  # noqa: BLE001 - the journal file itself is damaged
-            stored, expected = 0, expected or 0
+            stored = 0
             log.warning("fanlog: cannot read %s back: %r", self.journal.path, exc)
         if stored < expected:
             message = (f"fanlog: {expected - stored} of {expected} record(s) are missing from "
@@ -345,6 +347,7 @@ class Pipeline:
                     self._written(len(batch))
                     self._check_wal()
                     continue
+            self._aside.extend(aside)  # set aside in the journal once it can be written
             self._spill_rows(rows)
             self._written(len(batch))
 
@@ -385,10 +388,11 @@ class Pipeline:
         self._next_retry = now + self.settings.retry_initial
         rows = list(self.spill)  # only this thread changes the spill
         try:
-            self.journal.insert(rows, on_error=self._insert_failed)
+            self.journal.insert(rows, self._aside, on_error=self._insert_failed)
         except Exception as exc:  # noqa: BLE001 - still full / read-only: keep spilling
             self.journal_error = exc
             return
+        self._aside.clear()
         with self._spill_lock:
             for _ in range(len(rows)):
                 self.spill.popleft()
