@@ -23,6 +23,7 @@ import pytest
 
 from core_backends import RecordingLogger
 from fanlog import JournalLogger, LoggersCollection, read_run
+from fanlog.capture import LINK_MIN_BYTES
 from fanlog.fsinfo import file_system_type, is_network
 from fanlog.kinds import get_kind
 from support.journals import count, fanlog_cli, meta, query
@@ -180,7 +181,8 @@ def change(path: Path, how: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("how", "capture"), [("deleted", "link"), ("replaced", "link"),
-                                              ("rewritten", "copy"), ("deleted", "copy")])
+                                              ("rewritten", "copy"), ("rewritten", "auto"),
+                                              ("deleted", "auto")])
 def test_artifacts_are_captured_at_the_call(tmp_path: Path, mlflow_server: Any, how: str,
                                             capture: str) -> None:
     from mlflow import MlflowClient
@@ -222,15 +224,27 @@ def test_artifacts_are_captured_at_the_call(tmp_path: Path, mlflow_server: Any, 
         assert digest(download / key) == expected, key
 
 
-def test_a_hard_link_is_used_where_the_file_system_allows_it(tmp_path: Path) -> None:
-    logger = JournalLogger(savedir=str(tmp_path / "sd"), log_freq="batch")
+@pytest.mark.parametrize(("capture", "size", "linked"), [
+    ("auto", LINK_MIN_BYTES, True), ("auto", 10_000, False), ("link", 10_000, True),
+    ("copy", LINK_MIN_BYTES, False),
+])
+def test_hard_links_where_the_file_system_allows_them(
+    tmp_path: Path, capture: str, size: int, linked: bool
+) -> None:
+    logger = JournalLogger(savedir=str(tmp_path / "sd"), log_freq="batch", capture=capture)
     logger.create_logger_context(rank=0)
-    source = tmp_path / "big.bin"
-    source.write_bytes(b"x" * 10_000)
-    logger.log(str(source), "big.bin", kind="artifact")
+    source = tmp_path / "weights.bin"
+    source.write_bytes(b"x" * size)
+    logger.log(str(source), "weights.bin", kind="artifact")
     logger.destroy_logger_context()
     (record,) = read_run(str(logger.journal_path)).of_kind("artifact")
-    assert os.stat(record.value).st_ino == os.stat(source).st_ino  # the same file: no copy
+    assert (os.stat(record.value).st_ino == os.stat(source).st_ino) is linked  # the same file
+    assert os.path.getsize(record.value) == size
+
+
+def test_an_unknown_capture_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="capture must be one of"):
+        JournalLogger(capture="symlink")
 
 
 def test_a_fifo_is_refused_at_the_call(tmp_path: Path) -> None:

@@ -9,8 +9,11 @@ moves the captured entry to ``files/<seq>/`` (a rename) and records its path.
 
 A hard link shares the file's data: a later write *into* the same file (rather than a
 new file under the same name, which is what checkpoint savers do) changes the captured
-content too. The writer notices a changed size or mtime and says so; the logger option
-``capture="copy"`` copies every time instead.
+content too. So the default mode, ``auto``, links only files of at least LINK_MIN_BYTES
+(checkpoints, where a copy would cost the loop real time) and copies smaller ones (a
+script or a config that an editor may rewrite in place). ``link`` links every file,
+``copy`` copies every file. The writer notices a linked file that changed before it was
+committed and says so.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
-CAPTURE_MODES = ("link", "copy")
+CAPTURE_MODES = ("auto", "link", "copy")
+LINK_MIN_BYTES = 16 * 2**20
+"""In mode ``auto``, files at least this large are hard-linked, smaller ones copied."""
 INCOMING = "incoming"
 """Subdirectory of a files area where captured artifacts wait for their seq."""
 
@@ -52,7 +57,7 @@ class CaptureFailed:
 _counter = itertools.count()
 
 
-def capture(source: str, identifier: str, files_dir: str, mode: str = "link") -> Captured:
+def capture(source: str, identifier: str, files_dir: str, mode: str = "auto") -> Captured:
     """Link or copy `source` (a file or directory) below `files_dir`; raises OSError on failure."""
     name = os.path.basename(identifier.rstrip("/")) or os.path.basename(source.rstrip("/"))
     incoming = os.path.join(files_dir, INCOMING)
@@ -102,7 +107,7 @@ def refuse_special(path: str, identifier: str) -> None:
 def _copier(mode: str, identifier: str) -> Callable[[str, str], tuple[int, int] | None]:
     def link_or_copy(source: str, target: str) -> tuple[int, int] | None:
         refuse_special(source, identifier)
-        if mode == "link":
+        if mode == "link" or (mode == "auto" and os.stat(source).st_size >= LINK_MIN_BYTES):
             try:
                 os.link(source, target)
                 return _stamp(target)

@@ -56,9 +56,10 @@ class PipelineSettings:
     beyond it the oldest are dropped from memory (and counted in ``spill_dropped``)."""
     down_after: float = 5.0
     """A backend failing for this long is considered down: flush() stops waiting for it."""
-    capture: str = "link"
-    """How an artifact enters the run at the log() call: ``"link"`` (a hard link where the
-    file system allows it, else a copy) or ``"copy"`` (always a copy)."""
+    capture: str = "auto"
+    """How an artifact enters the run at the log() call: ``"auto"`` (a hard link for files of
+    16 MiB or more where the file system allows it, a copy otherwise), ``"link"`` (a hard
+    link for every file where possible) or ``"copy"`` (always a copy)."""
 
     def __post_init__(self) -> None:
         if self.capture not in CAPTURE_MODES:
