@@ -156,6 +156,21 @@ GENERAL = [
     Case("step-integral-float", "coerced to int", value(1.0), options={"step": 3.0}, stored=1.0),
     Case("step-fractional-float", "TypeError", value(1.0), options={"step": 2.5}, error=TypeError),
     Case("step-bool", "TypeError", value(1.0), options={"step": True}, error=TypeError),
+    Case("step-numeric-string", "TypeError", value(1.0), options={"step": "3"}, error=TypeError),
+    Case("step-too-large", "ValueError", value(1.0), options={"step": 2**63}, error=ValueError),
+    Case("step-huge-float", "ValueError", value(1.0), options={"step": 1e20}, error=ValueError),
+    Case("step-numpy-uint64-max", "ValueError", value(1.0), options={"step": np.uint64(2**64 - 1)},
+         error=ValueError),
+    Case("step-float-tensor", "TypeError", value(1.0), options={"step": torch.tensor(3.0)},
+         error=TypeError),
+    Case("batch-idx-numpy-int", "coerced to int", value(1.0), options={"batch_idx": np.arange(5)[3]},
+         stored=1.0),
+    Case("batch-idx-0d-tensor", "coerced to int", value(1.0), options={"batch_idx": torch.tensor(3)},
+         stored=1.0),
+    Case("batch-idx-too-large", "ValueError", value(1.0), options={"batch_idx": 2**63},
+         error=ValueError),
+    Case("batch-idx-string", "TypeError", value(1.0), options={"batch_idx": "3"}, error=TypeError),
+    Case("batch-idx-float", "TypeError", value(1.0), options={"batch_idx": 2.5}, error=TypeError),
     Case("kind-unknown", "ValueError listing the known kinds", value(1.0), kind="nosuchkind",
          error=ValueError),
     Case("figure-not-a-figure", "TypeError", value([1, 2]), kind="figure", error=TypeError),
@@ -316,6 +331,9 @@ def test_bad_input(case: Case, logger: JournalLogger, tmp_path: Path) -> None:
         assert stored == case.stored
     if "step" in case.options:
         assert logged[0].step == int(case.options["step"])
+    if "batch_idx" in case.options:
+        assert logged[0].batch_idx == int(case.options["batch_idx"])
+        assert type(logged[0].batch_idx) is int
 
 
 @pytest.mark.parametrize("kind", ["dict", "param", "dataset"])

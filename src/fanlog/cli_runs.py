@@ -22,7 +22,8 @@ from typing import IO, Any
 import click
 
 from fanlog.errors import BadJournalError
-from fanlog.journal import check_journal, connect, unreadable
+from fanlog.journal import JournalBusyError, check_journal, connect, unreadable
+from fanlog.layout import journal_label
 from fanlog.reader import RunData, journal_paths, read_run
 
 EXPORT_FORMATS = ("csv", "parquet", "jsonl")
@@ -57,7 +58,7 @@ def load_run(run: str, savedir: str, rank: int | None = None, kinds: list[str] |
     path = resolve_run(run, savedir)
     try:
         data = read_run(path, kinds=kinds)
-    except (FileNotFoundError, BadJournalError) as exc:
+    except (FileNotFoundError, BadJournalError, JournalBusyError) as exc:
         raise click.ClickException(str(exc)) from None
     if rank is None:
         return data
@@ -122,6 +123,9 @@ def journal_summary(path: str) -> dict[str, Any]:
             trackers.append({"name": name, "total": int(total),
                              "delivered": int(delivered) - sum(1 for r in rejected if r <= seq),
                              "rejected": len(rejected), "error": error, "in_journal": False})
+        has_unstored = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'unstored'").fetchone()
+        unstored = conn.execute("SELECT COUNT(*) FROM unstored").fetchone()[0] if has_unstored else 0
     finally:
         conn.close()
     return {
@@ -137,6 +141,9 @@ def journal_summary(path: str) -> dict[str, Any]:
         "records": sum(counts.values()),
         "kinds": counts,
         "trackers": trackers,
+        "journal": os.path.basename(path),
+        "unstored": int(unstored),
+        "forked_from": meta.get("forked_from"),
     }
 
 
@@ -157,17 +164,22 @@ def _summary_or_error(path: str) -> dict[str, Any]:
     must not hide the other runs)."""
     try:
         return journal_summary(path)
-    except (sqlite3.Error, BadJournalError) as exc:
-        reason = exc.reason if isinstance(exc, BadJournalError) else unreadable(path, exc).reason
-        rank_dir = os.path.basename(os.path.dirname(path))
-        return {
-            "path": os.path.abspath(path),
-            "run_id": os.path.basename(os.path.dirname(os.path.dirname(path))),
-            "run_name": None, "experiment_name": None,
-            "rank": int(rank_dir.removeprefix("rank-")) if rank_dir.removeprefix("rank-").isdigit() else -1,
-            "world_size": None, "started": None, "ended": None,
-            "status": f"unreadable ({reason})", "records": 0, "kinds": {}, "trackers": [],
-        }
+    except JournalBusyError:  # a live run on a network file system
+        status = "running (held by its writer on a network file system; readable after the run)"
+    except BadJournalError as exc:
+        status = f"unreadable ({exc.reason})"
+    except sqlite3.Error as exc:
+        status = f"unreadable ({unreadable(path, exc).reason})"
+    rank_dir = os.path.basename(os.path.dirname(path))
+    return {
+        "path": os.path.abspath(path),
+        "run_id": os.path.basename(os.path.dirname(os.path.dirname(path))),
+        "run_name": None, "experiment_name": None,
+        "rank": int(rank_dir.removeprefix("rank-")) if rank_dir.removeprefix("rank-").isdigit() else -1,
+        "world_size": None, "started": None, "ended": None,
+        "status": status, "records": 0, "kinds": {}, "trackers": [],
+        "journal": os.path.basename(path), "unstored": 0, "forked_from": None,
+    }
 
 
 def _summary_or_exit(path: str) -> dict[str, Any]:
@@ -234,6 +246,16 @@ def _number(value: Any) -> str:
     return str(value)
 
 
+def _rank(summary: dict[str, Any]) -> str:
+    """The rank, and which of its journals when it has several ('0', '0#2', ...)."""
+    return f"{summary['rank']}{journal_label(summary['journal'])}"
+
+
+def _records(summary: dict[str, Any]) -> str:
+    unstored = summary.get("unstored")
+    return f"{summary['records']} (+{unstored} unstored)" if unstored else str(summary["records"])
+
+
 def _delivery(trackers: list[dict[str, Any]]) -> str:
     parts = []
     for tracker in trackers:
@@ -278,7 +300,8 @@ def ls_command(savedir: str, as_json: bool) -> None:
 
     Shows the run id, rank, start time, status (running, finished, failed, killed, or
     interrupted when the process died without closing the run), record counts and, per
-    tracker, how many of its records were delivered.
+    tracker, how many of its records were delivered. A rank written by several loggers or
+    processes has one line per journal: rank 0#2 is journal.2.sqlite of rank 0.
     """
     try:
         paths = journal_paths(savedir)
@@ -292,7 +315,7 @@ def ls_command(savedir: str, as_json: bool) -> None:
         _json_out(summaries)
         return
     rows = [
-        (s["run_id"], s["rank"], _when(s["started"]), s["status"], s["records"], _delivery(s["trackers"]))
+        (s["run_id"], _rank(s), _when(s["started"]), s["status"], _records(s), _delivery(s["trackers"]))
         for s in summaries
     ]
     click.echo(format_table(("RUN", "RANK", "STARTED", "STATUS", "RECORDS", "DELIVERY"), rows))
@@ -326,8 +349,8 @@ def show_command(run: str, savedir: str, rank: int | None, as_json: bool) -> Non
         duration = (s["ended"] - s["started"]) if s["ended"] and s["started"] else None
         took = f", {duration:.1f} s" if duration is not None else ""
         click.echo(
-            f"rank {s['rank']:<5} {s['status']}, started {_when(s['started'])}{took}, "
-            f"{s['records']} records; {_delivery(s['trackers'])}"
+            f"rank {_rank(s):<5} {s['status']}, started {_when(s['started'])}{took}, "
+            f"{_records(s)} records; {_delivery(s['trackers'])}"
         )
     _echo_rejected(data)
     click.echo("")

@@ -1,16 +1,32 @@
-"""Exit paths: normal interpreter exit closes runs as finished, SIGTERM as killed.
+"""Exit paths: normal exit closes runs as finished, an uncaught exception as failed, Ctrl-C and
+SIGTERM as killed; and what a signal does while a logger is closing.
 
-SLURM and torchrun send SIGTERM before SIGKILL. The handler flushes every live
-logger within a grace period, marks runs KILLED, then lets the previous handler
-(or the default action) end the process, so the exit code stays conventional (143).
+SLURM and torchrun send SIGTERM before SIGKILL. The handler flushes every live logger
+within a grace period, marks runs KILLED, then lets the previous handler (or the default
+action) end the process, so the exit code stays conventional (143).
+
+Without ``start_logging()`` (create, loop, no ``with``), the ``atexit`` closer learns how
+the program ended from a chained ``sys.excepthook``: an uncaught exception closes the run
+as failed, an uncaught KeyboardInterrupt as killed.
+
+While ``destroy_logger_context()`` runs on the main thread, Ctrl-C no longer interrupts
+the journal drain: it only cuts the wait for trackers short, and KeyboardInterrupt is
+raised once the journal is closed. A SIGTERM then makes the close end as killed within
+the grace period, after which the process ends as SIGTERM says.
+
+Only the process that started a logger closes it: a forked child's exit never touches
+its parent's runs (see :mod:`fanlog.forking`).
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
+import sys
 import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from fanlog.record import RunStatus
@@ -20,11 +36,18 @@ if TYPE_CHECKING:
 
 SIGTERM_GRACE_SECONDS = float(os.environ.get("FANLOG_SIGTERM_GRACE", "10"))
 """Longest the SIGTERM handler spends flushing before the process goes down."""
+CLOSE_MARGIN_SECONDS = 1.0
+"""Part of the grace kept for closing the journal once the trackers are given up."""
 
 _live: list[Logger] = []
-_lock = threading.Lock()
+_closing: set[Any] = set()
+"""Pipelines being closed right now (by destroy on any thread)."""
+_lock = threading.RLock()  # re-entered by the SIGTERM handler if it interrupts a holder
 _installed = False
 _previous: Any = None
+_previous_excepthook: Any = None
+_uncaught: RunStatus | None = None
+"""How the program is ending, as the excepthook saw it (None: normally)."""
 
 
 def register(logger: Logger) -> None:
@@ -34,7 +57,8 @@ def register(logger: Logger) -> None:
         if _installed:
             return
         _installed = True
-    atexit.register(_close_all, RunStatus.FINISHED, None)
+    atexit.register(_close_at_exit)
+    _install_excepthook()
     if threading.current_thread() is threading.main_thread():
         _install_sigterm()
 
@@ -45,6 +69,19 @@ def unregister(logger: Logger) -> None:
             _live.remove(logger)
 
 
+def live_loggers() -> list[Logger]:
+    with _lock:
+        return list(_live)
+
+
+def forget_after_fork() -> list[Logger]:
+    """In a forked child: the parent's loggers, no longer ours to close at exit or SIGTERM."""
+    inherited = list(_live)
+    _live.clear()
+    _closing.clear()
+    return inherited
+
+
 def _install_sigterm() -> None:
     global _previous
     try:
@@ -53,10 +90,32 @@ def _install_sigterm() -> None:
         _previous = None
 
 
+def _install_excepthook() -> None:
+    global _previous_excepthook
+    _previous_excepthook = sys.excepthook
+    sys.excepthook = _excepthook
+
+
+def _excepthook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+    """Remember how the program ends (an interactive prompt goes on: nothing ends there)."""
+    global _uncaught
+    if not hasattr(sys, "ps1"):
+        _uncaught = RunStatus.KILLED if issubclass(exc_type, KeyboardInterrupt) else RunStatus.FAILED
+    previous = _previous_excepthook if _previous_excepthook is not None else sys.__excepthook__
+    previous(exc_type, exc, tb)
+
+
+def _close_at_exit() -> None:
+    _close_all(_uncaught or RunStatus.FINISHED, None)
+
+
 def _close_all(status: RunStatus, timeout: float | None) -> None:
     with _lock:
         loggers = list(reversed(_live))
+    pid = os.getpid()
     for logger in loggers:
+        if getattr(logger._pipeline, "pid", pid) != pid:  # a fork the hooks did not see
+            continue
         if timeout is not None:
             logger.settings.close_timeout = min(logger.settings.close_timeout, timeout)
         try:
@@ -66,7 +125,13 @@ def _close_all(status: RunStatus, timeout: float | None) -> None:
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
+    with _lock:
+        closing = list(_closing)
+    for pipeline in closing:  # a destroy on another thread: make it end as killed, in time
+        pipeline.interrupt(RunStatus.KILLED, _tracker_time())
     _close_all(RunStatus.KILLED, SIGTERM_GRACE_SECONDS)
+    for pipeline in closing:
+        pipeline.closed.wait(SIGTERM_GRACE_SECONDS)
     previous = _previous
     if callable(previous):
         previous(signum, frame)
@@ -75,3 +140,52 @@ def _on_sigterm(signum: int, frame: Any) -> None:
         return
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _tracker_time() -> float:
+    return max(0.0, SIGTERM_GRACE_SECONDS - CLOSE_MARGIN_SECONDS)
+
+
+@contextlib.contextmanager
+def protected_close(pipeline: Any) -> Iterator[None]:
+    """Around `pipeline.close()`: Ctrl-C and SIGTERM change how the close ends, never cut the
+    journal drain short (except SIGTERM's grace period)."""
+    with _lock:
+        _closing.add(pipeline)
+    try:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signals reach the main thread; _on_sigterm sees this close in _closing
+            return
+        with _deferred_signals(pipeline):
+            yield
+    finally:
+        with _lock:
+            _closing.discard(pipeline)
+
+
+@contextlib.contextmanager
+def _deferred_signals(pipeline: Any) -> Iterator[None]:
+    received: list[int] = []
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        received.append(signum)
+        pipeline.interrupt()  # stop waiting for trackers; the journal drain goes on
+
+    def on_terminate(signum: int, frame: Any) -> None:
+        received.append(signum)
+        pipeline.interrupt(RunStatus.KILLED, _tracker_time())
+
+    replaced: dict[int, Any] = {}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        replaced[signal.SIGINT] = signal.signal(signal.SIGINT, on_interrupt)
+    if signal.getsignal(signal.SIGTERM) in (_on_sigterm, signal.SIG_DFL):
+        replaced[signal.SIGTERM] = signal.signal(signal.SIGTERM, on_terminate)
+    try:
+        yield
+    finally:
+        for signum, handler in replaced.items():
+            signal.signal(signum, handler)
+    if signal.SIGTERM in received:
+        os.kill(os.getpid(), signal.SIGTERM)  # what SIGTERM does now that the run is closed
+    elif signal.SIGINT in received:
+        raise KeyboardInterrupt

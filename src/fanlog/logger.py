@@ -2,29 +2,33 @@
 
 Names and meanings follow ``itwinai.loggers`` so that its users can switch by
 changing an import. ``log()`` gates (``log_freq``, ``log_on_workers``), normalizes
-the item for its kind, and hands a tuple to the pipeline; it never does I/O.
+the item for its kind, and hands a tuple to the pipeline; it does no I/O, except that an
+artifact is captured (hard-linked or copied into the run) at the call.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 import uuid
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import fields
 from typing import Any, ClassVar
 
+from fanlog import forking as _forking  # noqa: F401 - registers the fork hooks
 from fanlog import lifecycle, secrets
 from fanlog.backend import AllKinds, Backend
 from fanlog.errors import BackendError, LoggerNotStartedError, RecordRejected
-from fanlog.journal import JOURNAL_NAME
-from fanlog.kinds import _REGISTRY, get_kind
+from fanlog.journal import open_writer
+from fanlog.kinds import _REGISTRY, Kind, get_kind
 from fanlog.pipeline import Pipeline, PipelineSettings
 from fanlog.rank import agree_on, detect_rank, detect_world_size, job_id_from_env
 from fanlog.record import RunInfo, RunStatus
+from fanlog.validate import INT64_MAX, check_index
 
 LogFreq = int | str
 Workers = int | list[int]
@@ -90,13 +94,16 @@ class _KindGate:
 
     ``members`` holds (bit, every) where every is 1 for 'batch', n for an int log_freq and
     0 for 'epoch' (never with a batch_idx). ``every`` is their common value when they all
-    agree (the usual case: one test instead of a loop), else 0.
+    agree (the usual case: one test instead of a loop), else 0. ``normalize`` is the kind's
+    normalizer, for artifacts followed by the capture into the run.
     """
 
-    __slots__ = ("kind", "all_bits", "members", "every")
+    __slots__ = ("kind", "normalize", "all_bits", "members", "every")
 
-    def __init__(self, kind: Any, all_bits: int, members: list[tuple[int, int]]) -> None:
+    def __init__(self, kind: Any, all_bits: int, members: list[tuple[int, int]],
+                 normalize: Callable[[Any, str], Any]) -> None:
         self.kind = kind
+        self.normalize = normalize
         self.all_bits = all_bits
         self.members = [m for m in members if m[1]]
         everies = {every for _, every in members}
@@ -161,6 +168,7 @@ class Logger(ABC):
         self._warned: set[tuple[str, str]] = set()
         self._errors: dict[str, list[str]] = {}
         self._strict_error: BaseException | None = None
+        self._started_in: int | None = None
 
     # ------------------------------------------------------------------ itwinai names
     @property
@@ -207,17 +215,8 @@ class Logger(ABC):
         for logger in (self, *self.members()):
             logger._gates = {}
         job_id = agree_on(self.job_id or job_id_from_env() or _new_run_id())
-        run_dir = os.path.join(self.savedir, "runs", job_id, f"rank-{self.rank}")
+        run_dir = os.path.abspath(os.path.join(self.savedir, "runs", job_id, f"rank-{self.rank}"))
         _check_writable(self.savedir)
-        run = RunInfo(
-            run_id=job_id,
-            run_name=self.run_name or job_id,
-            rank=self.rank,
-            world_size=world_size,
-            run_dir=os.path.abspath(run_dir),
-            experiment_name=self.experiment_name,
-            resumed=os.path.exists(os.path.join(run_dir, JOURNAL_NAME)),
-        )
         backends: list[tuple[str, Backend]] = []
         taken: set[str] = set()
         for member in self.members():
@@ -232,17 +231,31 @@ class Logger(ABC):
             name = _unique(member.name or backend.name, taken)
             member.backend = backend
             backends.append((name, backend))
+        journal = open_writer(run_dir)  # the first journal of the rank dir no live writer holds
+        run = RunInfo(
+            run_id=job_id,
+            run_name=self.run_name or job_id,
+            rank=self.rank,
+            world_size=world_size,
+            run_dir=run_dir,
+            experiment_name=self.experiment_name,
+            resumed=journal.existed,
+        )
+        try:
+            pipeline = Pipeline(run, journal, backends, self.settings, self._backend_failed)
+        except BaseException:
+            journal.close()
+            raise
         self.run_info = run
-        self.journal_path = os.path.join(run.run_dir, JOURNAL_NAME)
-        pipeline = Pipeline(run, self.journal_path, backends, self.settings, self._backend_failed)
-        pipeline.steps = pipeline.journal.next_steps() if run.resumed else {}
-        pipeline.epoch = 0
-        pipeline.journal.set_meta(
+        self.journal_path = journal.path
+        pipeline.steps = journal.next_steps() if run.resumed else {}
+        journal.set_meta(
             {
                 "run_id": run.run_id, "run_name": run.run_name, "rank": run.rank,
                 "world_size": world_size, "experiment_name": run.experiment_name,
                 "started": time.time(), "status": "running", "pid": os.getpid(),
                 "host": os.uname().nodename, "backends": [n for n, _ in backends],
+                "journal_mode": "exclusive" if journal.exclusive else "wal",
             }
         )
         by_backend = {id(b): slot for slot, (_, b) in zip(pipeline.slots, backends, strict=True)}
@@ -255,6 +268,7 @@ class Logger(ABC):
         self._pipeline = pipeline
         self._owner = None
         self._destroyed = False
+        self._started_in = None
         lifecycle.register(self)
         return self
 
@@ -271,12 +285,13 @@ class Logger(ABC):
         lifecycle.unregister(owner)
         if status is RunStatus.FINISHED and getattr(pipeline, "accumulators", None):
             owner._emit_last_epoch()
-        complete = pipeline.close(status)
-        for logger in [owner, *owner.members()]:
-            logger._pipeline = None
-            logger._destroyed = True
-            logger._gates = {}
-        owner._summarise(pipeline, complete)
+        with lifecycle.protected_close(pipeline):  # a Ctrl-C now is raised after the close
+            complete = pipeline.close(status)
+            for logger in [owner, *owner.members()]:
+                logger._pipeline = None
+                logger._destroyed = True
+                logger._gates = {}
+            owner._summarise(pipeline, complete)
         if owner.strict and owner._strict_error is not None:
             error, owner._strict_error = owner._strict_error, None
             raise BackendError(str(error)) from error
@@ -343,27 +358,32 @@ class Logger(ABC):
             gate = self._gate(kind)  # also where "not started" and unsupported="raise" are raised
         if batch_idx is None:
             mask = gate.all_bits
-        elif gate.every:  # every member taking this kind shares one log_freq
-            if batch_idx % gate.every:
-                return
-            mask = gate.all_bits
         else:
-            mask = 0
-            for bit, every in gate.members:
-                if every and not batch_idx % every:
-                    mask |= bit
+            if type(batch_idx) is not int or not 0 <= batch_idx <= INT64_MAX:
+                batch_idx = check_index(batch_idx, "batch_idx", identifier)
+            if gate.every:  # every member taking this kind shares one log_freq
+                if batch_idx % gate.every:
+                    return
+                mask = gate.all_bits
+            else:
+                mask = 0
+                for bit, every in gate.members:
+                    if every and not batch_idx % every:
+                        mask |= bit
         if not mask:
             return
         if type(identifier) is not str or not identifier:
             identifier = _plain_identifier(identifier, kind)
-        value = gate.kind.normalize(item, identifier)
+        if step is not None and (type(step) is not int or not 0 <= step <= INT64_MAX):
+            step = check_index(step, "step", identifier)
+        value = gate.normalize(item, identifier)
         pipeline = self._pipeline
-        steps = pipeline.steps
-        if step is None:
-            step = steps.get(identifier, 0)
-        elif type(step) is not int or step < 0:
-            step = _check_step(step, identifier)
-        steps[identifier] = step + 1
+        if step is None:  # next() of a per-key itertools.count: unique even across threads
+            step = next(pipeline.counters.get(identifier) or pipeline.counter(identifier))
+        else:
+            pipeline.steps[identifier] = step + 1
+            if pipeline.counters:  # a given step moves the key's automatic count
+                pipeline.counters.pop(identifier, None)
         pipeline.submit(
             (gate.kind, identifier, value, step, batch_idx, pipeline.epoch, time.time(), mask,
              _options(kwargs, kind, identifier) if kwargs else None)
@@ -406,6 +426,11 @@ class Logger(ABC):
         """Records dropped because the journal writer fell `max_pending` behind."""
         return self._pipeline.dropped if self._pipeline is not None else 0
 
+    @property
+    def unstored(self) -> int:
+        """Records that could not be stored (set aside in the journal's ``unstored`` table)."""
+        return self._pipeline.unstored if self._pipeline is not None else 0
+
     def delivery_errors(self) -> dict[str, list[str]]:
         """Errors each backend raised so far (lenient mode records them instead of raising)."""
         owner = self._owner or self
@@ -438,9 +463,35 @@ class Logger(ABC):
                     f"{name} does not support kind {kind!r}; those records are skipped for it",
                     UserWarning, stacklevel=3,
                 )
-        gate = _KindGate(kind_obj, all_bits, members)
+        normalize = kind_obj.normalize
+        if kind_obj.storage == "file":  # artifacts enter the run now, on the caller's thread
+            normalize = functools.partial(_capture_artifact, kind_obj, self._pipeline)
+        gate = _KindGate(kind_obj, all_bits, members, normalize)
         self._gates[kind] = gate
         return gate
+
+    def _use_pipeline(self, pipeline: Any) -> None:
+        """Point this logger and its members at another pipeline (a forked child's); the gates
+        are rebuilt on the next call."""
+        for logger in (self, *self.members()):
+            logger._pipeline = pipeline
+            logger._gates = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A logger reaches another process (spawn, pickle) unstarted: the live run stays here.
+
+        A started logger keeps its run id, so that the other process, once it calls
+        create_logger_context(), joins the same run (in a journal of its own).
+        """
+        state = self.__dict__.copy()
+        if self._pipeline is not None and self.run_info is not None:
+            state["job_id"] = self.job_id or self.run_info.run_id
+            state["_started_in"] = os.getpid()
+        state.update(_pipeline=None, _owner=None, _gates={}, _errors={}, _strict_error=None,
+                     run_info=None, journal_path=None, _bit=0, _destroyed=False)
+        if "backend" in state:
+            state["backend"] = None
+        return state
 
     def _emit_last_epoch(self) -> None:
         """Log what `on_epoch=True` accumulated since the last end_epoch() (a final, open epoch)."""
@@ -455,6 +506,10 @@ class Logger(ABC):
     def _not_started(self, call: str) -> LoggerNotStartedError:
         when = "after destroy_logger_context()" if self._destroyed else (
             "before create_logger_context()")
+        started_in = getattr(self, "_started_in", None)
+        if started_in is not None and not self._destroyed:
+            when += (f" in this process (it was started in process {started_in} and reached this"
+                     " one unstarted; call create_logger_context() here)")
         return LoggerNotStartedError(f"{type(self).__name__}.{call}() called {when}")
 
     def _backend_failed(self, name: str, exc: BaseException) -> None:
@@ -612,19 +667,9 @@ def _options(options: dict[str, Any], kind: str, identifier: str) -> dict[str, A
         ) from None
 
 
-def _check_step(step: Any, identifier: str) -> int:
-    """An int >= 0. Integral floats and numpy/tensor integers are accepted as ints."""
-    if isinstance(step, float) and step.is_integer():
-        step = int(step)
-    elif not isinstance(step, bool) and hasattr(step, "__index__"):
-        step = int(step.__index__())
-    if isinstance(step, bool) or not isinstance(step, int):
-        raise TypeError(
-            f"log(identifier={identifier!r}): expected step as an int >= 0; got {step!r}")
-    if step < 0:
-        raise ValueError(
-            f"log(identifier={identifier!r}): expected step as an int >= 0; got {step}")
-    return step
+def _capture_artifact(kind: Kind, pipeline: Any, item: Any, identifier: str) -> Any:
+    """The artifact kind's check, then its capture into the run (a link or a copy)."""
+    return pipeline.capture(kind.normalize(item, identifier), identifier)
 
 
 def _check_writable(savedir: str) -> None:

@@ -17,22 +17,29 @@ Refused records: a record a tracker can never store is isolated (see
 skipped; the records after it keep flowing. A tracker call that stalls (a server that
 never answers) counts toward ``down_after`` while it runs, so flush() and destroy keep
 their bounds whatever the tracker does.
+
+A record that cannot be stored on its own (a value that fails to encode, a row SQLite
+refuses) is not an outage: it is set aside in the journal and reported, and the rest of
+its batch is written.
 """
 
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
+import os
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from fanlog.backend import Backend
+from fanlog.capture import CAPTURE_MODES, Captured, CaptureFailed, capture
 from fanlog.delivery import BatchDelivery, CallWatch
 from fanlog.errors import RecordRejected, reason_of
-from fanlog.journal import Journal, Pending, Row
+from fanlog.journal import Journal, Pending, Row, connect
 from fanlog.record import Record, RunInfo, RunStatus
 
 log = logging.getLogger("fanlog")
@@ -61,6 +68,14 @@ class PipelineSettings:
     isolate_after: int = 3
     """Failures of the same batch after which the dispatcher looks for one record in it that
     the tracker keeps failing on (then again after 2x, 4x, ... as many)."""
+    capture: str = "auto"
+    """How an artifact enters the run at the log() call: ``"auto"`` (a hard link for files of
+    16 MiB or more where the file system allows it, a copy otherwise), ``"link"`` (a hard
+    link for every file where possible) or ``"copy"`` (always a copy)."""
+
+    def __post_init__(self) -> None:
+        if self.capture not in CAPTURE_MODES:
+            raise ValueError(f"capture must be one of {CAPTURE_MODES}; got {self.capture!r}")
 
 
 @dataclass
@@ -104,14 +119,23 @@ class Pipeline:
     def __init__(
         self,
         run: RunInfo,
-        journal_path: str,
+        journal: Journal,
         backends: list[tuple[str, Backend]],
         settings: PipelineSettings | None = None,
         on_error: Callable[[str, BaseException], None] | None = None,
     ) -> None:
         self.run = run
         self.settings = settings or PipelineSettings()
-        self.journal = Journal(journal_path)
+        self.journal = journal
+        """This pipeline's journal, opened by `fanlog.journal.open_writer` (it holds the lock)."""
+        self.pid = os.getpid()
+        self.steps: dict[str, int] = {}
+        """Per key, one past the last step given to log() (or found in a resumed journal)."""
+        self.counters: dict[str, Iterator[int]] = {}
+        """Per key, the automatic steps (an itertools.count started at `steps`); a given step
+        drops the key's counter, so counting resumes after it."""
+        self._counter_lock = threading.Lock()
+        self.epoch = 0
         self.committed = self.journal.last_seq
         self._on_error = on_error
         self.slots: list[BackendSlot] = []
@@ -126,16 +150,23 @@ class Pipeline:
         self.submitted = 0
         self.written = 0
         self.encode_errors = 0
+        self.unstored = 0
+        """Records set aside because they could not be stored (see the journal's unstored table)."""
         self.accepted = self.committed
         """Highest seq handed to the dispatchers: in the journal, or in the spill."""
         self.spill: collections.deque[Row] = collections.deque()
+        self._aside: list[tuple] = []
+        """Records that could not be stored, waiting (with the spill) for the journal."""
         self.spill_dropped = 0
         self.journal_error: BaseException | None = None
         """Why the journal cannot be written right now (None when it can)."""
         self._spill_lock = threading.Lock()  # background threads only; never the caller
         self._next_retry = 0.0
         self._closing = False
+        self._close_status = RunStatus.FINISHED
         self._close_deadline = float("inf")
+        self._drain_deadline = float("inf")
+        self.closed = threading.Event()
         self._wake_writer = threading.Event()
         self._progress = threading.Condition()
         self._stop_dispatch = threading.Event()
@@ -171,6 +202,30 @@ class Pipeline:
         pending.append(record)
         self.submitted += 1
 
+    def counter(self, identifier: str) -> Iterator[int]:
+        """The automatic step counter of `identifier`, made once even if threads race for it."""
+        with self._counter_lock:
+            found = self.counters.get(identifier)
+            if found is None:
+                found = self.counters[identifier] = itertools.count(self.steps.get(identifier, 0))
+            return found
+
+    def capture(self, source: str, identifier: str) -> Captured | CaptureFailed:
+        """Take an artifact into the journal's files area now, on the caller's thread.
+
+        A file system error is not raised into the loop: the record is set aside by the writer
+        with the reason (and reported), and a warning names the file now.
+        """
+        files_dir = os.path.join(self.journal.run_dir, self.journal.files)
+        try:
+            return capture(source, identifier, files_dir, self.settings.capture)
+        except OSError as exc:
+            reason = f"{type(exc).__name__}: {exc.strerror or exc}"
+            warnings.warn(f"fanlog: could not capture the artifact {source!r} ({identifier!r}) into "
+                          f"the run: {reason}; it is reported as a journal error", RuntimeWarning,
+                          stacklevel=4)  # fmt: skip
+            return CaptureFailed(source, reason)
+
     def _wait_for_room(self) -> bool:
         deadline = time.monotonic() + self.settings.max_block
         self._wake_writer.set()
@@ -185,12 +240,18 @@ class Pipeline:
         is not down (failing, or stalled in one call, for `down_after` seconds). False if the
         timeout came first or a backend is down."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        return self._drain(lambda: deadline) and self._wait_delivered(lambda: deadline)
+
+    def _drain(self, deadline: Callable[[], float | None]) -> bool:
+        """Wait until the writer has taken every record submitted so far."""
         target_count = self.submitted
         self._wake_writer.set()
         with self._progress:
-            if not self._wait(lambda: self.written >= target_count or not self._writer.is_alive(),
-                              deadline):
-                return False
+            return self._wait(lambda: self.written >= target_count or not self._writer.is_alive(),
+                              deadline)  # fmt: skip
+
+    def _wait_delivered(self, deadline: Callable[[], float | None]) -> bool:
+        with self._progress:
             target = self.accepted
             down_after = self.settings.down_after
             delivered = all(
@@ -201,28 +262,44 @@ class Pipeline:
             )
             return delivered and not self.spill  # not durable while records exist only in memory
 
-    def _wait(self, predicate: Callable[[], bool], deadline: float | None) -> bool:
-        """Condition wait that re-checks time-based predicates at least every 0.1 s."""
+    def _wait(self, predicate: Callable[[], bool], deadline: Callable[[], float | None]) -> bool:
+        """Condition wait that re-checks time-based predicates (and the deadline, which a signal
+        handler may move) at least every 0.1 s."""
         while not predicate():
-            remaining = _remaining(deadline)
+            remaining = _remaining(deadline())
             if remaining == 0.0:
                 return False
             self._progress.wait(0.1 if remaining is None else min(remaining, 0.1))
         return True
 
+    def interrupt(self, status: RunStatus | None = None, within: float = 0.0) -> None:
+        """Called from a signal handler while `close()` runs: stop waiting for trackers after
+        `within` seconds. With a `status` (SIGTERM), the run closes with it, and the journal
+        drain gets `within` seconds as well."""
+        deadline = time.monotonic() + within
+        self._close_deadline = min(self._close_deadline, deadline)
+        if status is not None:
+            self._close_status = status
+            self._drain_deadline = min(self._drain_deadline, deadline)
+
     def close(self, status: RunStatus, timeout: float | None = None) -> bool:
-        """Flush, then close every backend with `status`. Returns False if something is left
-        undelivered or a tracker refused a record."""
+        """Drain into the journal, wait for the trackers, close them with `status`.
+
+        Returns False if something is left undelivered or a tracker refused a record. The
+        journal drain is bounded by `timeout` (the close_timeout) only; `interrupt()` cuts the
+        wait for trackers short.
+        """
         timeout = self.settings.close_timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        complete = self.flush(timeout=timeout)
-        self._closing = True
         self._close_status = status
-        self._close_deadline = deadline
+        self._drain_deadline = self._close_deadline = time.monotonic() + timeout
+        drained = self._drain(lambda: self._drain_deadline)
+        complete = drained and self._wait_delivered(lambda: self._close_deadline)
+        self._closing = True
         self._stop_dispatch.set()
         self._wake_writer.set()
-        self._writer.join(_remaining(deadline))
-        self._wait_for_dispatchers(deadline)
+        self._writer.join(_remaining(self._drain_deadline))
+        self._wait_for_dispatchers()
+        status = self._close_status
         for entry in self.slots:
             if not getattr(entry.backend, "needs_delivery", True):
                 entry.closed = True
@@ -235,9 +312,36 @@ class Pipeline:
                 f"{len(self.spill)} record(s) reached the trackers but are not in the journal"
             )
         _safe(self.journal.set_meta, {"status": status.value, "ended": time.time()})
-        _safe(self.journal.close)
+        self._check_wal()
+        if self._writer.is_alive():  # out of time while still writing: leave its connection open
+            self._warn(f"fanlog: {self.submitted - self.written} record(s) were still being "
+                       f"written to {self.journal.path} when the close ran out of time")
+        else:
+            self._close_journal()
+        self.closed.set()
         refused = any(e.rejected for e in self.slots)
         return complete and not self.spill and not refused and all(e.closed for e in self.slots)
+
+    def _close_journal(self) -> None:
+        """Close the journal; after a lost -wal file, count what really reached the database."""
+        expected = self.journal.count() if self.journal.wal_lost else None
+        _safe(self.journal.close)
+        if expected is None:
+            return
+        try:
+            conn = connect(self.journal.path, readonly=True)
+            try:
+                stored = int(conn.execute("SELECT COUNT(*) FROM records").fetchone()[0])
+            finally:
+                conn.close()
+        except Exception as exc:  # noqa: BLE001 - the journal file itself is damaged
+            stored = 0
+            log.warning("fanlog: cannot read %s back: %r", self.journal.path, exc)
+        if stored < expected:
+            message = (f"fanlog: {expected - stored} of {expected} record(s) are missing from "
+                       f"{self.journal.path} because its -wal file was deleted during the run")
+            self._report("journal", RuntimeError(message))
+            self._warn(message)
 
     # ------------------------------------------------------------ writer thread
     def _write_loop(self) -> None:
@@ -255,10 +359,11 @@ class Pipeline:
             batch = []
             while pending and len(batch) < 5000:
                 batch.append(pending.popleft())
-            rows = self.journal.encode(batch, self.accepted + 1, on_error=self._encode_failed)
+            aside: list[tuple] = []
+            rows = self.journal.encode(batch, self.accepted + 1, self._encode_failed, aside)
             if not self.spill:
                 try:
-                    self.journal.insert(rows)
+                    self.journal.insert(rows, aside, on_error=self._insert_failed)
                 except Exception as exc:  # noqa: BLE001 - disk full, read-only save dir, ...
                     self._journal_failed(exc)
                 else:
@@ -266,7 +371,9 @@ class Pipeline:
                         if rows:
                             self.committed = self.accepted = rows[-1][0]
                     self._written(len(batch))
+                    self._check_wal()
                     continue
+            self._aside.extend(aside)  # set aside in the journal once it can be written
             self._spill_rows(rows)
             self._written(len(batch))
 
@@ -307,10 +414,11 @@ class Pipeline:
         self._next_retry = now + self.settings.retry_initial
         rows = list(self.spill)  # only this thread changes the spill
         try:
-            self.journal.insert(rows)
+            self.journal.insert(rows, self._aside, on_error=self._insert_failed)
         except Exception as exc:  # noqa: BLE001 - still full / read-only: keep spilling
             self.journal_error = exc
             return
+        self._aside.clear()
         with self._spill_lock:
             for _ in range(len(rows)):
                 self.spill.popleft()
@@ -327,7 +435,20 @@ class Pipeline:
 
     def _encode_failed(self, exc: BaseException, key: str) -> None:
         self.encode_errors += 1
-        self._report("journal", RuntimeError(f"record {key!r} could not be stored: {exc!r}"))
+        self._insert_failed(exc, key)
+
+    def _insert_failed(self, exc: BaseException, key: str) -> None:
+        """One record could not be stored: it is set aside in the journal; count and report it."""
+        self.unstored += 1
+        self._report("journal", RuntimeError(
+            f"record {key!r} could not be stored: {exc!r}; it is set aside in the journal's "
+            "'unstored' table"))
+
+    def _check_wal(self) -> None:
+        message = self.journal.check_wal()
+        if message is not None:
+            self._report("journal", RuntimeError(message))
+            self._warn(f"fanlog: {message}")
 
     # ------------------------------------------------------------ dispatchers
     def _dispatch_loop(self, entry: BackendSlot) -> None:
@@ -489,13 +610,15 @@ class Pipeline:
         rounds, rest = divmod(entry.stuck, every)
         return rest == 0 and rounds > 0 and rounds & (rounds - 1) == 0
 
-    def _wait_for_dispatchers(self, deadline: float) -> None:
-        """Join the dispatchers until the deadline; one stalled in a tracker call for
-        `down_after` seconds is abandoned (a daemon thread; its records stay in the journal)."""
+    def _wait_for_dispatchers(self) -> None:
+        """Join the dispatchers until the close deadline (which `interrupt()` may bring
+        forward); one stalled in a tracker call for `down_after` seconds is abandoned (a
+        daemon thread; its records stay in the journal)."""
         down_after = self.settings.down_after
+        grace = time.monotonic() + 0.5  # a last close call may still finish
         for entry, thread in zip(self._delivering, self._dispatchers, strict=True):
-            until = max(deadline, time.monotonic() + 0.5)  # a last close call may still finish
             while thread.is_alive():
+                until = max(self._close_deadline, grace)
                 if entry.watch.stalled_for() >= down_after or time.monotonic() >= until:
                     entry.abandoned = True
                     break

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from fanlog.journal import JOURNAL_NAME, Journal, unreadable
+from fanlog.journal import Journal, unreadable
+from fanlog.layout import JOURNAL_GLOB, journal_number, sort_key
 from fanlog.record import Record
 
 
@@ -43,10 +44,12 @@ class RunData:
 
     paths: list[str]
     meta: dict[int, dict[str, Any]]
-    """Per rank: run_id, run_name, status, started, ended, backends, ..."""
+    """Per rank: run_id, run_name, status, started, ended, backends, ... (of its first journal)."""
     records: list[Record] = field(default_factory=list)
     rejected: list[RejectedRecord] = field(default_factory=list)
     """Records a tracker refused for good, per rank and tracker (``fanlog show`` lists them)."""
+    journals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per journal file: its metadata (a rank with several writers has several journals)."""
 
     @property
     def metrics(self) -> list[MetricRow]:
@@ -84,19 +87,24 @@ class RunData:
 
 
 def journal_paths(path: str | os.PathLike[str]) -> list[str]:
-    """Journals under `path`: a journal file, a rank dir, a run dir, or a savedir (all runs)."""
+    """Journals under `path`: a journal file, a rank dir, a run dir, or a savedir (all runs).
+
+    Every journal of a rank is listed (``journal.sqlite``, ``journal.2.sqlite``, ...), the
+    first writer's first. `path` may contain glob characters such as ``[``: it is escaped.
+    """
     path = os.fspath(path)
     if os.path.isfile(path):
         return [os.path.abspath(path)]
+    base = glob.escape(path)
     candidates = [
-        os.path.join(path, JOURNAL_NAME),
-        os.path.join(path, "rank-*", JOURNAL_NAME),
-        os.path.join(path, "runs", "*", "rank-*", JOURNAL_NAME),
+        os.path.join(base, JOURNAL_GLOB),
+        os.path.join(base, "rank-*", JOURNAL_GLOB),
+        os.path.join(base, "runs", "*", "rank-*", JOURNAL_GLOB),
     ]
     for pattern in candidates:
-        found = sorted(glob.glob(pattern))
+        found = [p for p in glob.glob(pattern) if journal_number(p) is not None]
         if found:
-            return [os.path.abspath(p) for p in found]
+            return sorted((os.path.abspath(p) for p in found), key=sort_key)
     raise FileNotFoundError(f"no fanlog journal under {path!r}")
 
 
@@ -127,12 +135,19 @@ def read_run(path: str | os.PathLike[str], kinds: list[str] | None = None) -> Ru
         path = max(run_dirs, key=os.path.getmtime)
         paths = journal_paths(path)
     data = RunData(paths=paths, meta={})
+    by_rank: dict[int, list[list[Record]]] = {}
     for journal_path, journal, meta in iter_journals(path):
         rank = int(meta.get("rank", 0))
-        data.meta[rank] = meta
+        data.meta.setdefault(rank, meta)  # the first journal of the rank: its first writer's
+        data.journals[journal_path] = meta
         try:
-            data.records.extend(journal.iter_records(kinds, rank=rank))
+            by_rank.setdefault(rank, []).append(list(journal.iter_records(kinds, rank=rank)))
             data.rejected.extend(RejectedRecord(*row, rank) for row in journal.rejected())
         except (sqlite3.Error, json.JSONDecodeError) as exc:  # damaged after a readable start
             raise unreadable(journal_path, exc) from exc
+    for parts in by_rank.values():
+        if len(parts) == 1:
+            data.records.extend(parts[0])
+        else:  # several writers of one rank: their records interleaved in time
+            data.records.extend(sorted((r for part in parts for r in part), key=lambda r: r.time))
     return data

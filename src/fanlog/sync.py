@@ -44,7 +44,8 @@ import click
 from fanlog.backend import Backend, logger_class
 from fanlog.delivery import BatchDelivery, Rejected
 from fanlog.errors import BadJournalError, FanlogError, reason_of
-from fanlog.journal import Journal, check_journal_file, connect, is_damage, unreadable
+from fanlog.journal import Journal, JournalBusyError, check_journal_file, connect, is_damage, unreadable
+from fanlog.layout import journal_label
 from fanlog.reader import journal_paths
 from fanlog.record import Record, RunInfo, RunStatus
 
@@ -202,7 +203,7 @@ def _sync_one(
     backend = make_backend(to, journal_path, options)
     journal = Journal(journal_path, readonly=dry_run)
     try:
-        meta = journal.meta()
+        meta = _run_meta(journal_path, journal.meta())
         slots = journal.backends()
         name = cursor or (to if to in slots else f"sync:{to}")
         slot = slots.get(name)
@@ -223,7 +224,7 @@ def _sync_one(
                 result.end = journal.delivered(name)
             return result
         _check_not_live(meta, name, force)
-        with _lock(journal.run_dir, name):
+        with _lock(journal.run_dir, name + journal_label(journal_path)):
             result.start = start = journal.delivered(name)  # another sync may have just run
             _deliver(journal, backend, meta, name, slot, result, batch_size, retries,
                      progress, stop)  # fmt: skip
@@ -259,6 +260,21 @@ def _read_meta(journal_path: str) -> dict[str, Any]:
         return {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
     finally:
         conn.close()
+
+
+def _run_meta(journal_path: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """The journal's metadata, where a forked child's journal takes its parent's status, pid and
+    host: the tracker run is the parent's, so it ends (and is live) as the parent's does."""
+    parent = meta.get("forked_from")
+    if not isinstance(parent, dict) or not parent.get("journal"):
+        return meta
+    parent_path = os.path.join(os.path.dirname(journal_path), str(parent["journal"]))
+    try:
+        parent_meta = _read_meta(parent_path)
+    except Exception:  # noqa: BLE001 - the parent's journal is gone: the child's own says
+        return meta
+    owner = {k: parent_meta[k] for k in ("status", "pid", "host", "backends") if k in parent_meta}
+    return {**meta, **owner}
 
 
 def _count(
@@ -564,7 +580,7 @@ def sync_command(
         report = sync(path, to=to, dry_run=dry_run, progress=not no_progress, cursor=cursor,
                       batch_size=batch_size, force=force, retry_rejected=retry_rejected,
                       **options)  # fmt: skip
-    except (SyncError, ValueError, FileNotFoundError, ImportError) as exc:
+    except (SyncError, ValueError, FileNotFoundError, ImportError, JournalBusyError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(report.summary())
     for skipped in (j for j in report.journals if not j.cursor):

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from fanlog.capture import refuse_special
 from fanlog.errors import bad_item, describe
 from fanlog.kinds import Kind, register_kind
 from fanlog.secrets import REDACTED, CircularReferenceError, is_secret_key, redact, scrub_text
@@ -305,7 +306,8 @@ def check_relative_path(kind: str, identifier: str) -> str:
 
 
 def normalize_artifact(item: Any, identifier: str) -> str:
-    """An existing file or directory, as an absolute path; the writer copies it into the run."""
+    """An existing regular file or directory, as an absolute path. The logger then captures it
+    into the run at the call (fanlog.capture); a FIFO, socket or device is refused."""
     if not isinstance(item, (str, os.PathLike)):
         raise bad_item("artifact", identifier, "a path to a file or directory", item)
     check_relative_path("artifact", identifier)
@@ -315,6 +317,7 @@ def normalize_artifact(item: Any, identifier: str) -> str:
             f"log(kind='artifact', identifier={identifier!r}): expected an existing file or "
             f"directory, but {path!r} does not exist"
         )
+    refuse_special(path, identifier)
     return path
 
 
