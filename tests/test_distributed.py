@@ -399,6 +399,55 @@ def test_reduce_mismatch_and_timeout_name_the_metric(tmp_path):
     assert {r: run.metric("agreed", rank=r) for r in (0, 1)} == {0: [(0, 1.0)], 1: [(0, 1.0)]}
 
 
+ONE_RANK_SCRIPT = textwrap.dedent(
+    """
+    import datetime, os, sys
+    import torch, torch.distributed as dist
+    from fanlog import JournalLogger
+
+    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=30))
+    rank = dist.get_rank()
+    if rank == 0:  # as Accelerate calls its trackers: on the main process only
+        job_id = "given-id" if sys.argv[2] == "job_id" else None
+        logger = JournalLogger(savedir=sys.argv[1], job_id=job_id)
+        with logger.start_logging():
+            for step in range(5):
+                logger.log(float(step), "loss", step=step)
+    total = torch.tensor([float(rank + 1)])
+    dist.all_reduce(total)  # the ranks' collectives are still paired
+    with open(os.path.join(sys.argv[1], f"seen-by-{rank}.txt"), "w") as out:
+        out.write(f"{os.environ.get('TORCHELASTIC_RUN_ID')} {float(total)}")
+    dist.destroy_process_group()
+    """
+)
+
+
+@pytest.mark.parametrize("given_as", ["job_id", "FANLOG_RUN_ID"])
+def test_a_logger_opened_on_rank_0_only_with_a_known_run_id_needs_no_collective(tmp_path, given_as):
+    """torchrun without --standalone (its rendezvous id is "none", so the launcher names no run),
+    a process group initialised, and only rank 0 opening a logger, with its run id given. Only a
+    generated id needs agreeing on: had rank 0 broadcast a given id, it would wait for rank 1,
+    which never opens a logger, and the job would hang."""
+    from support.mlflow_server import free_port
+
+    script = tmp_path / "one_rank.py"
+    script.write_text(ONE_RANK_SCRIPT)
+    savedir = tmp_path / "mllogs"
+    savedir.mkdir()
+    launcher = ["-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2"]
+    rendezvous = ["--master_addr=127.0.0.1", f"--master_port={free_port()}"]
+    command = [sys.executable, *launcher, *rendezvous, str(script), str(savedir), given_as]
+    env = clean_env(FANLOG_RUN_ID="given-id") if given_as == "FANLOG_RUN_ID" else clean_env()
+    [(code, out)] = run_group([command], [env], tmp_path, timeout=180)
+    assert code == 0, out[-4000:]
+    # each rank: the launcher named no run, and the sum over both ranks (1 + 2) came back
+    assert [(savedir / f"seen-by-{r}.txt").read_text() for r in (0, 1)] == ["none 3.0"] * 2
+    run = the_run(savedir)
+    assert Path(run.paths[0]).parents[1].name == "given-id"
+    assert sorted(run.meta) == [0] and run.meta[0]["status"] == "finished"
+    assert run.metric("loss") == [(step, float(step)) for step in range(5)]
+
+
 # ---------------------------------------------------------------------- in-process
 @pytest.mark.parametrize(
     ("env", "expected"),

@@ -3,7 +3,8 @@
 ``Logger.log`` hands a call here, on every rank and before any gating, when it carries
 ``reduce=`` or ``on_epoch=``. After reducing, the value goes back through ``Logger.log``
 without those options, so the normal gate (``log_freq``, ``log_on_workers``) decides
-which ranks and backends store it.
+which ranks and backends store it. The state (the open epoch's accumulators, the number
+of exchanges per metric) lives on the :class:`fanlog.run.Run`.
 
 The rules (see docs/distributed.md):
 
@@ -35,11 +36,12 @@ from __future__ import annotations
 import datetime
 import os
 import threading
-import warnings
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from fanlog.diagnostics import warn_once
 from fanlog.errors import FanlogError, bad_item
 from fanlog.kinds.core import normalize_metric
 from fanlog.rank import _distributed, detect_world_size
@@ -88,6 +90,16 @@ class Accumulator:
         return self.high if self.reduce_fx == "max" else self.low
 
 
+class RunState(Protocol):
+    """Where a run keeps this module's state (:class:`fanlog.run.Run`)."""
+
+    epoch: int
+    accumulators: dict[str, Accumulator]
+    """The open epoch's ``on_epoch=True`` values, per key."""
+    reduce_calls: dict[str, int]
+    """``reduce=`` exchanges made so far, per key: part of the mismatch check."""
+
+
 # ---------------------------------------------------------------------- entry points
 def handle(logger: Any, item: Any, identifier: str, kind: str, step: int | None,
            batch_idx: int | None, options: dict[str, Any]) -> None:
@@ -101,13 +113,13 @@ def handle(logger: Any, item: Any, identifier: str, kind: str, step: int | None,
         logger.log(item, identifier, kind, step=step, batch_idx=batch_idx, **rest)
         return
     value = _scalar(item, identifier)
-    pipeline = logger._pipeline
+    run: RunState = logger._run
     if not on_epoch:
         assert reduce is not None
-        reduced = reduce_across_ranks(pipeline, identifier, reduce, value)
+        reduced = reduce_across_ranks(run, identifier, reduce, value)
         logger.log(reduced, identifier, kind, step=step, batch_idx=batch_idx, **rest)
         return
-    accumulators: dict[str, Accumulator] = _accumulators(pipeline)
+    accumulators = run.accumulators
     acc = accumulators.get(identifier)
     if acc is None:
         acc = accumulators[identifier] = Accumulator(reduce_fx, reduce, kind, options=rest)
@@ -122,46 +134,44 @@ def handle(logger: Any, item: Any, identifier: str, kind: str, step: int | None,
         acc.step = int(step)
 
 
-def end_epoch(logger: Any) -> None:
-    """Log every accumulated metric once, reducing across ranks where asked.
+def end_epoch(run: RunState, log: Callable[..., None]) -> None:
+    """Log (through `log`) every metric `run` accumulated, once, reducing across ranks where asked.
 
     Metrics are handled in sorted key order, so every rank meets the ``reduce=``
     exchanges in the same order whatever order it logged them in.
     """
-    pipeline = logger._pipeline
-    accumulators: dict[str, Accumulator] = _accumulators(pipeline)
-    epoch = int(getattr(pipeline, "epoch", 0))
+    accumulators = run.accumulators
     for identifier in sorted(accumulators):
         acc = accumulators[identifier]
-        value = acc.local() if acc.reduce is None else _reduce_epoch(pipeline, identifier, acc)
+        value = acc.local() if acc.reduce is None else _reduce_epoch(run, identifier, acc)
         del accumulators[identifier]
-        step = acc.step if acc.step is not None else epoch
-        logger.log(value, identifier, acc.kind, step=step, batch_idx=None, **acc.options)
+        step = acc.step if acc.step is not None else run.epoch
+        log(value, identifier, acc.kind, step=step, batch_idx=None, **acc.options)
 
 
 def pending(logger: Any) -> list[str]:
     """Metrics accumulated this epoch and not logged yet (they are logged at `end_epoch`)."""
-    pipeline = logger._pipeline
-    return sorted(_accumulators(pipeline)) if pipeline is not None else []
+    run: RunState | None = logger._run
+    return sorted(run.accumulators) if run is not None else []
 
 
 # ---------------------------------------------------------------------- cross-rank
-def reduce_across_ranks(pipeline: Any, identifier: str, op: str, value: Any) -> float:
+def reduce_across_ranks(run: RunState, identifier: str, op: str, value: Any) -> float:
     """`value` reduced with `op` over every rank (the local value without torch.distributed)."""
     local = _host(value)
     # Same payload shape as an epoch exchange ([value, count, total]): a rank that pairs one
     # kind of call with the other is then reported as a mismatch, not a size error.
-    rows = _exchange(pipeline, identifier, op, [local, 1.0, local])
+    rows = _exchange(run, identifier, op, [local, 1.0, local])
     if rows is None:
         return local
     return _combine(op, [r[0] for r in rows])
 
 
-def _reduce_epoch(pipeline: Any, identifier: str, acc: Accumulator) -> float:
+def _reduce_epoch(run: RunState, identifier: str, acc: Accumulator) -> float:
     assert acc.reduce is not None
     local = _host(acc.local())
     total = _host(acc.total) if acc.reduce_fx in ("mean", "sum") else local
-    rows = _exchange(pipeline, identifier, acc.reduce, [local, float(acc.count), total])
+    rows = _exchange(run, identifier, acc.reduce, [local, float(acc.count), total])
     if rows is None:
         return local
     if acc.reduce_fx == acc.reduce == "mean":  # pooled: weighted by each rank's batch count
@@ -202,20 +212,21 @@ def _side_group(dist: Any) -> Any:
         return _group
 
 
-def _exchange(pipeline: Any, identifier: str, op: str, payload: list[float]) -> list[list[float]] | None:
+def _exchange(run: RunState, identifier: str, op: str, payload: list[float]) -> list[list[float]] | None:
     """All ranks' payloads, after checking that they all exchanged the same metric and call.
 
     None when torch.distributed is not initialised (the local value is the answer).
     """
     dist = _distributed()
-    calls = _reduce_calls(pipeline)
+    calls = run.reduce_calls
     call = calls.get(identifier, 0)
     calls[identifier] = call + 1
     if dist is None:
         if detect_world_size() > 1:
-            _warn_once(
+            warn_once(
                 "fanlog: log(..., reduce=...) needs torch.distributed initialised to reduce "
-                "across ranks; each rank logs its own value"
+                "across ranks; each rank logs its own value",
+                stacklevel=5,
             )
         return None
     torch = torch_module()
@@ -299,27 +310,3 @@ def _host(value: Any) -> float:
     """A host float: the one place a device value is waited for (reduce= exchanges)."""
     return float(value.item()) if is_tensor(value) else float(value)
 
-
-def _accumulators(pipeline: Any) -> dict[str, Accumulator]:
-    """This run's open accumulators, kept on the pipeline (`Logger.end_epoch` checks them)."""
-    found = getattr(pipeline, "accumulators", None)
-    if found is None:
-        found = pipeline.accumulators = {}
-    return found
-
-
-def _reduce_calls(pipeline: Any) -> dict[str, int]:
-    """How many ``reduce=`` exchanges each metric made so far: part of the mismatch check."""
-    found = getattr(pipeline, "reduce_calls", None)
-    if found is None:
-        found = pipeline.reduce_calls = {}
-    return found
-
-
-_warned: set[str] = set()
-
-
-def _warn_once(message: str) -> None:
-    if message not in _warned:
-        _warned.add(message)
-        warnings.warn(message, RuntimeWarning, stacklevel=4)

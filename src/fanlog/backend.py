@@ -69,6 +69,13 @@ class Backend(ABC):
         """Where this backend writes, for messages (e.g. a tracking URI or directory)."""
         return self.name
 
+    def context_options(self, **options: Any) -> Sequence[str]:
+        """Offered the keyword options of ``create_logger_context()`` that fanlog itself does
+        not use (itwinai's trainer passes ``run_id=``, ``parent_run_id=``, ``run_name=``):
+        once per run, on the caller's thread, before :meth:`open`. Returns the names this
+        backend honours; the core logs the others at debug level. Default: none."""
+        return ()
+
     def classify(self, exc: BaseException) -> Verdict:
         """``"permanent"`` if `exc` means the record can never be stored here, else
         ``"transient"`` (retried with backoff). Default: :func:`fanlog.errors.classify`,

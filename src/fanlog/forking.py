@@ -8,15 +8,15 @@ touch the parent's journal connection, locks or exit actions. Hooks registered w
   the middle of an operation (inside SQLite, say) when the process is copied;
 - in the parent, release them;
 - in the child, release them, forget the parent's runs (no atexit or SIGTERM action on
-  them), and give every live logger a :class:`ForkedPipeline`. Nothing is opened yet:
+  them), and give every live run a :class:`ForkedPipeline`. Nothing is opened yet:
   a worker that never logs costs nothing.
 
 A logger used in the child records to a journal of its own beside the parent's
 (``journal.<n>.sqlite`` in the same rank directory), journal only (no tracker is opened
 in a child), committed on every call (children often end with ``os._exit``, which skips
 every exit action). It keeps the parent's backend slots, so ``fanlog sync`` delivers it
-later to the same trackers. log() pays nothing for this: the hook clears the cached gates,
-and the next call takes the slow path once.
+later to the same trackers. log() pays nothing for this: the loggers still refer to the
+same :class:`~fanlog.run.Run`, which now writes through the child's pipeline.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from fanlog.capture import Captured, CaptureFailed, capture
 from fanlog.journal import Journal, Pending, open_writer
 from fanlog.pipeline import Pipeline, PipelineSettings
 from fanlog.record import RunInfo, RunStatus
+from fanlog.run import Run
 
 _inherited: list[Any] = []
 """The parent's pipelines, kept referenced in the child so their SQLite connections are never
@@ -42,24 +43,19 @@ _held_at_fork: list[Any] = []
 
 
 class ForkedPipeline:
-    """What a logger writes to in a forked child: its own journal, committed on every call."""
+    """What a run writes to in a forked child: its own journal, committed on every call."""
 
-    def __init__(self, parent: Pipeline | ForkedPipeline, owner: Any) -> None:
-        self.run: RunInfo = parent.run
+    def __init__(self, parent: Pipeline | ForkedPipeline, run: Run) -> None:
+        self.info: RunInfo = parent.info
         self.settings: PipelineSettings = parent.settings
-        self.steps = parent.steps
-        self.counters = parent.counters
-        self._counter_lock = threading.Lock()  # the parent's may have been held at the fork
-        self.epoch = parent.epoch
         self.pid = os.getpid()
         self.parent_pid = parent.pid
         self.parent_journal = parent.journal.path if parent.journal is not None else None
         self.backend_slots = _slots_of(parent)
-        self.slots: list[Any] = []  # nothing is delivered from a child: fanlog sync does it
         self.journal: Journal | None = None
-        self.committed = self.submitted = self.dropped = self.unstored = 0
+        self.dropped = self.unstored = 0
         self.closed = threading.Event()
-        self._owner = owner
+        self._run = run
         self._writing = False
         """True while this thread is inside the journal: a SIGTERM handler that interrupts it must
         not touch the journal (its lock is held by the very thread the handler runs on)."""
@@ -74,7 +70,6 @@ class ForkedPipeline:
 
     def _write(self, record: Pending) -> None:
         journal = self._open()
-        self.submitted += 1
         aside: list[tuple] = []
         rows = journal.encode([record], journal.last_seq + 1, self._failed, aside)
         try:
@@ -84,8 +79,6 @@ class ForkedPipeline:
             warnings.warn(f"fanlog: forked child {self.pid} cannot write {journal.path} ({exc}); "
                           f"record {record[1]!r} is lost", RuntimeWarning, stacklevel=4)  # fmt: skip
             return
-        if rows:
-            self.committed = rows[-1][0]
 
     def capture(self, source: str, identifier: str) -> Captured | CaptureFailed:
         self._writing = True
@@ -97,8 +90,6 @@ class ForkedPipeline:
             return CaptureFailed(source, f"{type(exc).__name__}: {exc.strerror or exc}")
         finally:
             self._writing = False
-
-    counter = Pipeline.counter  # the same method: it needs only steps, counters, _counter_lock
 
     def flush(self, timeout: float | None = None) -> bool:
         return True  # every call is committed already
@@ -118,25 +109,28 @@ class ForkedPipeline:
         self.closed.set()
         return True
 
+    def problems(self) -> list[str]:
+        return []  # nothing is delivered from a child, so nothing is left behind here
+
     # ------------------------------------------------------------ internals
     def _open(self) -> Journal:
         """This child's journal, opened on first use, with the parent's backend slots."""
         if self.journal is not None:
             return self.journal
-        journal = open_writer(self.run.run_dir)
+        journal = open_writer(self.info.run_dir)
         for name, slot, kinds, options in self.backend_slots:
             journal.register_backend(name, kinds, options, slot=slot)
         journal.set_meta({
-            "run_id": self.run.run_id, "run_name": self.run.run_name, "rank": self.run.rank,
-            "world_size": self.run.world_size, "experiment_name": self.run.experiment_name,
+            "run_id": self.info.run_id, "run_name": self.info.run_name, "rank": self.info.rank,
+            "world_size": self.info.world_size, "experiment_name": self.info.experiment_name,
             "started": time.time(), "status": "running", "pid": self.pid,
             "host": os.uname().nodename, "backends": [],
             "forked_from": {"pid": self.parent_pid,
                             "journal": os.path.basename(self.parent_journal or "")},
         })
         self.journal = journal
-        lifecycle.register(self._owner)  # closed at this child's exit, not the parent's
-        _close_with_multiprocessing(self._owner)
+        lifecycle.register(self._run)  # closed at this child's exit, not the parent's
+        _close_with_multiprocessing(self._run)
         return journal
 
     def _failed(self, exc: BaseException, key: str) -> None:
@@ -145,7 +139,7 @@ class ForkedPipeline:
                                   "in the journal's 'unstored' table"))  # fmt: skip
 
     def _report(self, exc: BaseException) -> None:
-        self._owner._backend_failed("journal", exc)
+        self._run.backend_failed("journal", exc)
 
 
 def _slots_of(parent: Pipeline | ForkedPipeline) -> list[tuple[str, int, list[str], dict[str, Any]]]:
@@ -156,18 +150,18 @@ def _slots_of(parent: Pipeline | ForkedPipeline) -> list[tuple[str, int, list[st
              {"class": type(e.backend).__qualname__}) for e in parent.slots]
 
 
-def _close_with_multiprocessing(owner: Any) -> None:
+def _close_with_multiprocessing(run: Run) -> None:
     """multiprocessing children end with os._exit after running their finalizers: close there."""
     util = sys.modules.get("multiprocessing.util")
     process = sys.modules.get("multiprocessing.process")
     if util is None or process is None or process.current_process().name == "MainProcess":
         return
-    util.Finalize(owner, _destroy, args=(owner,), exitpriority=10)
+    util.Finalize(run, _destroy, args=(run,), exitpriority=10)
 
 
-def _destroy(owner: Any) -> None:
+def _destroy(run: Run) -> None:
     try:
-        owner.destroy_logger_context()
+        run.destroy(RunStatus.FINISHED)
     except Exception:  # noqa: BLE001 - exit path
         pass
 
@@ -191,14 +185,15 @@ def _after_fork_in_child() -> None:
     _release_held()
     writer_lock.forget_after_fork()
     journal_module.forget_after_fork()
-    for owner in lifecycle.forget_after_fork():
-        parent = owner._pipeline
-        if parent is None:
+    for run in lifecycle.forget_after_fork():
+        if not isinstance(run, Run):
             continue
+        parent = run.pipeline
+        assert isinstance(parent, (Pipeline, ForkedPipeline))
         _inherited.append(parent)
         if isinstance(parent, Pipeline):
             parent.pending.clear()  # the parent's queue: its records are the parent's to write
-        owner._use_pipeline(ForkedPipeline(parent, owner))
+        run.use_pipeline(ForkedPipeline(parent, run))
 
 
 def _release_held() -> None:

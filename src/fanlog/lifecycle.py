@@ -1,9 +1,10 @@
 """Exit paths: normal exit closes runs as finished, an uncaught exception as failed, Ctrl-C and
 SIGTERM as killed; and what a signal does while a logger is closing.
 
-SLURM and torchrun send SIGTERM before SIGKILL. The handler flushes every live logger
-within a grace period, marks runs KILLED, then lets the previous handler (or the default
-action) end the process, so the exit code stays conventional (143).
+SLURM and torchrun send SIGTERM before SIGKILL. The handler closes every live run within a
+grace period (passed to the close, never written into the user's settings), marks runs
+KILLED, then lets the previous handler (or the default action) end the process, so the
+exit code stays conventional (143).
 
 Without ``start_logging()`` (create, loop, no ``with``), the ``atexit`` closer learns how
 the program ended from a chained ``sys.excepthook``: an uncaught exception closes the run
@@ -14,8 +15,11 @@ the journal drain: it only cuts the wait for trackers short, and KeyboardInterru
 raised once the journal is closed. A SIGTERM then makes the close end as killed within
 the grace period, after which the process ends as SIGTERM says.
 
-Only the process that started a logger closes it: a forked child's exit never touches
+Only the process that started a run closes it: a forked child's exit never touches
 its parent's runs (see :mod:`fanlog.forking`).
+
+This module knows runs only through the small protocols below, so it imports neither the
+logger nor the run (:class:`fanlog.run.Run` implements :class:`Closable`).
 """
 
 from __future__ import annotations
@@ -27,20 +31,39 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from fanlog.record import RunStatus
 
-if TYPE_CHECKING:
-    from fanlog.logger import Logger
+
+class Closable(Protocol):
+    """A live run, as exit handling sees it."""
+
+    @property
+    def owner_pid(self) -> int:
+        """The process that started the run: the only one that closes it."""
+        ...
+
+    def close_for_exit(self, status: RunStatus, timeout: float | None) -> None:
+        """Close with `status` within `timeout` seconds (None: the run's own close_timeout)."""
+        ...
+
+
+class Interruptible(Protocol):
+    """A pipeline being closed, whose close a signal can cut short."""
+
+    closed: threading.Event
+
+    def interrupt(self, status: RunStatus | None = None, within: float = 0.0) -> None: ...
+
 
 SIGTERM_GRACE_SECONDS = float(os.environ.get("FANLOG_SIGTERM_GRACE", "10"))
 """Longest the SIGTERM handler spends flushing before the process goes down."""
 CLOSE_MARGIN_SECONDS = 1.0
 """Part of the grace kept for closing the journal once the trackers are given up."""
 
-_live: list[Logger] = []
-_closing: set[Any] = set()
+_live: list[Closable] = []
+_closing: set[Interruptible] = set()
 """Pipelines being closed right now (by destroy on any thread)."""
 _lock = threading.RLock()  # re-entered by the SIGTERM handler if it interrupts a holder
 _installed = False
@@ -50,10 +73,11 @@ _uncaught: RunStatus | None = None
 """How the program is ending, as the excepthook saw it (None: normally)."""
 
 
-def register(logger: Logger) -> None:
+def register(run: Closable) -> None:
+    """Close `run` at interpreter exit and on SIGTERM, unless it is closed before."""
     global _installed
     with _lock:
-        _live.append(logger)
+        _live.append(run)
         if _installed:
             return
         _installed = True
@@ -63,19 +87,14 @@ def register(logger: Logger) -> None:
         _install_sigterm()
 
 
-def unregister(logger: Logger) -> None:
+def unregister(run: Closable) -> None:
     with _lock:
-        if logger in _live:
-            _live.remove(logger)
+        if run in _live:
+            _live.remove(run)
 
 
-def live_loggers() -> list[Logger]:
-    with _lock:
-        return list(_live)
-
-
-def forget_after_fork() -> list[Logger]:
-    """In a forked child: the parent's loggers, no longer ours to close at exit or SIGTERM."""
+def forget_after_fork() -> list[Closable]:
+    """In a forked child: the parent's runs, no longer ours to close at exit or SIGTERM."""
     inherited = list(_live)
     _live.clear()
     _closing.clear()
@@ -111,15 +130,13 @@ def _close_at_exit() -> None:
 
 def _close_all(status: RunStatus, timeout: float | None) -> None:
     with _lock:
-        loggers = list(reversed(_live))
+        runs = list(reversed(_live))
     pid = os.getpid()
-    for logger in loggers:
-        if getattr(logger._pipeline, "pid", pid) != pid:  # a fork the hooks did not see
+    for run in runs:
+        if run.owner_pid != pid:  # a fork the hooks did not see
             continue
-        if timeout is not None:
-            logger.settings.close_timeout = min(logger.settings.close_timeout, timeout)
         try:
-            logger.destroy_logger_context(status)
+            run.close_for_exit(status, timeout)
         except Exception:  # noqa: BLE001 - exit path: never raise here
             pass
 
@@ -147,7 +164,7 @@ def _tracker_time() -> float:
 
 
 @contextlib.contextmanager
-def protected_close(pipeline: Any) -> Iterator[None]:
+def protected_close(pipeline: Interruptible) -> Iterator[None]:
     """Around `pipeline.close()`: Ctrl-C and SIGTERM change how the close ends, never cut the
     journal drain short (except SIGTERM's grace period)."""
     with _lock:
@@ -164,7 +181,7 @@ def protected_close(pipeline: Any) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _deferred_signals(pipeline: Any) -> Iterator[None]:
+def _deferred_signals(pipeline: Interruptible) -> Iterator[None]:
     received: list[int] = []
 
     def on_interrupt(signum: int, frame: Any) -> None:

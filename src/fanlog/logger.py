@@ -2,33 +2,39 @@
 
 Names and meanings follow ``itwinai.loggers`` so that its users can switch by
 changing an import. ``log()`` gates (``log_freq``, ``log_on_workers``), normalizes
-the item for its kind, and hands a tuple to the pipeline; it does no I/O, except that an
-artifact is captured (hard-linked or copied into the run) at the call.
+the item for its kind, and hands a tuple to the run's pipeline; it does no I/O, except that
+an artifact is captured (hard-linked or copied into the run) at the call. What a started
+run holds (steps, epoch, errors, the pipeline) lives in one :class:`fanlog.run.Run`,
+which a logger and the members of a collection share.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import time
-import uuid
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import fields
 from typing import Any, ClassVar
 
+from fanlog import aggregation, lifecycle, secrets
 from fanlog import forking as _forking  # noqa: F401 - registers the fork hooks
-from fanlog import lifecycle, secrets
 from fanlog.backend import AllKinds, Backend
-from fanlog.errors import BackendError, LoggerNotStartedError, RecordRejected
-from fanlog.journal import open_writer
+from fanlog.diagnostics import warn_once
+from fanlog.errors import BackendError, LoggerNotStartedError
+from fanlog.journal import Pending
 from fanlog.kinds import _REGISTRY, Kind, get_kind
-from fanlog.pipeline import Pipeline, PipelineSettings
-from fanlog.rank import agree_on, detect_rank, detect_world_size, job_id_from_env
+from fanlog.pipeline import PipelineSettings
+from fanlog.rank import detect_rank, detect_world_size, run_id_for_job
 from fanlog.record import RunInfo, RunStatus
+from fanlog.run import Run, Sink
 from fanlog.validate import INT64_MAX, check_index
+
+log = logging.getLogger(__name__)
 
 LogFreq = int | str
 Workers = int | list[int]
@@ -158,16 +164,11 @@ class Logger(ABC):
         self.name = name
         self.settings = _settings_from(pipeline)
         self.rank: int | None = None
-        self.run_info: RunInfo | None = None
-        self.journal_path: str | None = None
-        self._pipeline: Pipeline | None = None
-        self._owner: Logger | None = None
-        self._destroyed = False
-        self._bit = 0
+        self._run: Run | None = None
+        """The run this logger writes to (shared with the collection it belongs to); kept once
+        the run is closed, so that its info and errors stay readable."""
         self._gates: dict[str, _KindGate] = {}
-        self._warned: set[tuple[str, str]] = set()
-        self._errors: dict[str, list[str]] = {}
-        self._strict_error: BaseException | None = None
+        """Per kind, the gate built by the first call; the run empties it when it closes."""
         self._started_in: int | None = None
 
     # ------------------------------------------------------------------ itwinai names
@@ -177,7 +178,7 @@ class Logger(ABC):
 
     @property
     def is_active(self) -> bool:
-        return self._pipeline is not None
+        return self._live() is not None
 
     @property
     @abstractmethod
@@ -199,77 +200,57 @@ class Logger(ABC):
             return True
         return mode == _EVERY and batch_idx % every == 0
 
+    # ------------------------------------------------------------------ the run
+    @property
+    def run_info(self) -> RunInfo | None:
+        """The run's id, name, rank, world size and directory (None before the first start)."""
+        return self._run.info if self._run is not None else None
+
+    @property
+    def journal_path(self) -> str | None:
+        """The journal this logger's run writes (None before the first start)."""
+        return self._run.journal_path if self._run is not None else None
+
+    @property
+    def _pipeline(self) -> Sink | None:
+        """The live run's pipeline, or None (for tools and tests that look inside)."""
+        run = self._live()
+        return run.pipeline if run is not None else None
+
+    @property
+    def _bit(self) -> int:
+        """This member's mask bit in the live run (0: no tracker on this rank, or not started)."""
+        run = self._live()
+        return run.bits.get(self, 0) if run is not None else 0
+
+    def _live(self) -> Run | None:
+        """The run, while it is live."""
+        run = self._run
+        return run if run is not None and run.status is None else None
+
     # ------------------------------------------------------------------ lifecycle
-    def create_logger_context(self, rank: int | None = None, **kwargs: Any) -> Logger:
-        """Start the run: open the journal and the background workers. Returns self."""
-        if self._pipeline is not None:
+    def create_logger_context(self, rank: int | None = None, **options: Any) -> Logger:
+        """Start the run: open the journal and the background workers. Returns self.
+
+        Keyword options fanlog does not use itself (itwinai's trainer passes ``run_id=``,
+        ``parent_run_id=``, ``run_name=``) are offered to the backends of this rank
+        (:meth:`fanlog.backend.Backend.context_options`); those none takes are logged at
+        debug level.
+        """
+        if self.is_active:
             warnings.warn(
                 f"{type(self).__name__}.create_logger_context() called twice; ignored",
                 RuntimeWarning, stacklevel=2,
             )
             return self
-        if kwargs:
-            raise TypeError(f"create_logger_context() got unexpected options {sorted(kwargs)}")
         self.rank = detect_rank(rank)
-        world_size = detect_world_size()
-        for logger in (self, *self.members()):
-            logger._gates = {}
-        job_id = agree_on(self.job_id or job_id_from_env() or _new_run_id())
-        run_dir = os.path.abspath(os.path.join(self.savedir, "runs", job_id, f"rank-{self.rank}"))
+        info = self._run_info(run_id_for_job(self.job_id))
         _check_writable(self.savedir)
-        backends: list[tuple[str, Backend]] = []
-        taken: set[str] = set()
-        for member in self.members():
-            member.rank = self.rank
-            if not rank_logs(member.log_on_workers, self.rank):
-                member.backend = None
-                continue
-            backend = member.make_backend()
-            prepare = getattr(backend, "prepare", None)
-            if prepare is not None:
-                prepare()
-            name = _unique(member.name or backend.name, taken)
-            member.backend = backend
-            backends.append((name, backend))
-        journal = open_writer(run_dir)  # the first journal of the rank dir no live writer holds
-        run = RunInfo(
-            run_id=job_id,
-            run_name=self.run_name or job_id,
-            rank=self.rank,
-            world_size=world_size,
-            run_dir=run_dir,
-            experiment_name=self.experiment_name,
-            resumed=journal.existed,
-        )
-        try:
-            pipeline = Pipeline(run, journal, backends, self.settings, self._backend_failed)
-        except BaseException:
-            journal.close()
-            raise
-        self.run_info = run
-        self.journal_path = journal.path
-        pipeline.steps = journal.next_steps() if run.resumed else {}
-        journal.set_meta(
-            {
-                "run_id": run.run_id, "run_name": run.run_name, "rank": run.rank,
-                "world_size": world_size, "experiment_name": run.experiment_name,
-                "started": time.time(), "status": "running", "pid": os.getpid(),
-                "host": os.uname().nodename, "backends": [n for n, _ in backends],
-                "journal_mode": "exclusive" if journal.exclusive else "wal",
-            }
-        )
-        by_backend = {id(b): slot for slot, (_, b) in zip(pipeline.slots, backends, strict=True)}
-        for member in self.members():
-            slot = by_backend.get(id(member.backend)) if member.backend is not None else None
-            member._bit = slot.bit if slot is not None else 0
-            member._pipeline = pipeline
-            member._owner = self
-            member.run_info, member.journal_path = run, self.journal_path
-        self._pipeline = pipeline
-        self._owner = None
-        self._destroyed = False
+        members = self._make_backends(options)
+        run = Run.open(info, members, self.settings, strict=self.strict, log=self.log)
+        self._attach(run)
+        lifecycle.register(run)
         self._started_in = None
-        lifecycle.register(self)
         return self
 
     def destroy_logger_context(self, status: RunStatus | str = RunStatus.FINISHED) -> bool:
@@ -277,23 +258,12 @@ class Logger(ABC):
 
         Returns True if every record reached every backend.
         """
-        owner = self._owner or self
-        pipeline = owner._pipeline
-        if pipeline is None:
+        run = self._live()
+        if run is None:
             return True
-        status = RunStatus(status)
-        lifecycle.unregister(owner)
-        if status is RunStatus.FINISHED and getattr(pipeline, "accumulators", None):
-            owner._emit_last_epoch()
-        with lifecycle.protected_close(pipeline):  # a Ctrl-C now is raised after the close
-            complete = pipeline.close(status)
-            for logger in [owner, *owner.members()]:
-                logger._pipeline = None
-                logger._destroyed = True
-                logger._gates = {}
-            owner._summarise(pipeline, complete)
-        if owner.strict and owner._strict_error is not None:
-            error, owner._strict_error = owner._strict_error, None
+        complete = run.destroy(status)
+        error = run.take_strict_error()
+        if run.strict and error is not None:
             raise BackendError(str(error)) from error
         return complete
 
@@ -313,15 +283,11 @@ class Logger(ABC):
 
     def flush(self, timeout: float | None = None) -> bool:
         """Return once everything logged so far is in the journal and in every healthy backend."""
-        pipeline = self._pipeline
-        if pipeline is None:
+        run = self._live()
+        if run is None:
             return True
-        done = pipeline.flush(timeout)
-        owner = self._owner or self
-        if owner.strict and not done and owner._errors and owner._strict_error is None:
-            last = next(reversed(owner._errors.values()))[-1]
-            owner._strict_error = BackendError(f"records not delivered; last error: {last}")
-        self._raise_if_strict()
+        done = run.flush(timeout)
+        run.attend(stacklevel=2)
         return done
 
     # ------------------------------------------------------------------ logging
@@ -343,10 +309,7 @@ class Logger(ABC):
         see :mod:`fanlog.aggregation`.
         """
         if kwargs and ("reduce" in kwargs or "on_epoch" in kwargs or "reduce_fx" in kwargs):
-            if self._pipeline is None:
-                raise self._not_started("log")
-            from fanlog import aggregation  # cross-rank reduction and epoch accumulation
-
+            self._live_run("log")
             aggregation.handle(self, item, identifier, kind, step, batch_idx, kwargs)
             return
         gate = self._gates.get(kind)
@@ -377,19 +340,19 @@ class Logger(ABC):
         if step is not None and (type(step) is not int or not 0 <= step <= INT64_MAX):
             step = check_index(step, "step", identifier)
         value = gate.normalize(item, identifier)
-        pipeline = self._pipeline
+        run = self._run
         if step is None:  # next() of a per-key itertools.count: unique even across threads
-            step = next(pipeline.counters.get(identifier) or pipeline.counter(identifier))
+            step = next(run.counters.get(identifier) or run.counter(identifier))
         else:
-            pipeline.steps[identifier] = step + 1
-            if pipeline.counters:  # a given step moves the key's automatic count
-                pipeline.counters.pop(identifier, None)
-        pipeline.submit(
-            (gate.kind, identifier, value, step, batch_idx, pipeline.epoch, time.time(), mask,
-             _options(kwargs, kind, identifier) if kwargs else None)
-        )
-        if self._strict_error is not None:
-            self._raise_if_strict()
+            run.steps[identifier] = step + 1
+            if run.counters:  # a given step moves the key's automatic count
+                run.counters.pop(identifier, None)
+        options = _options(kwargs, kind, identifier) if kwargs else None
+        record = (gate.kind, identifier, value, step, batch_idx, run.epoch, time.time(), mask, options)
+        if run.attention:  # a warning or a strict error waits, or the run was closed
+            self._submit_and_attend(run, record)
+        else:
+            run.pipeline.submit(record)
 
     def log_metrics(
         self, metrics: Mapping[str, Any], step: int | None = None, batch_idx: int | None = None,
@@ -408,74 +371,121 @@ class Logger(ABC):
 
     def end_epoch(self) -> None:
         """Mark the end of an epoch: records logged after it carry the next epoch number."""
-        pipeline = self._pipeline
-        if pipeline is None:
-            raise self._not_started("end_epoch")
-        if getattr(pipeline, "accumulators", None):
-            from fanlog import aggregation
-
-            aggregation.end_epoch(self)
-        pipeline.epoch += 1
+        self._live_run("end_epoch").end_epoch(self.log)
 
     @property
     def epoch(self) -> int:
-        return self._pipeline.epoch if self._pipeline is not None else 0
+        run = self._live()
+        return run.epoch if run is not None else 0
 
     @property
     def dropped(self) -> int:
         """Records dropped because the journal writer fell `max_pending` behind."""
-        return self._pipeline.dropped if self._pipeline is not None else 0
+        pipeline = self._pipeline
+        return pipeline.dropped if pipeline is not None else 0
 
     @property
     def unstored(self) -> int:
         """Records that could not be stored (set aside in the journal's ``unstored`` table)."""
-        return self._pipeline.unstored if self._pipeline is not None else 0
+        pipeline = self._pipeline
+        return pipeline.unstored if pipeline is not None else 0
 
     def delivery_errors(self) -> dict[str, list[str]]:
         """Errors each backend raised so far (lenient mode records them instead of raising)."""
-        owner = self._owner or self
-        return {name: list(errors) for name, errors in owner._errors.items()}
+        errors = self._run.errors if self._run is not None else {}
+        return {name: list(found) for name, found in errors.items()}
+
+    # ------------------------------------------------------------------ starting, step by step
+    def _run_info(self, run_id: str) -> RunInfo:
+        """Who and where this process is in the run `run_id` (its rank directory)."""
+        assert self.rank is not None
+        return RunInfo(
+            run_id=run_id,
+            run_name=self.run_name or run_id,
+            rank=self.rank,
+            world_size=detect_world_size(),
+            run_dir=os.path.abspath(os.path.join(self.savedir, "runs", run_id, f"rank-{self.rank}")),
+            experiment_name=self.experiment_name,
+        )
+
+    def _make_backends(self, options: Mapping[str, Any]) -> list[tuple[object, str, Backend]]:
+        """(member, name, backend) for each member that logs on this rank: a fresh backend,
+        offered `options` and prepared on the caller's thread (a missing library fails here)."""
+        assert self.rank is not None
+        made: list[tuple[object, str, Backend]] = []
+        taken: set[str] = set()
+        honoured: set[str] = set()
+        for member in self.members():
+            member.rank = self.rank
+            member.backend = None
+            if not rank_logs(member.log_on_workers, self.rank):
+                continue
+            backend = member.make_backend()
+            if options:
+                honoured.update(backend.context_options(**options))
+            prepare = getattr(backend, "prepare", None)
+            if prepare is not None:
+                prepare()
+            member.backend = backend
+            made.append((member, _unique(member.name or backend.name, taken), backend))
+        ignored = sorted(set(options) - honoured)
+        if ignored:
+            message = "%s.create_logger_context(): no backend on rank %d takes the option(s) %s"
+            log.debug(message, type(self).__name__, self.rank, ignored)
+        return made
+
+    def _attach(self, run: Run) -> None:
+        """Point this logger and its members at `run`; their gates are rebuilt on first use."""
+        for logger in (self, *self.members()):
+            logger._run = run
+            logger._gates.clear()
+            run.forget_on_close(logger._gates)
 
     # ------------------------------------------------------------------ internals
     def _gate(self, kind: str) -> _KindGate:
         """Build (once) the gate of `kind`: which members take it, with which log_freq."""
-        if self._pipeline is None:
-            raise self._not_started("log")
+        run = self._live_run("log")
         kind_obj = _REGISTRY.get(kind) or get_kind(kind)
         all_bits = 0
         members: list[tuple[int, int]] = []
         refused: list[str] = []
         for member in self.members():
-            if not member._bit:
+            bit = run.bits.get(member, 0)
+            if not bit:
                 continue
             if kind in member.supported_kinds:
-                all_bits |= member._bit
+                all_bits |= bit
                 mode, every = member._freq
-                members.append((member._bit, 1 if mode == _BATCH else every))
+                members.append((bit, 1 if mode == _BATCH else every))
             else:
                 refused.append(type(member).__name__)
         if refused and self.unsupported == "raise":  # not cached: raised on every call
             raise ValueError(f"{refused[0]} does not support kind {kind!r} (unsupported='raise')")
-        for name in refused:
-            if self.unsupported == "warn" and (name, kind) not in self._warned:
-                self._warned.add((name, kind))
-                warnings.warn(
-                    f"{name} does not support kind {kind!r}; those records are skipped for it",
-                    UserWarning, stacklevel=3,
-                )
+        if self.unsupported == "warn":
+            for name in refused:
+                message = f"{name} does not support kind {kind!r}; those records are skipped for it"
+                warn_once(message, UserWarning, key=(name, kind), seen=run.warned, stacklevel=3)
         normalize = kind_obj.normalize
         if kind_obj.storage == "file":  # artifacts enter the run now, on the caller's thread
-            normalize = functools.partial(_capture_artifact, kind_obj, self._pipeline)
+            normalize = functools.partial(_capture_artifact, kind_obj, run)
         gate = _KindGate(kind_obj, all_bits, members, normalize)
         self._gates[kind] = gate
         return gate
 
-    def _use_pipeline(self, pipeline: Any) -> None:
-        """Point this logger and its members at another pipeline (a forked child's); the gates
-        are rebuilt on the next call."""
-        for logger in (self, *self.members()):
-            logger._pipeline = pipeline
-            logger._gates = {}
+    def _live_run(self, call: str) -> Run:
+        """The run, if it is live; else the error that says why `call` cannot be made."""
+        run = self._live()
+        if run is None:
+            raise self._not_started(call)
+        return run
+
+    def _submit_and_attend(self, run: Run, record: Pending) -> None:
+        """log()'s slow end: refuse a closed run, else submit, then warn what background threads
+        queued and raise a strict-mode error."""
+        if run.status is not None:
+            raise self._not_started("log")
+        run.pipeline.submit(record)
+        run.attend(stacklevel=3)
 
     def __getstate__(self) -> dict[str, Any]:
         """A logger reaches another process (spawn, pickle) unstarted: the live run stays here.
@@ -484,77 +494,23 @@ class Logger(ABC):
         create_logger_context(), joins the same run (in a journal of its own).
         """
         state = self.__dict__.copy()
-        if self._pipeline is not None and self.run_info is not None:
-            state["job_id"] = self.job_id or self.run_info.run_id
+        run = self._live()
+        if run is not None:
+            state["job_id"] = self.job_id or run.info.run_id
             state["_started_in"] = os.getpid()
-        state.update(_pipeline=None, _owner=None, _gates={}, _errors={}, _strict_error=None,
-                     run_info=None, journal_path=None, _bit=0, _destroyed=False)
+        state.update(_run=None, _gates={})
         if "backend" in state:
             state["backend"] = None
         return state
 
-    def _emit_last_epoch(self) -> None:
-        """Log what `on_epoch=True` accumulated since the last end_epoch() (a final, open epoch)."""
-        from fanlog import aggregation
-
-        try:
-            aggregation.end_epoch(self)
-        except aggregation.ReduceError as exc:
-            warnings.warn(f"fanlog: last epoch's aggregates not logged: {exc}", RuntimeWarning,
-                          stacklevel=3)
-
     def _not_started(self, call: str) -> LoggerNotStartedError:
-        when = "after destroy_logger_context()" if self._destroyed else (
-            "before create_logger_context()")
+        closed = self._run is not None
+        when = "after destroy_logger_context()" if closed else "before create_logger_context()"
         started_in = getattr(self, "_started_in", None)
-        if started_in is not None and not self._destroyed:
+        if started_in is not None and not closed:
             when += (f" in this process (it was started in process {started_in} and reached this"
                      " one unstarted; call create_logger_context() here)")
         return LoggerNotStartedError(f"{type(self).__name__}.{call}() called {when}")
-
-    def _backend_failed(self, name: str, exc: BaseException) -> None:
-        """Called on a background thread: record, warn once per backend, keep going."""
-        errors = self._errors.setdefault(name, [])
-        errors.append(repr(exc))
-        del errors[:-50]
-        if len(errors) == 1 and name != "journal":  # the pipeline warns about its journal itself
-            then = ("the records after it are still delivered" if isinstance(exc, RecordRejected)
-                    else "its records stay in the journal and are retried")  # fmt: skip
-            warnings.warn(
-                f"fanlog: backend {name!r} failed: {exc!r}; {then} (summary at destroy)",
-                RuntimeWarning, stacklevel=2,
-            )
-        if self.strict:
-            self._strict_error = exc
-            for member in self.members():
-                member._strict_error = exc
-
-    def _raise_if_strict(self) -> None:
-        owner = self._owner or self
-        if owner.strict and owner._strict_error is not None:
-            error, owner._strict_error = owner._strict_error, None
-            for member in owner.members():
-                member._strict_error = None
-            raise BackendError(f"a backend failed (strict mode): {error!r}") from error
-
-    def _summarise(self, pipeline: Pipeline, complete: bool) -> None:
-        lagging = [e for e in pipeline.slots if e.delivered < pipeline.committed and not e.closed]
-        if not self._errors and complete and not pipeline.dropped:
-            return
-        lines = [f"fanlog: run {pipeline.run.run_id} rank {pipeline.run.rank} ended with problems:"]
-        for name, errors in self._errors.items():
-            lines.append(f"  {name}: {len(errors)} error(s), last: {errors[-1]}")
-        lines.extend(pipeline.problems())
-        for entry in lagging:
-            lines.append(
-                f"  {entry.name}: records {entry.delivered + 1}..{pipeline.committed} not delivered;"
-                f" run `fanlog sync {self.journal_path} --to {entry.backend.name}"
-                + ("" if entry.name == entry.backend.name else f" --cursor {entry.name}")
-                + "` to deliver them"
-            )
-        if pipeline.dropped:
-            lines.append(f"  {pipeline.dropped} record(s) dropped at the max_pending bound")
-        warnings.warn("\n".join(lines), RuntimeWarning, stacklevel=3)
 
 
 class BackendLogger(Logger):
@@ -636,10 +592,6 @@ class EmptyLogger(Logger):
         return None
 
 
-def _new_run_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
-
-
 def _unique(name: str, taken: set[str]) -> str:
     candidate, n = name, 1
     while candidate in taken:
@@ -667,9 +619,9 @@ def _options(options: dict[str, Any], kind: str, identifier: str) -> dict[str, A
         ) from None
 
 
-def _capture_artifact(kind: Kind, pipeline: Any, item: Any, identifier: str) -> Any:
+def _capture_artifact(kind: Kind, run: Run, item: Any, identifier: str) -> Any:
     """The artifact kind's check, then its capture into the run (a link or a copy)."""
-    return pipeline.capture(kind.normalize(item, identifier), identifier)
+    return run.capture(kind.normalize(item, identifier), identifier)
 
 
 def _check_writable(savedir: str) -> None:

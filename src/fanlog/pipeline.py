@@ -26,13 +26,12 @@ its batch is written.
 from __future__ import annotations
 
 import collections
-import itertools
 import logging
 import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fanlog.backend import Backend
@@ -42,7 +41,7 @@ from fanlog.errors import RecordRejected, reason_of
 from fanlog.journal import Journal, Pending, Row, connect
 from fanlog.record import Record, RunInfo, RunStatus
 
-log = logging.getLogger("fanlog")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,7 +60,7 @@ class PipelineSettings:
     retry_max: float = 30.0
     spill_max: int = 100_000
     """Records kept in memory for the trackers while the journal cannot be written;
-    beyond it the oldest are dropped from memory (and counted in ``spill_dropped``)."""
+    beyond it the oldest are dropped from memory (counted, and reported at destroy)."""
     down_after: float = 5.0
     """A backend failing for this long, or stalled this long in one call (its thread blocked,
     using no CPU: a server that never answers), is down: flush() and destroy stop waiting."""
@@ -86,9 +85,7 @@ class BackendSlot:
     backend: Backend
     slot: int
     delivered: int = 0
-    failures: int = 0
     failing_since: float | None = None
-    errors: list[str] = field(default_factory=list)
     opened: bool = False
     closed: bool = False
     watch: CallWatch = field(init=False)
@@ -114,30 +111,31 @@ class BackendSlot:
 
 
 class Pipeline:
-    """The background half of a logger: owns the journal, the writer and the dispatchers."""
+    """The background half of a run: owns the journal, the writer and the dispatchers.
+
+    Construction registers the backends in the journal; :meth:`start` starts the threads.
+    Background threads report through `on_error` (an error of a backend or of the journal)
+    and `notify` (a message for the user, which the caller's thread warns; default: logged).
+    """
 
     def __init__(
         self,
-        run: RunInfo,
+        info: RunInfo,
         journal: Journal,
         backends: list[tuple[str, Backend]],
         settings: PipelineSettings | None = None,
         on_error: Callable[[str, BaseException], None] | None = None,
+        *,
+        notify: Callable[[str], None] | None = None,
     ) -> None:
-        self.run = run
+        self.info = info
         self.settings = settings or PipelineSettings()
         self.journal = journal
         """This pipeline's journal, opened by `fanlog.journal.open_writer` (it holds the lock)."""
         self.pid = os.getpid()
-        self.steps: dict[str, int] = {}
-        """Per key, one past the last step given to log() (or found in a resumed journal)."""
-        self.counters: dict[str, Iterator[int]] = {}
-        """Per key, the automatic steps (an itertools.count started at `steps`); a given step
-        drops the key's counter, so counting resumes after it."""
-        self._counter_lock = threading.Lock()
-        self.epoch = 0
         self.committed = self.journal.last_seq
         self._on_error = on_error
+        self._notify = notify or _log_warning
         self.slots: list[BackendSlot] = []
         for name, backend in backends:
             slot = self.journal.register_backend(
@@ -149,7 +147,6 @@ class Pipeline:
         self.dropped = 0
         self.submitted = 0
         self.written = 0
-        self.encode_errors = 0
         self.unstored = 0
         """Records set aside because they could not be stored (see the journal's unstored table)."""
         self.accepted = self.committed
@@ -181,6 +178,9 @@ class Pipeline:
             )
             for entry in self._delivering
         ]
+
+    def start(self) -> None:
+        """Start the journal writer and one dispatcher per backend."""
         self._writer.start()
         for thread in self._dispatchers:
             thread.start()
@@ -201,14 +201,6 @@ class Pipeline:
             return
         pending.append(record)
         self.submitted += 1
-
-    def counter(self, identifier: str) -> Iterator[int]:
-        """The automatic step counter of `identifier`, made once even if threads race for it."""
-        with self._counter_lock:
-            found = self.counters.get(identifier)
-            if found is None:
-                found = self.counters[identifier] = itertools.count(self.steps.get(identifier, 0))
-            return found
 
     def capture(self, source: str, identifier: str) -> Captured | CaptureFailed:
         """Take an artifact into the journal's files area now, on the caller's thread.
@@ -360,10 +352,10 @@ class Pipeline:
             while pending and len(batch) < 5000:
                 batch.append(pending.popleft())
             aside: list[tuple] = []
-            rows = self.journal.encode(batch, self.accepted + 1, self._encode_failed, aside)
+            rows = self.journal.encode(batch, self.accepted + 1, self._unstored, aside)
             if not self.spill:
                 try:
-                    self.journal.insert(rows, aside, on_error=self._insert_failed)
+                    self.journal.insert(rows, aside, on_error=self._unstored)
                 except Exception as exc:  # noqa: BLE001 - disk full, read-only save dir, ...
                     self._journal_failed(exc)
                 else:
@@ -388,7 +380,7 @@ class Pipeline:
         self.journal_error = exc
         self._next_retry = time.monotonic() + self.settings.retry_initial
         self._report("journal", exc)
-        self._warn(
+        self._notify(
             f"fanlog: cannot write the journal {self.journal.path} ({exc}); records are kept in "
             f"memory (up to spill_max={self.settings.spill_max}) and still delivered to the "
             "trackers, and moved into the journal when it is writable again"
@@ -414,7 +406,7 @@ class Pipeline:
         self._next_retry = now + self.settings.retry_initial
         rows = list(self.spill)  # only this thread changes the spill
         try:
-            self.journal.insert(rows, self._aside, on_error=self._insert_failed)
+            self.journal.insert(rows, self._aside, on_error=self._unstored)
         except Exception as exc:  # noqa: BLE001 - still full / read-only: keep spilling
             self.journal_error = exc
             return
@@ -431,13 +423,10 @@ class Pipeline:
 
     @staticmethod
     def _warn(message: str) -> None:
+        """A warning on the caller's thread (close); background threads use `_notify`."""
         warnings.warn(message, RuntimeWarning, stacklevel=2)
 
-    def _encode_failed(self, exc: BaseException, key: str) -> None:
-        self.encode_errors += 1
-        self._insert_failed(exc, key)
-
-    def _insert_failed(self, exc: BaseException, key: str) -> None:
+    def _unstored(self, exc: BaseException, key: str) -> None:
         """One record could not be stored: it is set aside in the journal; count and report it."""
         self.unstored += 1
         self._report("journal", RuntimeError(
@@ -445,10 +434,11 @@ class Pipeline:
             "'unstored' table"))
 
     def _check_wal(self) -> None:
+        """Report a -wal file deleted or replaced under the writer (writer thread, or close)."""
         message = self.journal.check_wal()
         if message is not None:
             self._report("journal", RuntimeError(message))
-            self._warn(f"fanlog: {message}")
+            self._notify(f"fanlog: {message}")
 
     # ------------------------------------------------------------ dispatchers
     def _dispatch_loop(self, entry: BackendSlot) -> None:
@@ -459,7 +449,7 @@ class Pipeline:
             while not entry.abandoned:
                 stopping = self._stop_dispatch.is_set()
                 if not entry.opened:
-                    if not self._attempt(entry, lambda: entry.backend.open(self.run)):
+                    if not self._attempt(entry, lambda: entry.backend.open(self.info)):
                         if stopping and self._give_up(entry):
                             return
                         self._pause(delay, stopping)
@@ -510,13 +500,13 @@ class Pipeline:
         batch = []
         if entry.delivered < committed:
             batch = reader.read(
-                entry.delivered, upto=committed, slot=entry.slot, limit=limit, rank=self.run.rank
+                entry.delivered, upto=committed, slot=entry.slot, limit=limit, rank=self.info.rank
             )
         if len(batch) < limit and spilled:
             after = max(entry.delivered, committed)
             for row in spilled:
                 if row[0] > after and row[7] & entry.bit:
-                    batch.append(reader.row_record(row, self.run.rank))
+                    batch.append(reader.row_record(row, self.info.rank))
                     if len(batch) >= limit:
                         break
         if not batch:
@@ -567,11 +557,8 @@ class Pipeline:
                 reader.set_delivered(entry.name, entry.delivered, error=repr(exc)[:500])
             except Exception:  # noqa: BLE001 - journal not writable: the error is still reported
                 pass
-        entry.failures += 1
         if entry.failing_since is None:
             entry.failing_since = time.monotonic()
-        entry.errors.append(repr(exc))
-        del entry.errors[:-20]
         with self._progress:
             self._progress.notify_all()
         self._report(entry.name, exc)
@@ -585,7 +572,7 @@ class Pipeline:
     # ------------------------------------------------------------ refused records, stalled calls
     def _stored(self, entry: BackendSlot, reader: Journal, seq: int) -> None:
         """The tracker took everything up to `seq`: it works, whatever failed before."""
-        entry.failures, entry.failing_since = 0, None
+        entry.failing_since = None
         self._advance(entry, reader, seq)
 
     def _rejected(self, entry: BackendSlot, reader: Journal, record: Record, exc: BaseException) -> None:
@@ -625,7 +612,8 @@ class Pipeline:
                 thread.join(0.05)
 
     def problems(self) -> list[str]:
-        """Lines for the end-of-run summary: stalled trackers and refused records."""
+        """Lines for the end-of-run summary: stalled trackers, refused records, records not
+        delivered (with the ``fanlog sync`` command that delivers them) and records dropped."""
         lines = []
         for entry in self.slots:
             stalled = entry.watch.stalled_for()
@@ -641,11 +629,30 @@ class Pipeline:
                     f"journal (`fanlog show` lists them, `fanlog sync --retry-rejected` tries them "
                     f"again): {shown}{more}"
                 )
+        for entry in self.slots:
+            if entry.delivered < self.committed and not entry.closed:
+                cursor = "" if entry.name == entry.backend.name else f" --cursor {entry.name}"
+                lines.append(
+                    f"  {entry.name}: records {entry.delivered + 1}..{self.committed} not delivered;"
+                    f" run `fanlog sync {self.journal.path} --to {entry.backend.name}{cursor}` to "
+                    "deliver them"
+                )
+        if self.dropped:
+            lines.append(f"  {self.dropped} record(s) dropped at the max_pending bound")
+        if self.spill_dropped:
+            lines.append(
+                f"  {self.spill_dropped} record(s) dropped from memory beyond spill_max "
+                "while the journal could not be written"
+            )
         return lines
 
 
 def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _log_warning(message: str) -> None:
+    log.warning("%s", message)
 
 
 def _safe(call: Callable[..., object], *args: object) -> None:

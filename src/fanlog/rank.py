@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+import uuid
 from typing import NamedTuple
 
 # (launcher, rank variable, world size variable, local rank variable), most specific first.
@@ -22,8 +24,6 @@ LAUNCHERS: tuple[tuple[str, str, str, str], ...] = (
     ("mvapich", "MV2_COMM_WORLD_RANK", "MV2_COMM_WORLD_SIZE", "MV2_COMM_WORLD_LOCAL_RANK"),
     ("slurm", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"),
 )
-RANK_VARIABLES = tuple(rank for _, rank, _, _ in LAUNCHERS)
-WORLD_SIZE_VARIABLES = tuple(size for _, _, size, _ in LAUNCHERS)
 
 
 class Placement(NamedTuple):
@@ -107,16 +107,30 @@ def job_id_from_env() -> str | None:
     return None
 
 
+def new_run_id() -> str:
+    """A fresh run id: the local time and a random suffix (``20250101-120000-1a2b3c``)."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def run_id_for_job(job_id: str | None = None) -> str:
+    """The run id every rank of the job uses: `job_id`, else the launcher's
+    (:func:`job_id_from_env`), else a new id that rank 0 broadcasts.
+
+    Only a generated id differs between ranks, so only it is agreed on: with `job_id` or a
+    launcher id, no collective runs, and a logger opened on some processes only (Accelerate's
+    main process, rank 0 alone) never waits for the others.
+    """
+    known = job_id or job_id_from_env()
+    return known if known else agree_on(new_run_id())
+
+
 def agree_on(value: str) -> str:
     """Rank 0's `value` on every rank when torch.distributed is initialised, else `value`.
 
-    This is a collective: every rank must reach it (every rank calls
-    ``create_logger_context``), as with any torch.distributed call. An id that came from
-    the launcher (:func:`job_id_from_env`) is already the same on every rank, so it is not
-    broadcast: a script that creates its logger on rank 0 only then still works.
+    This is a collective: every rank must reach it, as with any torch.distributed call.
     """
     dist = _distributed()
-    if dist is None or value == job_id_from_env():
+    if dist is None:
         return value
     box = [value]
     dist.broadcast_object_list(box, src=0)  # type: ignore[attr-defined]

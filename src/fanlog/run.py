@@ -1,0 +1,299 @@
+"""One started run: what ``create_logger_context()`` builds and ``destroy_logger_context()`` ends.
+
+A logger, and every member of a collection, refers to one :class:`Run`. The run holds all
+that lives as long as it does: its :class:`~fanlog.record.RunInfo`, the pipeline it writes
+through, the automatic step counters and given steps, the epoch, the ``on_epoch=``
+accumulators and ``reduce=`` call counts, the backends' errors, the mask bit of each member,
+and its status. Exit handling (:mod:`fanlog.lifecycle`) and the fork hooks
+(:mod:`fanlog.forking`) act on runs, never on loggers.
+
+Background threads never warn: they hand their message to :meth:`Run.notify`, and the
+caller's thread warns at its next ``log()``, ``flush()`` or destroy (see
+:mod:`fanlog.diagnostics`).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+import logging
+import os
+import threading
+import time
+import warnings
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from typing import Any, Protocol
+
+from fanlog import aggregation, lifecycle
+from fanlog.aggregation import Accumulator
+from fanlog.backend import Backend
+from fanlog.capture import Captured, CaptureFailed
+from fanlog.errors import BackendError, RecordRejected
+from fanlog.journal import Journal, Pending, open_writer
+from fanlog.pipeline import Pipeline, PipelineSettings
+from fanlog.record import RunInfo, RunStatus
+
+log = logging.getLogger(__name__)
+
+LogCall = Callable[..., None]
+"""``Logger.log``: how the run logs what ``on_epoch=True`` accumulated."""
+
+
+class Sink(Protocol):
+    """What a run writes through: a :class:`~fanlog.pipeline.Pipeline`, or in a forked child
+    a :class:`~fanlog.forking.ForkedPipeline`."""
+
+    pid: int
+    dropped: int
+    unstored: int
+    closed: threading.Event
+
+    def submit(self, record: Pending) -> None: ...
+    def capture(self, source: str, identifier: str) -> Captured | CaptureFailed: ...
+    def flush(self, timeout: float | None = None) -> bool: ...
+    def interrupt(self, status: RunStatus | None = None, within: float = 0.0) -> None: ...
+    def close(self, status: RunStatus, timeout: float | None = None) -> bool: ...
+    def problems(self) -> list[str]: ...
+
+
+class Run:
+    """The state of one started run, shared by a logger and its members.
+
+    Build it with :meth:`open`. ``attention`` is the one flag ``log()`` checks after the
+    gate: it is set while a warning waits for the caller's thread, a strict-mode error waits
+    to be raised, or the run is closed.
+    """
+
+    def __init__(
+        self,
+        info: RunInfo,
+        journal: Journal,
+        members: Sequence[tuple[object, str, Backend]],
+        settings: PipelineSettings,
+        *,
+        strict: bool,
+        log: LogCall,
+    ) -> None:
+        self.info = info
+        self.journal_path = journal.path
+        self.settings = settings
+        self.strict = strict
+        self._log = log
+        self.steps: dict[str, int] = journal.next_steps() if info.resumed else {}
+        """Per key, one past the last step given to log() (or found in a resumed journal)."""
+        self.counters: dict[str, Iterator[int]] = {}
+        """Per key, the automatic steps (an itertools.count started at `steps`); a given step
+        drops the key's counter, so counting resumes after it."""
+        self._counter_lock = threading.Lock()
+        self.epoch = 0
+        self.accumulators: dict[str, Accumulator] = {}
+        """``on_epoch=True`` values of the open epoch, per key (see :mod:`fanlog.aggregation`)."""
+        self.reduce_calls: dict[str, int] = {}
+        """``reduce=`` exchanges made so far per key: part of the cross-rank mismatch check."""
+        self.errors: dict[str, list[str]] = {}
+        """Per backend (and ``"journal"``), the last 50 errors, as ``repr``."""
+        self.strict_error: BaseException | None = None
+        self.warned: set[Hashable] = set()
+        """What this run warned about once already: (logger class, kind) pairs."""
+        self.status: RunStatus | None = None
+        """None while the run is live; then the status it was closed with."""
+        self.attention = False
+        self._notices: collections.deque[str] = collections.deque()
+        self._gate_caches: list[dict[str, Any]] = []
+        backends = [(name, backend) for _, name, backend in members]
+        pipeline = Pipeline(info, journal, backends, settings, self.backend_failed, notify=self.notify)
+        self.bits: dict[object, int] = {
+            member: slot.bit for (member, _, _), slot in zip(members, pipeline.slots, strict=True)
+        }
+        """The mask bit of each member logger that has a tracker on this rank."""
+        self.pipeline: Sink = pipeline
+
+    @classmethod
+    def open(
+        cls,
+        info: RunInfo,
+        members: Sequence[tuple[object, str, Backend]],
+        settings: PipelineSettings,
+        *,
+        strict: bool,
+        log: LogCall,
+    ) -> Run:
+        """Open the rank's journal writer, start the pipeline on it, and write the run's meta.
+
+        `members` are (member logger, backend name, backend) for the members that log on this
+        rank; `log` is the owner's ``log``, which ends the last epoch at destroy.
+        """
+        journal = open_writer(info.run_dir)  # the first journal of the rank dir no live writer holds
+        info = dataclasses.replace(info, resumed=journal.existed)
+        try:
+            run = cls(info, journal, members, settings, strict=strict, log=log)
+        except BaseException:
+            journal.close()
+            raise
+        pipeline = run.pipeline
+        assert isinstance(pipeline, Pipeline)  # a new run's own, not a forked child's
+        pipeline.start()
+        journal.set_meta(
+            {
+                "run_id": info.run_id,
+                "run_name": info.run_name,
+                "rank": info.rank,
+                "world_size": info.world_size,
+                "experiment_name": info.experiment_name,
+                "started": time.time(),
+                "status": "running",
+                "pid": os.getpid(),
+                "host": os.uname().nodename,
+                "backends": [name for _, name, _ in members],
+                "journal_mode": "exclusive" if journal.exclusive else "wal",
+            }
+        )
+        return run
+
+    # ------------------------------------------------------------------ steps and epochs
+    def counter(self, identifier: str) -> Iterator[int]:
+        """The automatic step counter of `identifier`, made once even if threads race for it."""
+        with self._counter_lock:
+            found = self.counters.get(identifier)
+            if found is None:
+                found = self.counters[identifier] = itertools.count(self.steps.get(identifier, 0))
+            return found
+
+    def end_epoch(self, log: LogCall) -> None:
+        """Log (through `log`) what ``on_epoch=True`` accumulated, then start the next epoch."""
+        if self.accumulators:
+            aggregation.end_epoch(self, log)
+        self.epoch += 1
+
+    def capture(self, source: str, identifier: str) -> Captured | CaptureFailed:
+        """Take an artifact into the run now (see :meth:`fanlog.pipeline.Pipeline.capture`)."""
+        return self.pipeline.capture(source, identifier)
+
+    # ------------------------------------------------------------------ members
+    def forget_on_close(self, gates: dict[str, Any]) -> None:
+        """Empty a logger's gate cache when the run closes, so that its next ``log()`` takes
+        the slow path and says that the run has ended."""
+        self._gate_caches.append(gates)
+
+    def use_pipeline(self, pipeline: Sink) -> None:
+        """Go on writing through another pipeline (a forked child's). The step counters' lock
+        may have been held at the fork, and the parent's warnings are the parent's."""
+        self.pipeline = pipeline
+        self._counter_lock = threading.Lock()
+        self._notices.clear()
+
+    @property
+    def owner_pid(self) -> int:
+        """The process this run belongs to: only that one closes it."""
+        return self.pipeline.pid
+
+    # ------------------------------------------------------------------ errors and warnings
+    def backend_failed(self, name: str, exc: BaseException) -> None:
+        """The pipeline's error callback, on a background thread: record the error, tell the
+        user once per backend, and keep going."""
+        errors = self.errors.setdefault(name, [])
+        errors.append(repr(exc))
+        del errors[:-50]
+        if len(errors) == 1 and name != "journal":  # the pipeline words its journal's errors
+            then = (
+                "the records after it are still delivered"
+                if isinstance(exc, RecordRejected)
+                else "its records stay in the journal and are retried"
+            )
+            self.notify(f"fanlog: backend {name!r} failed: {exc!r}; {then} (summary at destroy)")
+        if self.strict:
+            self.strict_error = exc
+            self.attention = True
+
+    def notify(self, message: str) -> None:
+        """Queue a warning for the caller's thread; called from background threads. Once the
+        run is closed nobody calls again, so it is logged instead."""
+        if self.status is not None:
+            log.warning("%s", message)
+            return
+        self._notices.append(message)
+        self.attention = True
+
+    def attend(self, stacklevel: int) -> None:
+        """On the caller's thread: warn what background threads queued, and in strict mode
+        raise the backend error that waits. `stacklevel` is that of the user's call."""
+        self.attention = self.status is not None
+        self._warn_notices(stacklevel + 1)
+        error = self.take_strict_error()
+        if error is not None:
+            raise BackendError(f"a backend failed (strict mode): {error!r}") from error
+
+    def take_strict_error(self) -> BaseException | None:
+        error, self.strict_error = self.strict_error, None
+        return error
+
+    def _warn_notices(self, stacklevel: int) -> None:
+        while self._notices:
+            warnings.warn(self._notices.popleft(), RuntimeWarning, stacklevel=stacklevel + 1)
+
+    # ------------------------------------------------------------------ flush and close
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything logged so far is in the journal and in every healthy backend.
+        In strict mode, records left undelivered become the error the next call raises."""
+        done = self.pipeline.flush(timeout)
+        if self.strict and not done and self.errors and self.strict_error is None:
+            last = next(reversed(self.errors.values()))[-1]
+            self.strict_error = BackendError(f"records not delivered; last error: {last}")
+            self.attention = True
+        return done
+
+    def destroy(self, status: RunStatus | str = RunStatus.FINISHED, timeout: float | None = None) -> bool:
+        """End the run: log what ``on_epoch=True`` still holds (when finished), drain the
+        journal, wait for the trackers, close them with `status`, and warn what went wrong.
+
+        `timeout` is a grace period that bounds the close below ``close_timeout`` (the SIGTERM
+        handler passes its own); nothing else changes the settings. Returns True if every
+        record reached every backend, and True for a run already closed.
+        """
+        if self.status is not None:
+            return True
+        status = RunStatus(status)
+        lifecycle.unregister(self)
+        try:
+            if status is RunStatus.FINISHED and self.accumulators:
+                self._emit_last_epoch()
+        finally:  # a strict-mode error raised while logging them is raised after the close
+            complete = self._close(status, timeout)
+        return complete
+
+    def close_for_exit(self, status: RunStatus, timeout: float | None) -> None:
+        """:class:`fanlog.lifecycle.Closable`: close at interpreter exit or on SIGTERM."""
+        self.destroy(status, timeout)
+
+    def _close(self, status: RunStatus, timeout: float | None) -> bool:
+        close_timeout = self.settings.close_timeout
+        limit = close_timeout if timeout is None else min(timeout, close_timeout)
+        pipeline = self.pipeline
+        with lifecycle.protected_close(pipeline):  # a Ctrl-C now is raised after the close
+            complete = pipeline.close(status, limit)
+            self._warn_notices(stacklevel=4)
+            self.status = status
+            self.attention = True
+            for gates in self._gate_caches:
+                gates.clear()
+            self._summarise(complete)
+        return complete
+
+    def _emit_last_epoch(self) -> None:
+        """Log what ``on_epoch=True`` accumulated since the last end_epoch() (a final, open epoch)."""
+        try:
+            aggregation.end_epoch(self, self._log)
+        except aggregation.ReduceError as exc:
+            warnings.warn(f"fanlog: last epoch's aggregates not logged: {exc}", RuntimeWarning, stacklevel=4)
+
+    def _summarise(self, complete: bool) -> None:
+        """One warning that lists what went wrong in this run, if anything did."""
+        problems = self.pipeline.problems()
+        if not self.errors and complete and not problems:
+            return
+        lines = [f"fanlog: run {self.info.run_id} rank {self.info.rank} ended with problems:"]
+        for name, errors in self.errors.items():
+            lines.append(f"  {name}: {len(errors)} error(s), last: {errors[-1]}")
+        lines.extend(problems)
+        warnings.warn("\n".join(lines), RuntimeWarning, stacklevel=5)
