@@ -1,0 +1,5 @@
+"""`python -m fanlog.cli`: the `fanlog` command."""
+
+from fanlog.cli import main
+
+main()
