@@ -60,8 +60,11 @@ def test_signature_and_defaults_come_from_the_declaration(name: str) -> None:
 
 
 def test_common_options_are_loggers_own_and_pipeline_fields_are_read() -> None:
-    defaults = {n: p.default for n, p in inspect.signature(Logger.__init__).parameters.items()
-                if p.kind is p.POSITIONAL_OR_KEYWORD and n != "self"}  # fmt: skip
+    defaults = {
+        n: p.default
+        for n, p in inspect.signature(Logger.__init__).parameters.items()
+        if p.kind is p.POSITIONAL_OR_KEYWORD and n != "self"
+    }
     pipeline = {f.name: f.default for f in dataclasses.fields(PipelineSettings)}
     declared = {n: f.default for n, f in LoggerOptions.model_fields.items()}
     assert declared == {**defaults, **pipeline}
@@ -72,11 +75,17 @@ def test_common_options_are_loggers_own_and_pipeline_fields_are_read() -> None:
 @pytest.mark.parametrize(
     ("call", "error", "text"),
     [
-        (lambda: MLflowLogger(trackin_uri="x"), TypeError,
-         "MLflowLogger: unknown option 'trackin_uri' (did you mean 'tracking_uri'?)"),
+        (
+            lambda: MLflowLogger(trackin_uri="x"),
+            TypeError,
+            "MLflowLogger: unknown option 'trackin_uri' (did you mean 'tracking_uri'?)",
+        ),
         (lambda: TensorBoardLogger(flush_sec=3), TypeError, "did you mean 'flush_secs'?"),
-        (lambda: WandBLogger(experiment_name="x"), TypeError,
-         "unknown option 'experiment_name' (did you mean 'project_name'?)"),
+        (
+            lambda: WandBLogger(experiment_name="x"),
+            TypeError,
+            "unknown option 'experiment_name' (did you mean 'project_name'?)",
+        ),
         (lambda: TensorBoardLogger(max_queue="ten"), TypeError, "max_queue: expected integer, got str 'ten'"),
         (lambda: MLflowLogger(tags=["a"]), TypeError, "tags: expected object or null, got list ['a']"),
         (lambda: ConsoleLogger(interval="5"), TypeError, "interval: expected number, got str '5'"),
@@ -94,8 +103,14 @@ def test_bad_options_name_the_option_and_what_is_expected(call: Any, error: type
 
 
 def test_from_options_builds_the_same_backend_the_logger_builds(tmp_path: Path) -> None:
-    logger = MLflowLogger(str(tmp_path), tracking_uri="http://127.0.0.1:1", run_description="d",
-                          experiment_name="exp", log_on_workers=[2, 3], tags={"team": "a"})  # fmt: skip
+    logger = MLflowLogger(
+        str(tmp_path),
+        tracking_uri="http://127.0.0.1:1",
+        run_description="d",
+        experiment_name="exp",
+        log_on_workers=[2, 3],
+        tags={"team": "a"},
+    )
     built = logger.make_backend()
     spec = built.spec()
     json.dumps(spec)
@@ -125,8 +140,9 @@ def test_spec_redacts_secrets_and_flags_what_json_cannot_hold(tmp_path: Path) ->
 def test_the_journal_records_each_backends_declaration(tmp_path: Path) -> None:
     """What `fanlog show` reads instead of a class name: needs_delivery, declared."""
     out = tmp_path / "notes"
-    collection = LoggersCollection([JournalLogger(log_freq="batch"), NotesLogger(folder=str(out))],
-                                   savedir=str(tmp_path))  # fmt: skip
+    collection = LoggersCollection(
+        [JournalLogger(log_freq="batch"), NotesLogger(folder=str(out))], savedir=str(tmp_path)
+    )
     with collection.start_logging(rank=0):
         collection.log(1.0, "loss", step=0)
     conn = connect(collection.journal_path, readonly=True)
@@ -134,8 +150,12 @@ def test_the_journal_records_each_backends_declaration(tmp_path: Path) -> None:
     conn.close()
     assert specs["journal"]["needs_delivery"] is False and specs["notes"]["needs_delivery"] is True
     assert specs["notes"]["type"] == "notes" and specs["notes"]["options"]["folder"] == str(out)
-    summary = subprocess.run([sys.executable, "-m", "fanlog.cli", "show", str(tmp_path)],
-                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    summary = subprocess.run(
+        [sys.executable, "-m", "fanlog.cli", "show", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert summary.returncode == 0, summary.stderr
     assert "journal stored, notes 1/1" in summary.stdout, summary.stdout
     assert len([n for n in read_notes(out) if n.get("kind") == "metric"]) == 1
@@ -172,8 +192,10 @@ def test_every_hook_has_a_working_default(tmp_path: Path) -> None:
     backend = Minimal()
     backend.prepare()
     backend.open(None)  # type: ignore[arg-type]
-    records = [Record(seq=i, kind="metric", key="m", value=v, step=i, time=0.0)
-               for i, v in enumerate([1.0, 2.0, -1.0, 3.0], start=1)]  # fmt: skip
+    records = [
+        Record(seq=i, kind="metric", key="m", value=v, step=i, time=0.0)
+        for i, v in enumerate([1.0, 2.0, -1.0, 3.0], start=1)
+    ]
     with pytest.raises(fanlog.errors.PartialDelivery) as caught:
         backend.write(records)
     assert caught.value.done == 2 and backend.kept == [1.0, 2.0]
@@ -242,11 +264,40 @@ def test_a_tracker_option_may_not_repeat_a_common_one() -> None:
 
 
 def test_tracker_kinds_are_registered_by_their_module_when_asked_for() -> None:
-    code = ("import sys\nfrom fanlog.kinds import get_kind\n"
-            "assert 'fanlog.backends.prov' not in sys.modules\n"
-            "print(get_kind('prov_documents').name, 'fanlog.backends.prov' in sys.modules)")  # fmt: skip
+    code = (
+        "import sys\nfrom fanlog.kinds import get_kind\n"
+        "assert 'fanlog.backends.prov' not in sys.modules\n"
+        "print(get_kind('prov_documents').name, 'fanlog.backends.prov' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["prov_documents", "True"], out.stderr
     from fanlog.kinds import get_kind
 
     assert get_kind("prov_documents").normalize.__module__ == "fanlog.backends.prov"
+
+
+def test_config_needs_neither_click_nor_a_tracker_library() -> None:
+    code = (
+        "import sys\nfrom fanlog.config import from_config, json_schema\n"
+        "from_config({'loggers': [{'type': 'mlflow'}, {'type': 'wandb'}, {'type': 'prov'}]})\n"
+        "json_schema()\n"
+        "print(sorted(m for m in ('click', 'torch', 'mlflow', 'wandb', 'tensorboard', 'yprov4ml')"
+        " if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("context", ["train", "TRAINING", 3])
+def test_prov_refuses_an_unknown_context_also_through_a_collection(context: Any) -> None:
+    """Prov4MLLogger.log checks `context` at the call; a record that reaches the backend
+    another way (a collection, fanlog sync) is rejected for yProv4ML alone, naming it."""
+    from fanlog.backends.prov import Prov4MLBackend
+    from fanlog.errors import RecordRejected
+
+    record = Record(
+        seq=7, kind="metric", key="loss", value=1.0, step=0, time=0.0, options={"context": context}
+    )
+    with pytest.raises(RecordRejected, match="context must be one of") as caught:
+        Prov4MLBackend()._item(record, resumed=False)
+    assert caught.value.seq == 7

@@ -61,17 +61,26 @@ def log_a_run(logger: Any, steps: int = 4) -> None:
 def test_registered_by_name_and_used_from_a_config(tmp_path: Path, fresh_registry: None) -> None:
     fanlog.register_backend("notes", "support.third_party_backend:NotesLogger")
     out = tmp_path / "out"
-    logger = from_config({
-        "savedir": str(tmp_path / "logs"), "unsupported": "ignore",
-        "loggers": [{"type": "journal", "log_freq": "batch"},
-                    {"type": "notes", "folder": str(out), "digits": 2}],
-    })  # fmt: skip
+    logger = from_config(
+        {
+            "savedir": str(tmp_path / "logs"),
+            "unsupported": "ignore",
+            "loggers": [
+                {"type": "journal", "log_freq": "batch"},
+                {"type": "notes", "folder": str(out), "digits": 2},
+            ],
+        }
+    )
     journal, notes = logger.members()
     assert type(notes).__name__ == "NotesLogger" and notes.folder == str(out) and notes.digits == 2
     log_a_run(logger)
     stored = read_notes(out)
     assert [(n["key"], n["value"]) for n in stored if n.get("kind") == "metric"] == [
-        ("loss", 1.0), ("loss", 0.5), ("loss", 0.33), ("loss", 0.25)]  # fmt: skip
+        ("loss", 1.0),
+        ("loss", 0.5),
+        ("loss", 0.33),
+        ("loss", 0.25),
+    ]
     assert [n["key"] for n in stored if n.get("kind") == "param"] == ["lr"]
     assert [n["value"] for n in stored if n.get("kind") == "text"] == ["hello"]
     assert stored[-1] == {"status": "finished"} and len(stored) == 7
@@ -82,16 +91,20 @@ def test_registered_by_name_and_used_from_a_config(tmp_path: Path, fresh_registr
         fanlog.register_backend("notes", third_party_backend.NotesLogger)
 
 
-def test_entry_point_found_without_importing_the_package(tmp_path: Path, installed: Path,
-                                                         fresh_registry: None) -> None:  # fmt: skip
+def test_entry_point_found_without_importing_the_package(
+    tmp_path: Path, installed: Path, fresh_registry: None
+) -> None:
     assert "notes_tracker" not in sys.modules
     assert "notes" in registry.known_backends()
     assert "backend-notes" in json_schema()["$defs"]
     out = tmp_path / "out"
-    collection = LoggersCollection([
-        JournalLogger(savedir=str(tmp_path / "logs"), log_freq="batch"),
-        from_config({"type": "notes", "folder": str(out)}),
-    ], unsupported="ignore")  # fmt: skip
+    collection = LoggersCollection(
+        [
+            JournalLogger(savedir=str(tmp_path / "logs"), log_freq="batch"),
+            from_config({"type": "notes", "folder": str(out)}),
+        ],
+        unsupported="ignore",
+    )
     log_a_run(collection, steps=3)
     assert registry.backend_type("notes").__module__ == "notes_tracker"
     stored = read_notes(out)
@@ -101,8 +114,14 @@ def test_entry_point_found_without_importing_the_package(tmp_path: Path, install
 
 def run_cli(*args: str, site: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "fanlog.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "fanlog.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=120,
+    )
 
 
 @pytest.mark.slow
@@ -112,19 +131,40 @@ def test_fanlog_sync_to_an_entry_point_tracker(tmp_path: Path, installed: Path) 
     logger = JournalLogger(savedir=str(tmp_path / "logs"), log_freq="batch")
     log_a_run(logger, steps=5)
     out = tmp_path / "synced"
-    first = run_cli("sync", str(tmp_path / "logs"), "--to", "notes", "-o", f"folder={out}", "-o",
-                    "digits=3", "--no-progress", site=installed, cwd=tmp_path)  # fmt: skip
+    first = run_cli(
+        "sync",
+        str(tmp_path / "logs"),
+        "--to",
+        "notes",
+        "-o",
+        f"folder={out}",
+        "-o",
+        "digits=3",
+        "--no-progress",
+        site=installed,
+        cwd=tmp_path,
+    )
     assert first.returncode == 0, first.stdout + first.stderr
     stored = read_notes(out)
     kinds = [n.get("kind") for n in stored]
     assert kinds.count("metric") == 5 and kinds.count("param") == 1 and kinds.count("text") == 1
     assert [n["value"] for n in stored if n.get("kind") == "metric"][2] == 0.333
-    again = run_cli("sync", str(tmp_path / "logs"), "--to", "notes", "-o", f"folder={out}",
-                    "--no-progress", site=installed, cwd=tmp_path)  # fmt: skip
+    again = run_cli(
+        "sync",
+        str(tmp_path / "logs"),
+        "--to",
+        "notes",
+        "-o",
+        f"folder={out}",
+        "--no-progress",
+        site=installed,
+        cwd=tmp_path,
+    )
     assert again.returncode == 0, again.stdout + again.stderr
     assert [n.get("kind") for n in read_notes(out)].count("metric") == 5
     typo = run_cli("sync", str(tmp_path / "logs"), "--to", "notez", site=installed, cwd=tmp_path)
     assert typo.returncode != 0 and "did you mean 'notes'" in typo.stderr
-    bad = run_cli("sync", str(tmp_path / "logs"), "--to", "notes", "-o", "digits=many",
-                  site=installed, cwd=tmp_path)  # fmt: skip
+    bad = run_cli(
+        "sync", str(tmp_path / "logs"), "--to", "notes", "-o", "digits=many", site=installed, cwd=tmp_path
+    )
     assert bad.returncode != 0 and "digits: expected integer, got str 'many'" in bad.stderr

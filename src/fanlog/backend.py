@@ -21,7 +21,6 @@ import importlib
 import os
 import stat
 from collections.abc import Mapping, Sequence
-from importlib import metadata
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
@@ -87,9 +86,11 @@ class Backend:
         cls.supported_kinds = frozenset(cls.writers)
 
     def __init__(
-        self, options: BackendOptions | None = None, context: BackendContext | None = None,
+        self,
+        options: BackendOptions | None = None,
+        context: BackendContext | None = None,
         **values: Any,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Build from validated `options` and a `context`, or from plain keyword `values`
         (tracker options and context fields: ``MLflowBackend(tracking_uri=..., savedir=...)``)."""
         if values:
@@ -118,6 +119,8 @@ class Backend:
         common = [n for n in BackendContext.field_names() if n not in cls.Options.sets_common]
         own = {k: v for k, v in values.items() if k not in common}
         given = {k: v for k, v in values.items() if k in common}
+        if "savedir" in given:
+            given["savedir"] = os.fspath(given["savedir"])
         context = dataclasses.replace(context or BackendContext(), **given)
         options = check(cls.Options, own, f"{cls.__name__} options")
         assert isinstance(options, BackendOptions)
@@ -234,8 +237,9 @@ def artifact_source(record: Record) -> str:
                     raise RecordRejected(f"{inner!r} is not a regular file", record.seq)
         return path
     if not stat.S_ISREG(mode):
-        raise RecordRejected(f"{path!r} is not a regular file or a directory (a FIFO, socket "
-                             "or device)", record.seq)  # fmt: skip
+        raise RecordRejected(
+            f"{path!r} is not a regular file or a directory (a FIFO, socket or device)", record.seq
+        )
     return path
 
 
@@ -245,8 +249,7 @@ def import_tracker(module: str, extra: str) -> Any:
         return importlib.import_module(module)
     except ImportError as exc:
         raise ImportError(
-            f"{module} is not installed; install it with: pip install 'fanlog[{extra}]' "
-            f"({exc})"
+            f"{module} is not installed; install it with: pip install 'fanlog[{extra}]' ({exc})"
         ) from exc
 
 
@@ -277,15 +280,20 @@ def register_backend(name: str, logger: type | str, *, replace: bool = False) ->
     if not isinstance(name, str) or not name or ":" in name:
         raise ValueError(f"a backend name must be a non-empty str without ':'; got {name!r}")
     if not isinstance(logger, (str, type)):
-        raise TypeError(f"register_backend({name!r}, ...) expects a Logger class or a "
-                        f"'module:Class' path; got {logger!r}")  # fmt: skip
+        raise TypeError(
+            f"register_backend({name!r}, ...) expects a Logger class or a 'module:Class' path; got {logger!r}"
+        )
     known = name in _REGISTERED or name in backends.BUILTIN or name in CORE_LOGGERS
     if known and not replace:
         raise ValueError(f"backend {name!r} is already registered (pass replace=True to replace it)")
     _REGISTERED[name] = logger
 
 
-def _entry_points() -> dict[str, metadata.EntryPoint]:
+def _entry_points() -> dict[str, Any]:
+    """The ``fanlog.backends`` entry points of installed packages (read each time: a package
+    installed while the process runs is found too)."""
+    from importlib import metadata
+
     return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
@@ -313,8 +321,9 @@ def logger_type(name: str) -> type[Logger]:
         target = f"{module}:{attr}"
     if target is None:
         known = known_backends()
-        raise ValueError(f"unknown backend {name!r}{did_you_mean(name, known)}; known backends: "
-                         f"{', '.join(known)}")  # fmt: skip
+        raise ValueError(
+            f"unknown backend {name!r}{did_you_mean(name, known)}; known backends: {', '.join(known)}"
+        )
     found = _load(target) if isinstance(target, str) else target
     if not (isinstance(found, type) and issubclass(found, Logger)):
         raise TypeError(f"backend {name!r} names {found!r}, which is not a fanlog Logger class")
@@ -342,4 +351,3 @@ def _load(target: str) -> Any:
     except (ImportError, AttributeError) as exc:
         raise ImportError(f"cannot import {module}:{attr}: {exc}") from exc
     return value
-

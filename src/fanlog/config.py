@@ -234,7 +234,7 @@ def _target_path(entry: Mapping[str, Any], where: str) -> tuple[str, str]:
         raise ConfigError(f"{where}: '{TARGET_KEY}' must be a dotted class path; got {target!r}")
     for prefix, replacement in TARGET_ALIASES.items():
         if target.startswith(prefix):
-            target = replacement + target[len(prefix):]
+            target = replacement + target[len(prefix) :]
     module, _, attr = target.rpartition(".")
     return module, attr
 
@@ -248,8 +248,11 @@ def _entry_model(cls: type) -> type[BaseModel]:
 
 def _collection_model(cls: type) -> type[BaseModel]:
     """A collection's options: its class's, less its members and what the members decide."""
-    fields = {name: (field.annotation, field) for name, field in _entry_model(cls).model_fields.items()
-              if name not in (MEMBERS_KEY, *COLLECTION_FIXED)}  # fmt: skip
+    fields = {
+        name: (field.annotation, field)
+        for name, field in _entry_model(cls).model_fields.items()
+        if name not in (MEMBERS_KEY, *COLLECTION_FIXED)
+    }
     return create_model(f"{cls.__name__}Config", __config__=_entry_model(cls).model_config, **fields)
 
 
@@ -296,8 +299,10 @@ def json_schema() -> dict[str, Any]:
         "properties": {TARGET_KEY: {"type": "string"}},
         "required": [TARGET_KEY],
     }
-    defs["entry"] = {"anyOf": [{"$ref": f"#/$defs/{key}"} for key in defs if key != "target"]
-                     + [{"$ref": "#/$defs/target"}]}  # fmt: skip
+    defs["entry"] = {
+        "anyOf": [{"$ref": f"#/$defs/{key}"} for key in defs if key != "target"]
+        + [{"$ref": "#/$defs/target"}]
+    }
     collection = class_schema(LoggersCollection, exclude=(MEMBERS_KEY, *COLLECTION_FIXED))
     collection["properties"][MEMBERS_KEY] = {"type": "array", "items": {"$ref": "#/$defs/entry"}}
     collection["required"] = [MEMBERS_KEY]

@@ -35,29 +35,40 @@ class _LoggerOptions(BaseModel):
     model_config = _CONFIG
 
     savedir: str | os.PathLike[str] = Field(
-        _DEFAULTS["savedir"], description="where the journal (and file-based trackers) write")
+        _DEFAULTS["savedir"], description="where the journal (and file-based trackers) write"
+    )
     log_freq: int | str = Field(
-        _DEFAULTS["log_freq"], description="'batch' (every call), 'epoch' (only calls without "
-        "batch_idx) or an int n (calls whose batch_idx % n == 0, and calls without batch_idx)")
+        _DEFAULTS["log_freq"],
+        description="'batch' (every call), 'epoch' (only calls without "
+        "batch_idx) or an int n (calls whose batch_idx % n == 0, and calls without batch_idx)",
+    )
     log_on_workers: int | list[int] | tuple[int, ...] = Field(
-        _DEFAULTS["log_on_workers"], description="the rank that logs, -1 for every rank, or a "
-        "list of ranks")
+        _DEFAULTS["log_on_workers"], description="the rank that logs, -1 for every rank, or a list of ranks"
+    )
     experiment_name: str | None = Field(
-        _DEFAULTS["experiment_name"], description="the experiment (or project) the run belongs to")
+        _DEFAULTS["experiment_name"], description="the experiment (or project) the run belongs to"
+    )
     run_name: str | None = Field(
-        _DEFAULTS["run_name"], description="the run's name in trackers that show one")
+        _DEFAULTS["run_name"], description="the run's name in trackers that show one"
+    )
     job_id: str | None = Field(
-        _DEFAULTS["job_id"], description="the run id every rank shares (default: the launcher's "
-        "job id, else a new one)")
+        _DEFAULTS["job_id"],
+        description="the run id every rank shares (default: the launcher's job id, else a new one)",
+    )
     unsupported: Literal[UNSUPPORTED_POLICIES] = Field(  # type: ignore[valid-type]
-        _DEFAULTS["unsupported"], description="a kind a tracker does not store: 'warn' once per "
-        "(tracker, kind), 'raise', 'ignore', or 'journal' (kept in the journal, silently)")
+        _DEFAULTS["unsupported"],
+        description="a kind a tracker does not store: 'warn' once per "
+        "(tracker, kind), 'raise', 'ignore', or 'journal' (kept in the journal, silently)",
+    )
     strict: bool = Field(
-        _DEFAULTS["strict"], description="raise a tracker's errors (at the next call) instead of "
-        "only recording them")
+        _DEFAULTS["strict"],
+        description="raise a tracker's errors (at the next call) instead of only recording them",
+    )
     name: str | None = Field(
-        _DEFAULTS["name"], description="this tracker's name in the journal (default: the "
-        "tracker's, e.g. 'mlflow'; give one to tell two of a kind apart)")
+        _DEFAULTS["name"],
+        description="this tracker's name in the journal (default: the "
+        "tracker's, e.g. 'mlflow'; give one to tell two of a kind apart)",
+    )
 
 
 def _pipeline_fields() -> dict[str, Any]:
@@ -97,8 +108,10 @@ def tracker_model(logger_cls: type[TrackerLogger]) -> type[BaseModel]:
     tracker: dict[str, Any] = {}
     for name, field in own.model_fields.items():
         if name in fields:
-            raise TypeError(f"{own.__qualname__}.{name} repeats the common option {name!r}; "
-                            "give the tracker's default in common_defaults instead")  # fmt: skip
+            raise TypeError(
+                f"{own.__qualname__}.{name} repeats the common option {name!r}; "
+                "give the tracker's default in common_defaults instead"
+            )
         tracker[name] = (field.annotation, field)
     savedir = fields.pop("savedir")  # the one positional option, then the tracker's own
     ordered = {"savedir": savedir, **tracker, **fields}
@@ -199,6 +212,9 @@ def _plain(annotation: Any) -> Any:
     if origin is Literal:
         return annotation
     if origin is not None:
-        return annotation if origin in _PLAIN and all(
-            a is Any or _plain(a) is a for a in typing.get_args(annotation)) else Any  # fmt: skip
+        return (
+            annotation
+            if origin in _PLAIN and all(a is Any or _plain(a) is a for a in typing.get_args(annotation))
+            else Any
+        )
     return annotation if annotation in _PLAIN else Any

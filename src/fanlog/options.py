@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
-from pydantic.json_schema import GenerateJsonSchema
 
 Workers = int | list[int]
 
@@ -71,10 +72,9 @@ def did_you_mean(name: object, choices: Iterable[object]) -> str:
 class OptionsError(ValueError):
     """Options that do not match their declaration; `problems` holds one line per option."""
 
-    def __init__(self, owner: str, problems: list[str], wrong_type: bool) -> None:
+    def __init__(self, owner: str, problems: list[str]) -> None:
         super().__init__(f"{owner}: " + "; ".join(problems))
         self.problems = problems
-        self.wrong_type = wrong_type
 
 
 class OptionsTypeError(OptionsError, TypeError):
@@ -88,7 +88,7 @@ def check(model: type[BaseModel], values: Mapping[str, Any], owner: str) -> Base
         return model.model_validate(dict(values))
     except ValidationError as exc:
         problems, wrong_type = describe_errors(model, exc)
-        raise (OptionsTypeError if wrong_type else OptionsError)(owner, problems, wrong_type) from None
+        raise (OptionsTypeError if wrong_type else OptionsError)(owner, problems) from None
 
 
 def problems_of(model: type[BaseModel], values: Mapping[str, Any]) -> list[str]:
@@ -115,8 +115,9 @@ def describe_errors(model: type[BaseModel], exc: ValidationError) -> tuple[list[
         kinds = {e["type"] for e in errors}
         value = errors[0].get("input")
         if "extra_forbidden" in kinds:
-            lines.append(f"unknown option {name!r}{did_you_mean(name, fields)}; accepted: "
-                         f"{', '.join(sorted(fields))}")  # fmt: skip
+            lines.append(
+                f"unknown option {name!r}{did_you_mean(name, fields)}; accepted: {', '.join(sorted(fields))}"
+            )
         elif "missing" in kinds:
             lines.append(f"missing required option {name!r}")
         elif kinds <= {"literal_error", "enum"}:
@@ -127,8 +128,9 @@ def describe_errors(model: type[BaseModel], exc: ValidationError) -> tuple[list[
             lines.append(f"{name}: {errors[0]['ctx']['error']}")
             continue
         else:
-            lines.append(f"{name}: expected {expected(_schema_of(model, name))}, got "
-                         f"{type(value).__name__} {value!r}")  # fmt: skip
+            lines.append(
+                f"{name}: expected {expected(_schema_of(model, name))}, got {type(value).__name__} {value!r}"
+            )
         wrong_type = True
     return lines, wrong_type
 
@@ -146,19 +148,25 @@ def expected(schema: Mapping[str, Any]) -> str:
     """A field's accepted JSON types, in words (``integer or string``)."""
     if "enum" in schema:
         return f"one of {schema['enum']}"
-    kinds = _types(schema)
-    return " or ".join(kinds) if kinds else "a value of another type"
+    kinds = _types(schema) + [expected(option) for option in schema.get("anyOf", [])]
+    return " or ".join(dict.fromkeys(kinds)) if kinds else "a value of another type"
 
 
 # ---------------------------------------------------------------------------- JSON Schema
-class _Schema(GenerateJsonSchema):
-    """pydantic's JSON Schema, where a Python-only type (a stream, a credential) is ``{}``."""
+@functools.cache
+def _schema_generator() -> type:
+    """pydantic's JSON Schema generator, where a Python-only type (a stream, a credential)
+    is ``{}`` (imported when a schema is first asked for: not on the training path)."""
+    from pydantic.json_schema import GenerateJsonSchema
 
-    def is_instance_schema(self, schema: Any) -> dict[str, Any]:
-        return {}
+    class Schema(GenerateJsonSchema):
+        def is_instance_schema(self, schema: Any) -> dict[str, Any]:
+            return {}
 
-    def callable_schema(self, schema: Any) -> dict[str, Any]:
-        return {}
+        def callable_schema(self, schema: Any) -> dict[str, Any]:
+            return {}
+
+    return Schema
 
 
 _SCHEMAS: dict[type[BaseModel], dict[str, Any]] = {}
@@ -169,7 +177,7 @@ def json_schema(model: type[BaseModel]) -> dict[str, Any]:
     ``"type": ["string", "null"]`` rather than an ``anyOf`` of one-type schemas."""
     found = _SCHEMAS.get(model)
     if found is None:
-        raw = model.model_json_schema(schema_generator=_Schema)
+        raw = model.model_json_schema(schema_generator=_schema_generator())
         raw.pop("title", None)
         properties = {name: simplify(prop) for name, prop in raw.get("properties", {}).items()}
         found = _SCHEMAS[model] = {**raw, "properties": properties}
@@ -204,12 +212,8 @@ def simplify(schema: dict[str, Any]) -> dict[str, Any]:
 
 def jsonable(value: Any) -> bool:
     """True if `value` survives ``json.dumps`` (what a journal row or a schema default needs)."""
-    import json
-
     try:
         json.dumps(value)
     except (TypeError, ValueError):
         return False
     return True
-
-

@@ -57,8 +57,13 @@ class NotesBackend(Backend):
 
     def _line(self, record: Record, value: Any) -> None:
         assert self._file is not None, "write() before open()"
-        entry = {"seq": record.seq, "kind": record.kind, "key": record.key, "step": record.step,
-                 "value": value}  # fmt: skip
+        entry = {
+            "seq": record.seq,
+            "kind": record.kind,
+            "key": record.key,
+            "step": record.step,
+            "value": value,
+        }
         self._file.write(json.dumps(entry) + "\n")
 
     def flush(self) -> None:

@@ -142,7 +142,7 @@ class MLflowOptions(BackendOptions):
 
     tracking_uri: str | None = Field(None, description="any URI MLflow accepts; default "
         "MLFLOW_TRACKING_URI, else the URI of a run already active in the process, else an "
-        "SQLite store <savedir>/mlflow.db (artifacts in <savedir>/mlartifacts)")  # fmt: skip
+        "SQLite store `<savedir>/mlflow.db` (artifacts in `<savedir>/mlartifacts`)")  # fmt: skip
     run_id: str | None = Field(None, description="attach to this existing run (default "
                                "MLFLOW_RUN_ID), e.g. after a restart")  # fmt: skip
     parent_run_id: str | None = Field(None, description="make the run a child of this run")

@@ -76,7 +76,7 @@ class Prov4MLOptions(BackendOptions):
 
     prov_user_namespace: str = Field("www.example.org", description="the PROV namespace of the user")
     provenance_save_dir: str = Field("mllogs/prov_logs", description="where yprov4ml writes "
-        "(<dir>/<experiment_name>_<run id>/), made absolute at construction")  # fmt: skip
+        "(`<dir>/<experiment_name>_<run id>/`), made absolute at construction")  # fmt: skip
     save_after_n_logs: int = Field(100, description="yprov4ml flushes a metric to its file every "
                                    "n values")  # fmt: skip
     create_graph: bool = Field(True, description="also write the graph as .dot")

@@ -152,7 +152,7 @@ class TensorBoardOptions(BackendOptions):
     """Options of the TensorBoard event files."""
 
     logdir: str | None = Field(None, description="write the event files exactly here (default: "
-                               "<savedir>/tensorboard/<run name>[/rank-<r>])")  # fmt: skip
+                               "`<savedir>/tensorboard/<run name>[/rank-<r>]`)")  # fmt: skip
     max_queue: int = Field(10, description="events kept in memory before they are written")
     flush_secs: float = Field(120, description="longest time an event waits in memory, in seconds")
     histogram_bins: int = Field(64, description="bins of a histogram (a record's `bins=` option "
