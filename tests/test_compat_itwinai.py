@@ -11,7 +11,6 @@ from __future__ import annotations
 import inspect
 import io
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from tensorboard.backend.event_processing import event_accumulator as ea
 
 import fanlog
-from fanlog.backend import Backend
+from fanlog.backend import JOURNAL_ONLY_BIT, Backend
 from fanlog.compat import itwinai
 from fanlog.compat.itwinai import (
     BASE_EXP_NAME,
@@ -35,8 +34,9 @@ from fanlog.compat.itwinai import (
     WandBLogger,
     get_mlflow_logger,
 )
-from fanlog.errors import PartialDelivery
-from fanlog.record import Record, RunInfo
+from fanlog.journal import connect
+from fanlog.logger import TrackerLogger
+from fanlog.record import Record
 from test_wandb_backend import QUIET, offline_env, offline_runs  # noqa: F401  (W&B reader, env)
 
 # itwinai's documented example (docs "Tracking ML workflows", itwinai.loggers), with only the
@@ -264,34 +264,50 @@ def test_carbon_kind_is_registered_and_checked() -> None:
         kind.normalize("lots", "c")
 
 
-class HalfStored(Backend):
-    """A test double (it stands for a tracker that fails mid-batch): stores one record, then raises."""
+class MetricsOnly(Backend):
+    """A real backend that stores metrics in a list: what reached the tracker, counted."""
 
-    name = "half"
-    supported_kinds = frozenset({"metric"})
+    name = "metrics-only"
+    writers = {"metric": "_store"}
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.stored: list[str] = []
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stored: list[Record] = []
 
-    def open(self, run: RunInfo) -> None:
-        pass
-
-    def write(self, records: Sequence[Record]) -> None:
-        self.stored.append(records[0].key)
-        raise PartialDelivery(1, RuntimeError("server went away"))
-
-    def close(self, status: Any) -> None:
-        pass
+    def _store(self, record: Record) -> None:
+        self.stored.append(record)
 
 
-def test_partial_delivery_counts_the_whole_batch() -> None:
-    """The kinds filter maps a partial delivery of the filtered batch back to the whole batch."""
-    backend = itwinai._with_itwinai_kinds(HalfStored(), "ConsoleLogger")
-    records = [Record(seq=i, kind=k, key=f"r{i}", value=b"", step=0, time=0.0)
-               for i, k in enumerate(["torch", "metric", "artifact", "metric"], start=1)]  # fmt: skip
-    with pytest.raises(PartialDelivery) as caught:
-        backend.write(records)
-    assert backend.stored == ["r2"]
-    assert caught.value.done == 3, "r1 (journal only), r2 (stored), r3 (journal only) are done"
-    assert isinstance(backend, HalfStored) and backend.supported_kinds == ITWINAI_SUPPORTED[ConsoleLogger]
+class ItwinaiStyleLogger(TrackerLogger):
+    """Declares more kinds than its tracker stores, as the itwinai classes do."""
+
+    backend_class = MetricsOnly
+
+    @property
+    def supported_kinds(self) -> frozenset[str]:
+        return frozenset({"metric", "torch", "carbon"})
+
+
+def test_kinds_the_tracker_does_not_store_stay_in_the_journal_only(tmp_path: Path) -> None:
+    """(Replaces the test of the former runtime kinds adapter.) A declared kind the tracker
+    cannot store is journaled with no tracker bit: the tracker never sees it, nothing is
+    lost, delivery is complete; an undeclared kind is ignored as itwinai ignores it."""
+    logger = ItwinaiStyleLogger(savedir=str(tmp_path), log_freq="batch", unsupported="ignore")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        logger.create_logger_context(rank=0)
+        logger.log(1.0, "loss", step=0)
+        logger.log(torch.ones(2), "weights.pt", kind="torch")
+        logger.log(0.5, "co2", kind="carbon")
+        logger.log(3, "epochs", kind="param")  # not declared: ignored
+        logger.log(2.0, "loss", step=1)
+        backend = logger.backend
+        assert logger.destroy_logger_context() is True
+    assert isinstance(backend, MetricsOnly)
+    assert [(r.key, r.value) for r in backend.stored] == [("loss", 1.0), ("loss", 2.0)]
+    run = fanlog.read_run(logger.journal_path)
+    assert [r.kind for r in run.records] == ["metric", "torch", "carbon", "metric"]
+    conn = connect(logger.journal_path, readonly=True)
+    masks = dict(conn.execute("SELECT kind, mask FROM records WHERE kind != 'metric'"))
+    conn.close()
+    assert masks == {"torch": JOURNAL_ONLY_BIT, "carbon": JOURNAL_ONLY_BIT}

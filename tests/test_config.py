@@ -20,7 +20,7 @@ import yaml
 from tensorboard.backend.event_processing import event_accumulator as ea
 
 import fanlog
-from fanlog.backend import BACKENDS
+from fanlog.backends import BUILTIN as BACKENDS
 from fanlog.backends.journal import JournalLogger
 from fanlog.backends.mlflow import MLflowLogger
 from fanlog.backends.tensorboard import TensorBoardLogger

@@ -12,10 +12,13 @@ __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
     "Logger": "fanlog.logger",
+    "TrackerLogger": "fanlog.logger",
     "BackendLogger": "fanlog.logger",
     "LoggersCollection": "fanlog.logger",
     "EmptyLogger": "fanlog.logger",
     "Backend": "fanlog.backend",
+    "BackendOptions": "fanlog.options",
+    "register_backend": "fanlog.backend",
     "Record": "fanlog.record",
     "RunInfo": "fanlog.record",
     "RunStatus": "fanlog.record",

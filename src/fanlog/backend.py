@@ -1,31 +1,46 @@
-"""The contract every tracker implements: open a run, write batches of records, close.
+"""The contract every tracker implements, and the registry of trackers by name.
 
-A backend never sees the gate, the queue or the journal. It runs on its own
-background thread, receives records read back from the journal (so live delivery
-and ``fanlog sync`` are the same code path), and may raise: the dispatcher retries
-with backoff and never drops what the backend did not accept. A record the tracker
-can never take is a :class:`fanlog.errors.RecordRejected` (raised, or noted with
-:meth:`Backend.reject`); :meth:`Backend.classify` tells the dispatcher which other
-errors are of that sort.
+A backend never sees the gate, the queue or the journal. It runs on its own background
+thread (a dispatcher), receives records read back from the journal (so live delivery and
+``fanlog sync`` are the same code path), and may raise: the dispatcher retries with
+backoff and never drops what the backend did not accept. Every hook has a working
+default, so a small tracker is an :class:`~fanlog.options.BackendOptions` model, a
+``writers`` table and the methods it names. docs/writing-a-backend.md states the contract
+in full (which hook runs when, on which thread, and what it may raise).
 
-Adding a tracker means adding one file under ``fanlog/backends/`` with a
-:class:`Backend` subclass and a user-facing :class:`fanlog.logger.BackendLogger`
-subclass, and one line in :data:`BACKENDS`.
+A tracker is one file: its options, its backend and a two-line
+:class:`fanlog.logger.TrackerLogger` shell. Built-in trackers are listed in
+:data:`fanlog.backends.BUILTIN`; others arrive with :func:`register_backend` or an entry
+point in the ``fanlog.backends`` group, and every name is found by :func:`logger_type`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import stat
-from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 
-from fanlog.errors import RecordRejected, Verdict, classify
+from fanlog.errors import PartialDelivery, RecordRejected, Verdict, classify
+from fanlog.options import BackendContext, BackendOptions, check, did_you_mean, jsonable
 from fanlog.record import Record, RunInfo, RunStatus
+from fanlog.secrets import redact
+
+if TYPE_CHECKING:
+    from fanlog.logger import Logger
+
+B = TypeVar("B", bound="Backend")
+
+ENTRY_POINT_GROUP = "fanlog.backends"
+"""Packages declare their trackers here: ``[project.entry-points."fanlog.backends"]``."""
+
+JOURNAL_ONLY_BIT = 1 << 62
+"""The mask bit of a record kept in the journal for no tracker (``unsupported="journal"``).
+A journal holds at most 62 backends (bits 0-61), so no dispatcher ever reads this bit."""
 
 
 class AllKinds(frozenset):
@@ -38,32 +53,133 @@ class AllKinds(frozenset):
         return "AllKinds()"
 
 
-class Backend(ABC):
-    """One tracker. Subclasses set `name` and `supported_kinds` and implement the three calls."""
+class Backend:
+    """One tracker: options declared once, the kinds it stores as a table, and hooks that
+    all have a working default. See docs/writing-a-backend.md for the whole contract."""
 
     name: ClassVar[str] = "backend"
+    """The registered name: in the journal's delivery table and ``fanlog sync --to``."""
+    Options: ClassVar[type[BackendOptions]] = BackendOptions
+    """The tracker's options, declared once (fields, types, defaults, descriptions)."""
+    writers: ClassVar[Mapping[str, str]] = {}
+    """kind → name of the method that stores one record of that kind, ``method(record)``."""
     supported_kinds: ClassVar[frozenset[str]] = frozenset()
+    """Derived from `writers` (set it only in a backend that overrides `write` without one)."""
     max_batch: ClassVar[int] = 1000
     """Most records handed to one `write` call."""
+    needs_delivery: ClassVar[bool] = True
+    """False for a backend whose store is the journal itself: it gets no dispatcher, and
+    `fanlog show` counts its records as delivered."""
 
-    def __init__(self, **options: Any) -> None:
-        self.options = options
+    options: BackendOptions
+    context: BackendContext
 
-    @abstractmethod
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "writers" not in cls.__dict__:
+            return
+        if "supported_kinds" in cls.__dict__:
+            raise TypeError(f"{cls.__qualname__}: declare `writers`; supported_kinds is derived from it")
+        missing = [m for m in cls.writers.values() if not callable(getattr(cls, m, None))]
+        if missing:
+            raise TypeError(f"{cls.__qualname__}.writers names methods it does not have: {missing}")
+        cls.supported_kinds = frozenset(cls.writers)
+
+    def __init__(
+        self,
+        options: BackendOptions | None = None,
+        context: BackendContext | None = None,
+        **values: Any,
+    ) -> None:
+        """Build from validated `options` and a `context`, or from plain keyword `values`
+        (tracker options and context fields: ``MLflowBackend(tracking_uri=..., savedir=...)``)."""
+        if values:
+            if options is not None or context is not None:
+                raise TypeError(f"{type(self).__name__}(): give options and context, or keywords")
+            options, context = self.split(values)
+        self.options = options if options is not None else self.Options()
+        self.context = (context or BackendContext()).with_defaults(self.Options.common_defaults)
+
+    @classmethod
+    def from_options(
+        cls: type[B], options: Mapping[str, Any] | None = None, context: BackendContext | None = None
+    ) -> B:
+        """A backend built from a plain mapping (``fanlog sync -o key=value``, a config file,
+        a process that rebuilds it from :meth:`spec`). Context fields in `options`
+        (``savedir``, ``experiment_name``, ...) replace those of `context`."""
+        own, found = cls.split(dict(options or {}), context)
+        return cls(own, found)
+
+    @classmethod
+    def split(
+        cls, values: Mapping[str, Any], context: BackendContext | None = None
+    ) -> tuple[BackendOptions, BackendContext]:
+        """`values` as (validated options, context); an unknown option is a TypeError that
+        names the closest accepted one, a wrong value a ValueError."""
+        common = [n for n in BackendContext.field_names() if n not in cls.Options.sets_common]
+        own = {k: v for k, v in values.items() if k not in common}
+        given = {k: v for k, v in values.items() if k in common}
+        if "savedir" in given:
+            given["savedir"] = os.fspath(given["savedir"])
+        context = dataclasses.replace(context or BackendContext(), **given)
+        options = check(cls.Options, own, f"{cls.__name__} options")
+        assert isinstance(options, BackendOptions)
+        return options, context
+
+    def spec(self) -> dict[str, Any]:
+        """This backend's declaration as JSON-able data (secrets redacted): its registered
+        `type`, its class, its options and context, and the options that cannot be written
+        as JSON (a credential object), which a rebuild must supply again."""
+        values = {name: getattr(self.options, name) for name in type(self.options).model_fields}
+        options = {k: v for k, v in values.items() if jsonable(v)}
+        return {
+            "type": self.name,
+            "class": f"{type(self).__module__}:{type(self).__qualname__}",
+            "options": redact(options),
+            "context": redact(dataclasses.asdict(self.context)),
+            "unserialisable": sorted(set(values) - set(options)),
+            "needs_delivery": self.needs_delivery,
+        }
+
+    # ------------------------------------------------------------ caller's thread
+    def prepare(self) -> None:
+        """Called once at ``create_logger_context``, on the caller's thread, before the run
+        starts: import the tracker library, read what is thread-local (an active run).
+        No network. Raising here fails ``create_logger_context`` (a missing extra, bad
+        options). Default: nothing."""
+
+    # ------------------------------------------------------------ dispatcher thread
     def open(self, run: RunInfo) -> None:
-        """Start or attach to the tracker's run. Called once, on the dispatcher thread."""
+        """Start or attach to the tracker's run, on the dispatcher thread, before any write.
+        Retried with backoff until it succeeds, so it must be idempotent: a second call
+        after a failure must not start a second run. Default: nothing."""
 
-    @abstractmethod
     def write(self, records: Sequence[Record]) -> None:
-        """Store a batch, in order. Raise on failure (the batch is retried);
-        raise :class:`fanlog.errors.PartialDelivery` if only a prefix was stored."""
+        """Store a batch, in order. Default: each record through its `writers` entry.
+
+        Raise on failure (the batch is retried); raise :class:`PartialDelivery` if only a
+        prefix was stored; raise :class:`RecordRejected` (or call :meth:`reject`) for a
+        record that can never be stored here."""
+        done = 0
+        try:
+            for record in records:
+                self.write_record(record)
+                done += 1
+        except Exception as exc:
+            if done:
+                raise PartialDelivery(done, exc) from exc
+            raise
+
+    def write_record(self, record: Record) -> Any:
+        """Store one record with the method its kind is declared with in `writers`."""
+        return getattr(self, self.writers[record.kind])(record)
 
     def flush(self) -> None:
-        """Make what `write` accepted visible in the tracker (default: nothing to do)."""
+        """Make what `write` accepted visible in the tracker. Default: nothing to do."""
 
-    @abstractmethod
     def close(self, status: RunStatus) -> None:
-        """End the run with `status`, unless the run belongs to someone else."""
+        """End the run with `status` (unless the run belongs to someone else) and release
+        what `open` took. Called once, after the last write. Default: nothing."""
 
     def describe(self) -> str:
         """Where this backend writes, for messages (e.g. a tracking URI or directory)."""
@@ -128,8 +244,9 @@ def artifact_source(record: Record) -> str:
                     raise RecordRejected(f"{inner!r} is not a regular file", record.seq)
         return path
     if not stat.S_ISREG(mode):
-        raise RecordRejected(f"{path!r} is not a regular file or a directory (a FIFO, socket "
-                             "or device)", record.seq)  # fmt: skip
+        raise RecordRejected(
+            f"{path!r} is not a regular file or a directory (a FIFO, socket or device)", record.seq
+        )
     return path
 
 
@@ -139,8 +256,7 @@ def import_tracker(module: str, extra: str) -> Any:
         return importlib.import_module(module)
     except ImportError as exc:
         raise ImportError(
-            f"{module} is not installed; install it with: pip install 'fanlog[{extra}]' "
-            f"({exc})"
+            f"{module} is not installed; install it with: pip install 'fanlog[{extra}]' ({exc})"
         ) from exc
 
 
@@ -154,26 +270,91 @@ def finite_histogram(values: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndar
     return np.histogram(values, bins=bins)
 
 
-# name → "module:LoggerClass", imported only when used (config files, `fanlog sync --to`).
-BACKENDS: dict[str, str] = {
-    "journal": "fanlog.backends.journal:JournalLogger",
-    "console": "fanlog.backends.console:ConsoleLogger",
-    "empty": "fanlog.logger:EmptyLogger",
-    "mlflow": "fanlog.backends.mlflow:MLflowLogger",
-    "tensorboard": "fanlog.backends.tensorboard:TensorBoardLogger",
-    "wandb": "fanlog.backends.wandb:WandBLogger",
-    "azureml": "fanlog.backends.azureml:AzureMLLogger",
-    "prov": "fanlog.backends.prov:Prov4MLLogger",
-}
+# ---------------------------------------------------------------------------- the registry
+CORE_LOGGERS: dict[str, str] = {"empty": "fanlog.logger:EmptyLogger"}
+"""Names of loggers that are no tracker (they are in configuration files too)."""
+_REGISTERED: dict[str, str | type] = {}
 
 
-def logger_class(name: str) -> type:
-    """The Logger class registered as `name`, or a dotted path ``package.module.Class``."""
-    target = BACKENDS.get(name)
+def register_backend(name: str, logger: type | str, *, replace: bool = False) -> None:
+    """Make `name` usable in config files (``type: name``), ``fanlog sync --to name`` and
+    :func:`logger_type`: `logger` is a :class:`fanlog.logger.TrackerLogger` subclass, or its
+    ``"package.module:Class"`` path (imported on first use). A name already known is an
+    error unless `replace`. Packages can instead declare an entry point in the
+    ``fanlog.backends`` group, found without importing the package beforehand."""
+    from fanlog import backends
+
+    if not isinstance(name, str) or not name or ":" in name:
+        raise ValueError(f"a backend name must be a non-empty str without ':'; got {name!r}")
+    if not isinstance(logger, (str, type)):
+        raise TypeError(
+            f"register_backend({name!r}, ...) expects a Logger class or a 'module:Class' path; got {logger!r}"
+        )
+    known = name in _REGISTERED or name in backends.BUILTIN or name in CORE_LOGGERS
+    if known and not replace:
+        raise ValueError(f"backend {name!r} is already registered (pass replace=True to replace it)")
+    _REGISTERED[name] = logger
+
+
+def _entry_points() -> dict[str, Any]:
+    """The ``fanlog.backends`` entry points of installed packages (read each time: a package
+    installed while the process runs is found too)."""
+    from importlib import metadata
+
+    return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def known_backends() -> list[str]:
+    """Every name :func:`logger_type` resolves: registered, built in, and entry points."""
+    from fanlog import backends
+
+    return sorted({*_REGISTERED, *backends.BUILTIN, *CORE_LOGGERS, *_entry_points()})
+
+
+def logger_type(name: str) -> type[Logger]:
+    """The Logger class registered as `name` (or a dotted path ``package.module.Class``).
+
+    Looked up in :func:`register_backend`'s table, then the built-in trackers, then the
+    ``fanlog.backends`` entry points (read only when the name is not found before)."""
+    from fanlog import backends
+    from fanlog.logger import Logger
+
+    target: str | type | None = _REGISTERED.get(name) or backends.BUILTIN.get(name) or CORE_LOGGERS.get(name)
+    if target is None:
+        entry = _entry_points().get(name)
+        target = entry.value if entry is not None else None
     if target is None and "." in name:
         module, _, attr = name.rpartition(".")
         target = f"{module}:{attr}"
     if target is None:
-        raise ValueError(f"unknown backend {name!r}; known backends: {', '.join(sorted(BACKENDS))}")
+        known = known_backends()
+        raise ValueError(
+            f"unknown backend {name!r}{did_you_mean(name, known)}; known backends: {', '.join(known)}"
+        )
+    found = _load(target) if isinstance(target, str) else target
+    if not (isinstance(found, type) and issubclass(found, Logger)):
+        raise TypeError(f"backend {name!r} names {found!r}, which is not a fanlog Logger class")
+    return found
+
+
+def backend_type(name: str) -> type[Backend]:
+    """The Backend class of the tracker registered as `name`."""
+    cls = logger_type(name)
+    backend = getattr(cls, "backend_class", None)
+    if backend is None:
+        raise ValueError(f"{name!r} ({cls.__name__}) is not a tracker: it has no backend_class")
+    return backend
+
+
+logger_class = logger_type  # the former name
+
+
+def _load(target: str) -> Any:
     module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    try:
+        value: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            value = getattr(value, part)
+    except (ImportError, AttributeError) as exc:
+        raise ImportError(f"cannot import {module}:{attr}: {exc}") from exc
+    return value

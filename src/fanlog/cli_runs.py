@@ -28,8 +28,9 @@ from fanlog.reader import RunData, journal_paths, read_run
 
 EXPORT_FORMATS = ("csv", "parquet", "jsonl")
 EXPORT_COLUMNS = ("run_id", "rank", "kind", "key", "step", "epoch", "batch_idx", "time", "value")
-_STORED_IN_JOURNAL = {"JournalBackend"}
-"""Backend classes whose store is the journal itself (no delivery cursor)."""
+_BEFORE_DECLARATIONS = {"JournalBackend"}
+"""In journals written before backends declared ``needs_delivery``: the classes whose store
+is the journal itself."""
 
 
 # --------------------------------------------------------------------------- run lookup
@@ -94,13 +95,14 @@ def journal_summary(path: str) -> dict[str, Any]:
         trackers = []
         for name, slot, options in conn.execute("SELECT name, slot, options FROM backends ORDER BY slot"):
             bit = 1 << int(slot)
-            backend_class = json.loads(options or "{}").get("class", "")
+            spec = json.loads(options or "{}")
             seq, error = cursors.get(name, (0, None))
             total, delivered = conn.execute(
                 "SELECT COUNT(*), COALESCE(SUM(seq <= ?), 0) FROM records WHERE (mask & ?) != 0",
                 (seq, bit),
             ).fetchone()
-            stored = backend_class in _STORED_IN_JOURNAL and name not in cursors
+            needs_delivery = spec.get("needs_delivery", spec.get("class") not in _BEFORE_DECLARATIONS)
+            stored = not needs_delivery and name not in cursors
             rejected = refused.get(name, [])
             delivered -= sum(1 for r in rejected if r <= seq)
             trackers.append({

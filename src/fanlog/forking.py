@@ -146,8 +146,8 @@ def _slots_of(parent: Pipeline | ForkedPipeline) -> list[tuple[str, int, list[st
     """(name, slot, kinds, options) of the parent's backends: the child's journal keeps them."""
     if isinstance(parent, ForkedPipeline):
         return parent.backend_slots
-    return [(e.name, e.slot, sorted(e.backend.supported_kinds),
-             {"class": type(e.backend).__qualname__}) for e in parent.slots]
+    return [(e.name, e.slot, sorted(e.backend.supported_kinds), e.backend.spec())
+            for e in parent.slots]
 
 
 def _close_with_multiprocessing(run: Run) -> None:

@@ -1,4 +1,4 @@
-"""The user-facing API: Logger, BackendLogger, LoggersCollection and EmptyLogger.
+"""The user-facing API: Logger, TrackerLogger, LoggersCollection and EmptyLogger.
 
 Names and meanings follow ``itwinai.loggers`` so that its users can switch by
 changing an import. ``log()`` gates (``log_freq``, ``log_on_workers``), normalizes
@@ -23,11 +23,12 @@ from typing import Any, ClassVar
 
 from fanlog import aggregation, lifecycle, secrets
 from fanlog import forking as _forking  # noqa: F401 - registers the fork hooks
-from fanlog.backend import AllKinds, Backend
+from fanlog.backend import JOURNAL_ONLY_BIT, AllKinds, Backend
 from fanlog.diagnostics import warn_once
 from fanlog.errors import BackendError, LoggerNotStartedError
 from fanlog.journal import Pending
 from fanlog.kinds import _REGISTRY, Kind, get_kind
+from fanlog.options import BackendContext
 from fanlog.pipeline import PipelineSettings
 from fanlog.rank import detect_rank, detect_world_size, run_id_for_job
 from fanlog.record import RunInfo, RunStatus
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 
 LogFreq = int | str
 Workers = int | list[int]
-UNSUPPORTED_POLICIES = ("warn", "raise", "ignore")
+UNSUPPORTED_POLICIES = ("warn", "raise", "ignore", "journal")
 _BATCH, _EPOCH, _EVERY = 0, 1, 2
 
 
@@ -186,7 +187,7 @@ class Logger(ABC):
         """Kinds this logger stores."""
 
     @abstractmethod
-    def members(self) -> list[BackendLogger]:
+    def members(self) -> list[TrackerLogger]:
         """The backend loggers behind this logger (itself for a single backend)."""
 
     def supports(self, kind: str) -> bool:
@@ -454,11 +455,18 @@ class Logger(ABC):
             if not bit:
                 continue
             if kind in member.supported_kinds:
-                all_bits |= bit
-                mode, every = member._freq
-                members.append((bit, 1 if mode == _BATCH else every))
+                # A kind the logger takes but its tracker does not store (compat.itwinai's)
+                # is kept in the journal only, as unsupported="journal" does for any kind.
+                stored = kind in member.backend_class.supported_kinds
+                bit = bit if stored else JOURNAL_ONLY_BIT
+            elif self.unsupported == "journal":
+                bit = JOURNAL_ONLY_BIT
             else:
                 refused.append(type(member).__name__)
+                continue
+            all_bits |= bit
+            mode, every = member._freq
+            members.append((bit, 1 if mode == _BATCH else every))
         if refused and self.unsupported == "raise":  # not cached: raised on every call
             raise ValueError(f"{refused[0]} does not support kind {kind!r} (unsupported='raise')")
         if self.unsupported == "warn":
@@ -513,25 +521,71 @@ class Logger(ABC):
         return LoggerNotStartedError(f"{type(self).__name__}.{call}() called {when}")
 
 
-class BackendLogger(Logger):
-    """A logger with one tracker backend. Subclasses set `backend_class` and `make_backend`."""
+class TrackerLogger(Logger):
+    """The user-facing shell of one tracker: ``class XLogger(TrackerLogger): backend_class =
+    XBackend``. Its options are the common ones and ``backend_class.Options``, declared once:
+    the constructor takes `savedir` positionally and the rest by keyword, checks them all
+    (a misspelt option names the closest one), and exposes each as an attribute. Tracker-only
+    conveniences (W&B's ``watch``) are methods of the shell."""
 
     backend_class: ClassVar[type[Backend]]
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "backend_class" in cls.__dict__ and "__init__" not in cls.__dict__:
+            cls.__init__ = _shell_init(cls)  # type: ignore[method-assign]
+
+    def __init__(self, savedir: str | os.PathLike[str] | None = None, **options: Any) -> None:
+        from fanlog.logger_options import split
+
+        values = options if savedir is None else {"savedir": savedir, **options}
+        common, self.options = split(type(self), values)
+        super().__init__(**common)
         self.backend: Backend | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        """A tracker option's value (``logger.tracking_uri``); only reached for names that
+        are not attributes of their own."""
+        options = self.__dict__.get("options")
+        if options is not None and name in type(options).model_fields:
+            return getattr(options, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def supported_kinds(self) -> frozenset[str]:
         return self.backend_class.supported_kinds
 
-    def members(self) -> list[BackendLogger]:
+    def members(self) -> list[TrackerLogger]:
         return [self]
 
-    @abstractmethod
+    def backend_context(self) -> BackendContext:
+        """The common options a backend may derive things from."""
+        return BackendContext(os.fspath(self.savedir), self.experiment_name, self.run_name,
+                              self.log_on_workers)  # fmt: skip
+
     def make_backend(self) -> Backend:
-        """A fresh backend for one run."""
+        """A fresh backend for one run, built from this logger's declaration."""
+        return self.backend_class(self.options, self.backend_context())
+
+
+BackendLogger = TrackerLogger
+"""The former name of :class:`TrackerLogger`."""
+
+
+def _shell_init(cls: type[TrackerLogger]) -> Callable[..., None]:
+    """``cls.__init__``: TrackerLogger's, with the real signature and an ``Args:`` section made
+    from the declaration (for help(), inspect.signature and the docs)."""
+    from fanlog.logger_options import shell_doc, shell_signature
+
+    def __init__(self: TrackerLogger, savedir: Any = None, **options: Any) -> None:
+        super(cls, self).__init__(savedir, **options)
+
+    __init__.__qualname__ = f"{cls.__qualname__}.__init__"
+    __init__.__module__ = cls.__module__
+    __init__.__signature__ = shell_signature(cls)  # type: ignore[attr-defined]
+    __init__.__doc__ = shell_doc(cls)
+    __init__.__fanlog_shell__ = True  # type: ignore[attr-defined]
+    return __init__
 
 
 class LoggersCollection(Logger):
@@ -550,8 +604,8 @@ class LoggersCollection(Logger):
         savedir = savedir or next((lg.savedir for lg in loggers), "mllogs")
         super().__init__(savedir=savedir, log_freq="batch", log_on_workers=-1, **kwargs)
 
-    def members(self) -> list[BackendLogger]:
-        found: list[BackendLogger] = []
+    def members(self) -> list[TrackerLogger]:
+        found: list[TrackerLogger] = []
         for logger in self.loggers:
             found.extend(logger.members())
         return found
@@ -577,7 +631,7 @@ class EmptyLogger(Logger):
     def supported_kinds(self) -> frozenset[str]:
         return frozenset()
 
-    def members(self) -> list[BackendLogger]:
+    def members(self) -> list[TrackerLogger]:
         return []
 
     def create_logger_context(self, rank: int | None = None, **kwargs: Any) -> Logger:

@@ -139,7 +139,7 @@ class Pipeline:
         self.slots: list[BackendSlot] = []
         for name, backend in backends:
             slot = self.journal.register_backend(
-                name, backend.supported_kinds, {"class": type(backend).__qualname__}
+                name, backend.supported_kinds, backend.spec()
             )
             entry = BackendSlot(name, backend, slot, delivered=self.journal.delivered(name))
             self.slots.append(entry)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import inspect
 import json
 import os
 import signal
@@ -41,11 +40,12 @@ from typing import Any
 
 import click
 
-from fanlog.backend import Backend, logger_class
+from fanlog.backend import Backend, backend_type
 from fanlog.delivery import BatchDelivery, Rejected
 from fanlog.errors import BadJournalError, FanlogError, reason_of
 from fanlog.journal import Journal, JournalBusyError, check_journal_file, connect, is_damage, unreadable
 from fanlog.layout import journal_label
+from fanlog.options import BackendContext
 from fanlog.reader import journal_paths
 from fanlog.record import Record, RunInfo, RunStatus
 
@@ -234,24 +234,23 @@ def _sync_one(
 
 
 def make_backend(to: str, journal_path: str, options: dict[str, Any]) -> Backend:
-    """The target backend, built by its Logger class with the run's savedir and names."""
-    cls = logger_class(to)
+    """The target backend, built from its declaration (:meth:`Backend.from_options`) in the
+    context of the run: its save dir and names, unless `options` give them."""
+    cls = backend_type(to)  # an unknown name is a ValueError naming the closest known one
     run_dir = os.path.dirname(os.path.abspath(journal_path))
-    defaults: dict[str, Any] = {"savedir": os.path.dirname(os.path.dirname(os.path.dirname(run_dir)))}
-    accepted = inspect.signature(cls.__init__).parameters
     try:
         meta = _read_meta(journal_path)
     except Exception:  # noqa: BLE001 - an unreadable journal fails later, with its own error
         meta = {}
-    if "experiment_name" in accepted and meta.get("experiment_name"):
-        defaults["experiment_name"] = meta["experiment_name"]
-    if "run_name" in accepted and meta.get("run_name"):
-        defaults["run_name"] = meta["run_name"]
+    context = BackendContext(
+        savedir=os.path.dirname(os.path.dirname(os.path.dirname(run_dir))),
+        experiment_name=meta.get("experiment_name"),
+        run_name=meta.get("run_name"),
+    )
     try:
-        logger = cls(**{**defaults, **options})
-    except TypeError as exc:
+        return cls.from_options(options, context)
+    except (TypeError, ValueError) as exc:
         raise SyncError(f"bad option for --to {to}: {exc}") from exc
-    return logger.make_backend()
 
 
 def _read_meta(journal_path: str) -> dict[str, Any]:

@@ -28,9 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from fanlog.backend import import_tracker
-from fanlog.backends.mlflow import MLflowBackend
-from fanlog.logger import BackendLogger
+from fanlog.backends.mlflow import MLflowBackend, MLflowOptions
+from fanlog.logger import TrackerLogger
 from fanlog.record import Record, RunInfo, RunStatus
 
 CLOUD_VARIABLE = "AZUREML_CURRENT_CLOUD"
@@ -112,40 +114,46 @@ def tracking_uri_for(workspace: Workspace, region: str) -> str:
     return f"azureml://{region}.api.azureml.ms/mlflow/v1.0{workspace.path}"
 
 
+class AzureMLOptions(MLflowOptions):
+    """MLflow's options, a workspace and a credential. ``tag`` is the run's name."""
+
+    sets_common = {"run_name": "tag"}
+
+    tracking_uri: str | None = Field(None, description="an azureml:// tracking URI (from the "
+                                     "workspace's overview page)")  # fmt: skip
+    tag: str | None = Field(None, description="the run's display name (hi-ml's --tag); in job "
+                            "mode the job's name is kept")  # fmt: skip
+    subscription_id: str | None = Field(None, description="the workspace's subscription, with "
+                                        "resource_group and workspace_name (instead of a URI)")  # fmt: skip
+    resource_group: str | None = Field(None, description="the workspace's resource group")
+    workspace_name: str | None = Field(None, description="the workspace's name")
+    config_path: str | os.PathLike[str] | None = Field(None, description="a config.json; by "
+        "default one is looked for in the working directory and its parents when no URI and "
+        "no workspace values are given")  # fmt: skip
+    region: str | None = Field(None, description="the workspace's region (e.g. westeurope); "
+        "without it, and without a region entry in config.json, the tracking URI is looked "
+        "up with Azure Resource Manager when the run opens")  # fmt: skip
+    credential: Any = Field(None, description="an azure.core.credentials.TokenCredential; "
+                            "default DefaultAzureCredential without interactive login")  # fmt: skip
+    interactive: bool = Field(False, description="allow an interactive browser login (never "
+                              "for batch jobs)")  # fmt: skip
+    resource_manager: str | None = Field(None, description="the Azure Resource Manager endpoint "
+                                         "(default: the cloud's)")  # fmt: skip
+
+
 class AzureMLBackend(MLflowBackend):
     """An MLflow backend whose store is an AzureML workspace (job mode or from a VM)."""
 
     name = "azureml"
+    Options = AzureMLOptions
+    options: AzureMLOptions
 
-    def __init__(
-        self,
-        tracking_uri: str | None = None,
-        subscription_id: str | None = None,
-        resource_group: str | None = None,
-        workspace_name: str | None = None,
-        config_path: str | os.PathLike[str] | None = None,
-        region: str | None = None,
-        credential: Any = None,
-        interactive: bool = False,
-        experiment_name: str = "fanlog",
-        run_name: str | None = None,
-        tags: Mapping[str, Any] | None = None,
-        savedir: str | os.PathLike[str] = "mllogs",
-        resource_manager: str | None = None,
-    ) -> None:
-        super().__init__(
-            tracking_uri=tracking_uri, experiment_name=experiment_name, run_name=run_name,
-            tags=tags, savedir=savedir,
-        )  # fmt: skip
-        self.explicit_uri = tracking_uri
-        self.subscription_id = subscription_id
-        self.resource_group = resource_group
-        self.workspace_name = workspace_name
-        self.config_path = config_path
-        self.region = region
-        self.credential = credential
-        self.interactive = interactive
-        self.resource_manager = resource_manager
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.run_name = self.options.tag
+        self.explicit_uri = self.options.tracking_uri
+        self.region = self.options.region
+        self.credential = self.options.credential
         self.job_mode = False
         self.workspace: Workspace | None = None
 
@@ -166,7 +174,7 @@ class AzureMLBackend(MLflowBackend):
         self.workspace, region = self._resolve_workspace()
         self.region = self.region or region
         if self.credential is None:
-            self.credential = default_credential(self.interactive)
+            self.credential = default_credential(self.options.interactive)
         if self.explicit_uri is not None:
             self.tracking_uri = self.explicit_uri
             self._register_credential(self.tracking_uri)
@@ -180,14 +188,14 @@ class AzureMLBackend(MLflowBackend):
     def _resolve_workspace(self) -> tuple[Workspace, str | None]:
         if self.explicit_uri is not None:
             return workspace_from_uri(self.explicit_uri), None
-        values = (self.subscription_id, self.resource_group, self.workspace_name)
+        values = (self.options.subscription_id, self.options.resource_group, self.options.workspace_name)
         if all(values):
             return Workspace(*values), None  # type: ignore[arg-type]
         if any(values):
             raise ValueError(
                 "give all three of subscription_id, resource_group and workspace_name, or none"
             )
-        path = self.config_path or find_workspace_config()
+        path = self.options.config_path or find_workspace_config()
         if path is None:
             raise FileNotFoundError(
                 "AzureMLLogger: no workspace given. Pass tracking_uri, or subscription_id/"
@@ -254,7 +262,7 @@ class AzureMLBackend(MLflowBackend):
 
         assert self.workspace is not None
         cloud = _get_cloud_or_default(os.environ.get(CLOUD_VARIABLE))
-        base = (self.resource_manager or cloud.endpoints.resource_manager).rstrip("/")
+        base = (self.options.resource_manager or cloud.endpoints.resource_manager).rstrip("/")
         token = self.credential.get_token(f"{base}/.default").token
         response = requests.get(
             f"{base}{self.workspace.path}", params={"api-version": ARM_API_VERSION},
@@ -280,80 +288,14 @@ def default_credential(interactive: bool = False) -> Any:
     return identity.DefaultAzureCredential(exclude_interactive_browser_credential=not interactive)
 
 
-class AzureMLLogger(BackendLogger):
+class AzureMLLogger(TrackerLogger):
     """Log to an AzureML workspace, from inside an AzureML job or from any machine.
 
-    Args:
-        experiment_name: the experiment (hi-ml's ``--experiment``); ignored in job mode,
-            where the run already belongs to the job's experiment.
-        tag: the run's display name (hi-ml's ``--tag``); in job mode the job's name is kept.
-        tracking_uri: an ``azureml://`` tracking URI (from the workspace's overview page).
-        subscription_id, resource_group, workspace_name: the workspace, instead of a URI.
-        config_path: a ``config.json``; by default one is looked for in the working directory
-            and its parents when no URI and no workspace values are given.
-        region: the workspace's region (e.g. ``westeurope``); without it, and without a
-            ``region`` entry in config.json, the tracking URI is looked up with Azure Resource
-            Manager when the run opens.
-        credential: an ``azure.core.credentials.TokenCredential``; default
-            ``DefaultAzureCredential`` without interactive login.
-        interactive: allow an interactive browser login (never for batch jobs).
-        tags: run tags.
-        savedir, log_freq, log_on_workers, **common: see :class:`fanlog.logger.Logger`.
+    In job mode ``experiment_name`` is ignored: the run already belongs to the job's
+    experiment (``experiment_name`` is hi-ml's ``--experiment``, ``tag`` its ``--tag``).
     """
 
     backend_class = AzureMLBackend
-
-    def __init__(
-        self,
-        experiment_name: str = "fanlog",
-        tag: str | None = None,
-        tracking_uri: str | None = None,
-        subscription_id: str | None = None,
-        resource_group: str | None = None,
-        workspace_name: str | None = None,
-        config_path: str | os.PathLike[str] | None = None,
-        region: str | None = None,
-        credential: Any = None,
-        interactive: bool = False,
-        tags: Mapping[str, Any] | None = None,
-        savedir: str = "mllogs",
-        log_freq: int | str = "epoch",
-        log_on_workers: int | list[int] = 0,
-        resource_manager: str | None = None,
-        **common: Any,
-    ) -> None:
-        super().__init__(
-            savedir=savedir, log_freq=log_freq, log_on_workers=log_on_workers,
-            experiment_name=experiment_name, run_name=tag, **common,
-        )  # fmt: skip
-        self.tag = tag
-        self.tracking_uri = tracking_uri
-        self.subscription_id = subscription_id
-        self.resource_group = resource_group
-        self.workspace_name = workspace_name
-        self.config_path = config_path
-        self.region = region
-        self.credential = credential
-        self.interactive = interactive
-        self.tags = dict(tags or {})
-        self.resource_manager = resource_manager
-
-    def make_backend(self) -> AzureMLBackend:
-        return AzureMLBackend(
-            tracking_uri=self.tracking_uri,
-            subscription_id=self.subscription_id,
-            resource_group=self.resource_group,
-            workspace_name=self.workspace_name,
-            config_path=self.config_path,
-            region=self.region,
-            credential=self.credential,
-            interactive=self.interactive,
-            experiment_name=self.experiment_name or "fanlog",
-            run_name=self.tag,
-            tags=self.tags,
-            savedir=self.savedir,
-            resource_manager=self.resource_manager,
-        )
 
     @property
     def azureml_run_id(self) -> str | None:

@@ -11,27 +11,34 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from pydantic import Field
+
 from fanlog.backend import Backend
-from fanlog.logger import BackendLogger
+from fanlog.logger import TrackerLogger
+from fanlog.options import BackendOptions
 from fanlog.record import Record, RunInfo, RunStatus
+
+
+class ConsoleOptions(BackendOptions):
+    """Options of the console display."""
+
+    interval: float = Field(5.0, description="seconds between plain lines when not in a terminal")
+    live: bool | None = Field(None, description="force the live display on or off (default: on "
+                              "in a terminal)")  # fmt: skip
+    total_epochs: int | None = Field(None, description="show an epoch progress bar")
+    stream: Any = Field(None, description="the text stream to write to (default: stdout)")
 
 
 class ConsoleBackend(Backend):
     name = "console"
-    supported_kinds = frozenset({"metric", "param", "text", "tag", "execution_time"})
+    Options = ConsoleOptions
+    options: ConsoleOptions
+    writers = {"metric": "_show_value", "execution_time": "_show_value", "param": "_keep_param",
+               "tag": "_keep_param", "text": "_print_text"}  # fmt: skip
 
-    def __init__(
-        self,
-        interval: float = 5.0,
-        live: bool | None = None,
-        stream: TextIO | None = None,
-        total_epochs: int | None = None,
-    ) -> None:
-        super().__init__()
-        self.interval = interval
-        self.stream = stream
-        self.live_requested = live
-        self.total_epochs = total_epochs
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stream: TextIO | None = self.options.stream
         self.latest: dict[str, tuple[float, int, int | None]] = {}
         self.params: dict[str, Any] = {}
         self.records = 0
@@ -43,7 +50,7 @@ class ConsoleBackend(Backend):
         self.run = run
         stream = self.stream or sys.stdout
         self.stream = stream
-        live = stream.isatty() if self.live_requested is None else self.live_requested
+        live = stream.isatty() if self.options.live is None else self.options.live
         if live:
             from rich.console import Console
             from rich.live import Live
@@ -59,16 +66,21 @@ class ConsoleBackend(Backend):
             self.records += 1
             if record.epoch is not None:
                 self.epoch = record.epoch
-            if record.kind in ("metric", "execution_time"):
-                self.latest[record.key] = (float(record.value), record.step, record.epoch)
-            elif record.kind in ("param", "tag"):
-                self.params[record.key] = record.value
-            elif record.kind == "text" and self._live is None:
-                print(f"[fanlog] {record.key}: {str(record.value)[:200]}", file=self.stream)
+            self.write_record(record)
         if self._live is not None:
             self._live.update(self._render())
-        elif time.monotonic() - self._last_line >= self.interval:
+        elif time.monotonic() - self._last_line >= self.options.interval:
             self._print_line()
+
+    def _show_value(self, record: Record) -> None:
+        self.latest[record.key] = (float(record.value), record.step, record.epoch)
+
+    def _keep_param(self, record: Record) -> None:
+        self.params[record.key] = record.value
+
+    def _print_text(self, record: Record) -> None:
+        if self._live is None:
+            print(f"[fanlog] {record.key}: {str(record.value)[:200]}", file=self.stream)
 
     def _summary(self) -> str:
         values = " ".join(f"{k}={v:.5g}" for k, (v, _, _) in sorted(self.latest.items()))
@@ -91,12 +103,12 @@ class ConsoleBackend(Backend):
         table.add_column("epoch", justify="right")
         for key, (value, step, epoch) in sorted(self.latest.items()):
             table.add_row(key, f"{value:.5g}", str(step), "" if epoch is None else str(epoch))
-        if self.total_epochs:
-            done = min(self.epoch or 0, self.total_epochs)
-            table.caption = f"epoch {done}/{self.total_epochs}"
+        if self.options.total_epochs:
+            done = min(self.epoch or 0, self.options.total_epochs)
+            table.caption = f"epoch {done}/{self.options.total_epochs}"
             grid = Table.grid()
             grid.add_row(table)
-            grid.add_row(ProgressBar(total=self.total_epochs, completed=done, width=40))
+            grid.add_row(ProgressBar(total=self.options.total_epochs, completed=done, width=40))
             return grid
         return table
 
@@ -111,33 +123,7 @@ class ConsoleBackend(Backend):
         )
 
 
-class ConsoleLogger(BackendLogger):
-    """Show the latest metrics in the terminal (rich), or as plain lines in logs.
-
-    Args:
-        interval: seconds between plain lines when not in a terminal.
-        live: force the live display on or off (default: on in a TTY).
-        total_epochs: show an epoch progress bar.
-    """
+class ConsoleLogger(TrackerLogger):
+    """Show the latest metrics in the terminal (rich), or as plain lines in logs."""
 
     backend_class = ConsoleBackend
-
-    def __init__(
-        self,
-        savedir: str = "mllogs",
-        log_freq: int | str = "epoch",
-        log_on_workers: int | list[int] = 0,
-        interval: float = 5.0,
-        live: bool | None = None,
-        total_epochs: int | None = None,
-        stream: TextIO | None = None,
-        **common: Any,
-    ) -> None:
-        super().__init__(savedir=savedir, log_freq=log_freq, log_on_workers=log_on_workers, **common)
-        self.interval = interval
-        self.live = live
-        self.total_epochs = total_epochs
-        self.stream = stream
-
-    def make_backend(self) -> ConsoleBackend:
-        return ConsoleBackend(self.interval, self.live, self.stream, self.total_epochs)

@@ -29,9 +29,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from fanlog.backend import Backend, artifact_source, import_tracker
 from fanlog.errors import PERMANENT, TRANSIENT, PartialDelivery, RecordRejected, Verdict, reason_of
-from fanlog.logger import BackendLogger
+from fanlog.logger import TrackerLogger
+from fanlog.options import BackendOptions
 from fanlog.record import Record, RunInfo, RunStatus
 from fanlog.secrets import redact, scrub_text
 
@@ -132,42 +135,55 @@ def _with_suffix(path: str, suffixes: tuple[str, ...], default: str) -> str:
     return path if path.lower().endswith(suffixes) else path + default
 
 
+class MLflowOptions(BackendOptions):
+    """Options of an MLflow run (also AzureML's, which writes through MLflow)."""
+
+    common_defaults = {"experiment_name": "fanlog"}
+
+    tracking_uri: str | None = Field(None, description="any URI MLflow accepts; default "
+        "MLFLOW_TRACKING_URI, else the URI of a run already active in the process, else an "
+        "SQLite store `<savedir>/mlflow.db` (artifacts in `<savedir>/mlartifacts`)")  # fmt: skip
+    run_id: str | None = Field(None, description="attach to this existing run (default "
+                               "MLFLOW_RUN_ID), e.g. after a restart")  # fmt: skip
+    parent_run_id: str | None = Field(None, description="make the run a child of this run")
+    run_description: str | None = Field(None, description="the run's description in the MLflow UI")
+    tags: Mapping[str, Any] | None = Field(None, description="run tags")
+    per_rank_runs: bool | None = Field(None, description="in DDP, the lowest logging rank logs to "
+        "the parent run and every other logging rank to a child run below it, tagged with its "
+        "rank; default (None): on when the job has more than one process")  # fmt: skip
+    model_flavour: bool = Field(True, description="log kind='model' with mlflow.pytorch.log_model "
+                                "(True) or as a state_dict.pt artifact (False)")  # fmt: skip
+
+
 class MLflowBackend(Backend):
     """Writes one fanlog run (one rank) into one MLflow run."""
 
     name = "mlflow"
-    supported_kinds = frozenset(
-        {"metric", "param", "tag", "text", "dict", "figure", "image", "artifact", "model",
-         "torch", "dataset"}
-    )  # fmt: skip
+    Options = MLflowOptions
+    options: MLflowOptions
+    writers = {
+        "metric": "_batch_metric", "param": "_batch_param", "tag": "_batch_tag",
+        "text": "_log_text", "dict": "_log_dict", "figure": "_log_figure", "image": "_log_image",
+        "artifact": "_log_artifact", "model": "_log_model", "torch": "_log_torch",
+        "dataset": "_log_dataset",
+    }  # fmt: skip
+    """Metrics, params and tags join the `log_batch` request being built; every other kind is
+    one request of its own."""
     max_batch = 1000
 
-    def __init__(
-        self,
-        tracking_uri: str | None = None,
-        experiment_name: str = "fanlog",
-        run_name: str | None = None,
-        run_id: str | None = None,
-        parent_run_id: str | None = None,
-        run_description: str | None = None,
-        tags: Mapping[str, Any] | None = None,
-        per_rank_runs: bool | None = None,
-        parent_rank: int = 0,
-        savedir: str | os.PathLike[str] = "mllogs",
-        model_flavour: bool = True,
-    ) -> None:
-        super().__init__()
-        self.tracking_uri = tracking_uri
-        self.experiment_name = experiment_name
-        self.run_name = run_name
-        self.requested_run_id = run_id
-        self.parent_run_id = parent_run_id
-        self.run_description = scrub_text(run_description) if run_description else run_description
-        self.tags = {str(k): scrub_text(str(v)) for k, v in redact(dict(tags or {})).items()}
-        self.per_rank_runs = per_rank_runs
-        self.parent_rank = parent_rank
-        self.savedir = os.fspath(savedir)
-        self.model_flavour = model_flavour
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        options, context = self.options, self.context
+        self.tracking_uri = options.tracking_uri
+        """The tracking URI, settled by prepare() (environment, active run, default store)."""
+        self.requested_run_id = options.run_id
+        self.experiment_name = context.experiment_name or "fanlog"
+        self.run_name = context.run_name
+        self.savedir = context.savedir
+        self.run_description = scrub_text(options.run_description or "")
+        self.tags = {str(k): scrub_text(str(v)) for k, v in redact(dict(options.tags or {})).items()}
+        self.parent_rank = lowest_rank(context.log_on_workers)
+        """The rank that owns the parent run when ranks get child runs."""
         self.run_id: str | None = None
         """The MLflow run this backend writes to, once open."""
         self.experiment_id: str | None = None
@@ -179,6 +195,7 @@ class MLflowBackend(Backend):
         self._params: dict[str, str] = {}
         self._renamed: dict[str, str] = {}
         self._staging: str | None = None
+        self._batch = _Batch()
 
     # ------------------------------------------------------------ caller thread
     def prepare(self) -> None:
@@ -229,9 +246,10 @@ class MLflowBackend(Backend):
         tags = {TAG_RUN_ID: run.run_id, TAG_RANK: str(run.rank), **self.tags}
         if self.run_description:
             tags[TAG_DESCRIPTION] = self.run_description
-        parent = self.parent_run_id
+        parent = self.options.parent_run_id
         name = self.run_name or run.run_name
-        per_rank = self.per_rank_runs if self.per_rank_runs is not None else run.world_size > 1
+        per_rank = self.options.per_rank_runs
+        per_rank = per_rank if per_rank is not None else run.world_size > 1
         if per_rank and run.rank != self.parent_rank:
             parent = parent or self._wait_for_parent(run.run_id, self.parent_rank)
             name = f"{name}-rank-{run.rank}"
@@ -300,14 +318,15 @@ class MLflowBackend(Backend):
 
     def write(self, records: Sequence[Record]) -> None:
         """Send `records` in order; batchable kinds go out as few `log_batch` requests as possible."""
-        batch = _Batch()
+        batch = self._batch
+        batch.clear()
         done = 0
         try:
             for record in records:
                 if record.kind in BATCHED_KINDS:
                     if not batch.fits(record.kind):
                         done += self._send(batch)
-                    self._add(batch, record)
+                    self.write_record(record)
                     continue
                 done += self._send(batch)
                 try:
@@ -333,27 +352,29 @@ class MLflowBackend(Backend):
                 raise PartialDelivery(done, exc) from exc
             raise
 
-    def _add(self, batch: _Batch, record: Record) -> None:
-        entities = self._mlflow.entities
-        key = self._key(record.key)
-        if record.kind == "metric":
-            batch.add_metric(
-                entities.Metric(key, float(record.value), int(record.time * 1000), record.step)
+    def _batch_metric(self, record: Record) -> None:
+        metric = self._mlflow.entities.Metric(
+            self._key(record.key), float(record.value), int(record.time * 1000), record.step
+        )
+        self._batch.add_metric(metric)
+
+    def _batch_param(self, record: Record) -> None:
+        batch, key = self._batch, self._key(record.key)
+        value = self._limited("param", key, str(record.value), MAX_PARAM_VALUE_LENGTH)
+        known = self._params.get(key, batch.params.get(key))
+        if known is None:
+            batch.add_param(key, value)
+        elif known != value:
+            raise ParamConflictError(
+                f"MLflow param {key!r} of run {self.run_id} is already {known!r}; it cannot "
+                f"be changed to {value!r} (log it as a metric, or use a new run)", record.seq,
             )
-        elif record.kind == "param":
-            value = self._limited("param", key, str(record.value), MAX_PARAM_VALUE_LENGTH)
-            known = self._params.get(key, batch.params.get(key))
-            if known is None:
-                batch.add_param(key, value)
-            elif known != value:
-                raise ParamConflictError(
-                    f"MLflow param {key!r} of run {self.run_id} is already {known!r}; it cannot "
-                    f"be changed to {value!r} (log it as a metric, or use a new run)", record.seq,
-                )
-            else:
-                batch.covered += 1  # the same value again: nothing to send
         else:
-            batch.add_tag(key, self._limited("tag", key, str(record.value), MAX_TAG_VALUE_LENGTH))
+            batch.covered += 1  # the same value again: nothing to send
+
+    def _batch_tag(self, record: Record) -> None:
+        key = self._key(record.key)
+        self._batch.add_tag(key, self._limited("tag", key, str(record.value), MAX_TAG_VALUE_LENGTH))
 
     def _send(self, batch: _Batch) -> int:
         """One `log_batch` request for what `batch` holds; the number of records it covered."""
@@ -410,32 +431,44 @@ class MLflowBackend(Backend):
 
     # ------------------------------------------------------------ one request per record
     def _write_one(self, record: Record) -> None:
-        client, run_id, kind = self._client, self.run_id, record.kind
+        """A record of a kind that is not batched: one request (AzureML wraps this call)."""
+        self.write_record(record)
+
+    @staticmethod
+    def _path(record: Record) -> str:
+        """Where in the run's artifacts a record goes: its ``artifact_file`` option or its key,
+        below its ``artifact_path`` option."""
         path = str(record.options.get("artifact_file") or record.key)
         prefix = record.options.get("artifact_path")
         if prefix:
             path = posixpath.join(str(prefix), posixpath.basename(path))
-        path = artifact_path(path, record)
-        if kind == "text":
-            client.log_text(run_id, record.value, _with_suffix(path, (".txt", ".md", ".log",
-                            ".html", ".json", ".yaml", ".yml", ".csv"), ".txt"))  # fmt: skip
-        elif kind == "dict":
-            client.log_dict(run_id, record.value, _with_suffix(path, (".json", ".yaml", ".yml"),
-                            ".json"))  # fmt: skip
-        elif kind == "figure":
-            self._upload_bytes(record.value, _with_suffix(path, IMAGE_SUFFIXES, ".png"))
-        elif kind == "image":
-            self._write_image(record, path)
-        elif kind == "artifact":
-            self._write_artifact(artifact_source(record), path)
-        elif kind == "model":
-            self._write_model(record, path)
-        elif kind == "torch":
-            self._upload_bytes(record.value, _with_suffix(path, (".pt", ".pth", ".bin"), ".pt"))
-        elif kind == "dataset":
-            self._write_dataset(record)
-        else:  # pragma: no cover - the dispatcher only sends supported kinds
-            raise ValueError(f"mlflow backend cannot write kind {kind!r}")
+        return artifact_path(path, record)
+
+    def _log_text(self, record: Record) -> None:
+        suffixes = (".txt", ".md", ".log", ".html", ".json", ".yaml", ".yml", ".csv")
+        self._client.log_text(self.run_id, record.value, _with_suffix(self._path(record), suffixes, ".txt"))
+
+    def _log_dict(self, record: Record) -> None:
+        path = _with_suffix(self._path(record), (".json", ".yaml", ".yml"), ".json")
+        self._client.log_dict(self.run_id, record.value, path)
+
+    def _log_figure(self, record: Record) -> None:
+        self._upload_bytes(record.value, _with_suffix(self._path(record), IMAGE_SUFFIXES, ".png"))
+
+    def _log_image(self, record: Record) -> None:
+        self._write_image(record, self._path(record))
+
+    def _log_artifact(self, record: Record) -> None:
+        self._write_artifact(artifact_source(record), self._path(record))
+
+    def _log_model(self, record: Record) -> None:
+        self._write_model(record, self._path(record))
+
+    def _log_torch(self, record: Record) -> None:
+        self._upload_bytes(record.value, _with_suffix(self._path(record), (".pt", ".pth", ".bin"), ".pt"))
+
+    def _log_dataset(self, record: Record) -> None:
+        self._write_dataset(record)
 
     def _upload_bytes(self, data: bytes, artifact_file: str) -> None:
         """Store `data` as the artifact file `artifact_file` (a path inside the run)."""
@@ -485,7 +518,7 @@ class MLflowBackend(Backend):
         import torch
 
         obj = torch.load(io.BytesIO(record.value), weights_only=False)
-        if self.model_flavour and isinstance(obj, torch.nn.Module):
+        if self.options.model_flavour and isinstance(obj, torch.nn.Module):
             self._log_pytorch_model(obj, model_name(path), record.step)
             return
         state = obj.state_dict() if isinstance(obj, torch.nn.Module) else obj
@@ -613,70 +646,10 @@ class _Batch:
         self.metrics, self.params, self.tags, self.covered = [], {}, {}, 0
 
 
-class MLflowLogger(BackendLogger):
-    """Log to MLflow: a tracking server, Databricks, or by default an SQLite store in `savedir`.
-
-    Args:
-        savedir: where the journal goes and, without a tracking URI, the MLflow store
-            (``<savedir>/mlflow.db``, artifacts in ``<savedir>/mlartifacts``).
-        experiment_name: the MLflow experiment (created if missing).
-        tracking_uri: any URI MLflow accepts; default ``MLFLOW_TRACKING_URI``, else the
-            URI of a run already active in the process, else the SQLite store above.
-        run_name, run_description, tags: shown in the MLflow UI.
-        run_id: attach to this existing run (default ``MLFLOW_RUN_ID``), e.g. after a restart.
-        parent_run_id: make the run a child of this run.
-        per_rank_runs: in DDP, the lowest logging rank logs to the parent run and every other
-            logging rank to a child run below it, tagged with its rank. Default (None): on
-            when the job has more than one process, so one job is one parent run.
-        model_flavour: log ``kind="model"`` with ``mlflow.pytorch.log_model`` (True) or as a
-            ``state_dict.pt`` artifact (False).
-        **common: options of :class:`fanlog.logger.Logger` (``job_id``, ``strict``, ...).
-    """
+class MLflowLogger(TrackerLogger):
+    """Log to MLflow: a tracking server, Databricks, or by default an SQLite store in `savedir`."""
 
     backend_class = MLflowBackend
-
-    def __init__(
-        self,
-        savedir: str | os.PathLike[str] = "mllogs",
-        experiment_name: str = "fanlog",
-        tracking_uri: str | None = None,
-        run_name: str | None = None,
-        run_id: str | None = None,
-        parent_run_id: str | None = None,
-        run_description: str | None = None,
-        tags: Mapping[str, Any] | None = None,
-        log_freq: int | str = "epoch",
-        log_on_workers: int | list[int] = 0,
-        per_rank_runs: bool | None = None,
-        model_flavour: bool = True,
-        **common: Any,
-    ) -> None:
-        super().__init__(
-            savedir=savedir, log_freq=log_freq, log_on_workers=log_on_workers,
-            experiment_name=experiment_name, run_name=run_name, **common,
-        )  # fmt: skip
-        self.tracking_uri = tracking_uri
-        self.run_id = run_id
-        self.parent_run_id = parent_run_id
-        self.run_description = run_description
-        self.tags = dict(tags or {})
-        self.per_rank_runs = per_rank_runs
-        self.model_flavour = model_flavour
-
-    def make_backend(self) -> MLflowBackend:
-        return MLflowBackend(
-            tracking_uri=self.tracking_uri,
-            experiment_name=self.experiment_name or "fanlog",
-            run_name=self.run_name,
-            run_id=self.run_id,
-            parent_run_id=self.parent_run_id,
-            run_description=self.run_description,
-            tags=self.tags,
-            per_rank_runs=self.per_rank_runs,
-            parent_rank=lowest_rank(self.log_on_workers),
-            savedir=self.savedir,
-            model_flavour=self.model_flavour,
-        )
 
     @property
     def mlflow_run_id(self) -> str | None:

@@ -24,26 +24,24 @@ import sys
 import threading
 import traceback
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import metadata, util
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
 
 from fanlog.backend import Backend, process_cpu_seconds
-from fanlog.errors import PartialDelivery, RecordRejected
-from fanlog.logger import BackendLogger
+from fanlog.errors import PartialDelivery, RecordRejected, bad_item
+from fanlog.kinds import Kind, known_kinds, register_kind
+from fanlog.kinds.core import snapshot_json
+from fanlog.logger import TrackerLogger
+from fanlog.options import BackendOptions
 from fanlog.record import Record, RunInfo, RunStatus
 
 YPROV4ML_VERSION = "3.2.4"
 CONTEXTS = ("training", "validation", "testing")
 """The values of the ``context`` option (itwinai's contexts)."""
-
-PROV_KINDS = frozenset(
-    {
-        "metric", "param", "system", "flops_pb", "flops_pe", "execution_time",
-        "model", "best_model", "dataset", "prov_documents",
-    }
-)  # fmt: skip
 
 _SOURCES = {
     "flops_pb": "torch.utils.flop_counter",
@@ -53,47 +51,72 @@ _SOURCES = {
 _svg_warned = False
 
 
+def normalize_prov_documents(item: Any, identifier: str) -> dict[str, Any]:
+    """A request to write the provenance documents now; `item` may carry options."""
+    if item is None:
+        return {}
+    if isinstance(item, Mapping):
+        return snapshot_json("prov_documents", identifier, item, "a mapping of options")
+    raise bad_item("prov_documents", identifier, "None or a mapping of options", item)
+
+
+if "prov_documents" not in known_kinds():
+    register_kind(Kind("prov_documents", normalize_prov_documents, "json",
+                       doc="write the provenance documents now (yProv4ML)"))  # fmt: skip
+
+
 class WorkerError(RuntimeError):
     """The yprov4ml worker failed or went away; the message carries its traceback or log."""
+
+
+class Prov4MLOptions(BackendOptions):
+    """Options of a yProv4ML run."""
+
+    common_defaults = {"experiment_name": "experiment_name"}
+
+    prov_user_namespace: str = Field("www.example.org", description="the PROV namespace of the user")
+    provenance_save_dir: str = Field("mllogs/prov_logs", description="where yprov4ml writes "
+        "(`<dir>/<experiment_name>_<run id>/`), made absolute at construction")  # fmt: skip
+    save_after_n_logs: int = Field(100, description="yprov4ml flushes a metric to its file every "
+                                   "n values")  # fmt: skip
+    create_graph: bool = Field(True, description="also write the graph as .dot")
+    create_svg: bool = Field(True, description="also write the graph as .svg (needs graphviz)")
+    create_rocrate: bool = Field(False, description="also zip the experiment folder as an RO-Crate")
+    metrics_file_type: Literal["csv", "nc", "zarr"] = Field("csv", description="csv, nc (netCDF) "
+                                                            "or zarr")  # fmt: skip
+    run_id: str | int | None = Field(None, description="yprov4ml's run id; default fanlog's run "
+                                     "id, which every rank shares")  # fmt: skip
+    start_timeout: float = Field(180.0, description="seconds the worker process may take to start "
+                                 "the run")  # fmt: skip
+    call_timeout: float = Field(300.0, description="seconds one call to the worker may take")
+
+    @field_validator("provenance_save_dir")
+    @classmethod
+    def _absolute(cls, path: str) -> str:
+        """Absolute now, on the caller's thread: the worker runs in another directory."""
+        return os.path.abspath(path)
 
 
 class Prov4MLBackend(Backend):
     """Feeds one yprov4ml run, in a worker process of its own, for one rank."""
 
     name = "prov"
-    supported_kinds = PROV_KINDS
+    Options = Prov4MLOptions
+    options: Prov4MLOptions
+    writers = {
+        "metric": "_plain", "param": "_plain", "system": "_plain", "flops_pb": "_plain",
+        "flops_pe": "_plain", "execution_time": "_plain", "dataset": "_plain",
+        "model": "_state_dict", "best_model": "_state_dict", "prov_documents": "_documents",
+    }  # fmt: skip
+    """kind → the method that turns a record's value into what the worker process is sent."""
     max_batch = 500
 
-    def __init__(
-        self,
-        provenance_save_dir: str = "mllogs/prov_logs",
-        experiment_name: str = "experiment_name",
-        prov_user_namespace: str = "www.example.org",
-        save_after_n_logs: int = 100,
-        create_graph: bool = True,
-        create_svg: bool = True,
-        create_rocrate: bool = False,
-        metrics_file_type: str = "csv",
-        run_id: str | int | None = None,
-        start_timeout: float = 180.0,
-        call_timeout: float = 300.0,
-    ) -> None:
-        super().__init__(
-            provenance_save_dir=provenance_save_dir, experiment_name=experiment_name,
-            run_id=run_id,
-        )  # fmt: skip
-        # Absolute now, on the caller's thread: the worker runs in another directory.
-        self.provenance_save_dir = os.path.abspath(provenance_save_dir)
-        self.experiment_name = experiment_name
-        self.prov_user_namespace = prov_user_namespace
-        self.save_after_n_logs = save_after_n_logs
-        self.create_graph = create_graph
-        self.create_svg = create_svg
-        self.create_rocrate = create_rocrate
-        self.metrics_file_type = metrics_file_type
-        self.run_id = run_id
-        self.start_timeout = start_timeout
-        self.call_timeout = call_timeout
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.provenance_save_dir = self.options.provenance_save_dir
+        self.experiment_name = self.context.experiment_name or "experiment_name"
+        self.create_graph = self.options.create_graph
+        self.create_svg = self.options.create_svg
         self.experiment_dir: str | None = None
         self.documents: list[str] = []
         """Files of the last provenance documents written (PROV-JSON, dot, svg)."""
@@ -120,8 +143,6 @@ class Prov4MLBackend(Backend):
                 f"{version} (3.2.5-3.2.8 do not import on Python 3.11)",
                 RuntimeWarning, stacklevel=3,
             )  # fmt: skip
-        if self.metrics_file_type not in ("csv", "nc", "zarr"):
-            raise ValueError(f"metrics_file_type must be csv, nc or zarr; got {self.metrics_file_type!r}")
         if self.create_svg and shutil.which("dot") is None:
             global _svg_warned
             if not _svg_warned:
@@ -144,22 +165,23 @@ class Prov4MLBackend(Backend):
         workdir = os.path.join(run.run_dir, "prov-cwd")
         os.makedirs(workdir, exist_ok=True)
         os.makedirs(self.provenance_save_dir, exist_ok=True)
-        self._worker = _Worker(workdir, run.rank, self.start_timeout, self.call_timeout)
+        options = self.options
+        self._worker = _Worker(workdir, run.rank, options.start_timeout, options.call_timeout)
         reply = self._worker.call(
             "start",
             {
                 "experiment_name": self.experiment_name,
-                "prov_user_namespace": self.prov_user_namespace,
+                "prov_user_namespace": options.prov_user_namespace,
                 "provenance_save_dir": self.provenance_save_dir,
                 # Every rank writes its own files; fanlog's log_on_workers decides who logs.
                 "collect_all_processes": True,
-                "save_after_n_logs": self.save_after_n_logs,
+                "save_after_n_logs": options.save_after_n_logs,
                 "rank": run.rank,
-                "metrics_file_type": self.metrics_file_type,
+                "metrics_file_type": options.metrics_file_type,
                 # The same id on every rank: yprov4ml's own numbering races between ranks.
-                "use_run_id": self.run_id if self.run_id is not None else run.run_id,
+                "use_run_id": options.run_id if options.run_id is not None else run.run_id,
             },
-            timeout=self.start_timeout,
+            timeout=options.start_timeout,
         )
         self.experiment_dir = reply["experiment_dir"]
 
@@ -210,20 +232,27 @@ class Prov4MLBackend(Backend):
     def _item(self, record: Record, resumed: bool) -> tuple[Any, ...]:
         """A record as the plain tuple the worker understands (models as state_dict bytes)."""
         options = record.options or {}
-        value = record.value
-        if record.kind in ("model", "best_model"):
-            value = _state_dict_bytes(value)
-        elif record.kind == "prov_documents":
-            value = self._document_options({**options, **value})
+        context = options.get("context")
+        if context is not None and context not in CONTEXTS:
+            raise RecordRejected(f"context must be one of {CONTEXTS}; got {context!r}", record.seq)
         extra = {"resumed": resumed, "time_ms": int(record.time * 1000)}
-        return (record.kind, record.key, value, record.step, options.get("context"), extra)
+        return (record.kind, record.key, self.write_record(record), record.step, context, extra)
+
+    def _plain(self, record: Record) -> Any:
+        return record.value
+
+    def _state_dict(self, record: Record) -> bytes:
+        return _state_dict_bytes(record.value)
+
+    def _documents(self, record: Record) -> dict[str, Any]:
+        return self._document_options({**(record.options or {}), **record.value})
 
     def _document_options(self, options: dict[str, Any]) -> dict[str, Any]:
         svg = bool(options.get("create_svg", self.create_svg)) and shutil.which("dot") is not None
         return {
             "create_graph": bool(options.get("create_graph", self.create_graph)) or svg,
             "create_svg": svg,
-            "create_rocrate": bool(options.get("create_rocrate", self.create_rocrate)),
+            "create_rocrate": bool(options.get("create_rocrate", self.options.create_rocrate)),
         }
 
     def _publish(self, documents: list[str], record: Record) -> None:
@@ -507,68 +536,14 @@ def _worker_main(read_fd: int, write_fd: int) -> None:
 
 
 # ---------------------------------------------------------------------------- user-facing
-class Prov4MLLogger(BackendLogger):
+class Prov4MLLogger(TrackerLogger):
     """itwinai's ``Prov4MLLogger`` on fanlog: provenance of a run as W3C PROV documents.
-
-    Args:
-        prov_user_namespace: the PROV namespace of the user.
-        experiment_name: yprov4ml's experiment; files go to
-            ``<provenance_save_dir>/<experiment_name>_<run id>/``.
-        provenance_save_dir: where yprov4ml writes (made absolute at construction).
-        save_after_n_logs: yprov4ml flushes a metric to its file every n values.
-        create_graph, create_svg: also write the graph as ``.dot`` / ``.svg`` (needs graphviz).
-        create_rocrate: also zip the experiment folder as an RO-Crate.
-        metrics_file_type: ``csv``, ``nc`` (netCDF) or ``zarr``.
-        run_id: yprov4ml's run id; default fanlog's run id, which every rank shares.
-        savedir, log_freq, log_on_workers, **common: see :class:`fanlog.logger.Logger`.
 
     Log with ``context="training" | "validation" | "testing"`` to place a record in that
     activity of the provenance graph.
     """
 
     backend_class = Prov4MLBackend
-
-    def __init__(
-        self,
-        prov_user_namespace: str = "www.example.org",
-        experiment_name: str = "experiment_name",
-        provenance_save_dir: str = "mllogs/prov_logs",
-        save_after_n_logs: int = 100,
-        create_graph: bool = True,
-        create_svg: bool = True,
-        create_rocrate: bool = False,
-        metrics_file_type: str = "csv",
-        run_id: str | int | None = None,
-        savedir: str = "mllogs",
-        log_freq: int | str = "epoch",
-        log_on_workers: int | list[int] = 0,
-        **common: Any,
-    ) -> None:
-        super().__init__(
-            savedir=savedir, log_freq=log_freq, log_on_workers=log_on_workers,
-            experiment_name=experiment_name, **common,
-        )  # fmt: skip
-        self.prov_user_namespace = prov_user_namespace
-        self.provenance_save_dir = os.path.abspath(provenance_save_dir)
-        self.save_after_n_logs = save_after_n_logs
-        self.create_graph = create_graph
-        self.create_svg = create_svg
-        self.create_rocrate = create_rocrate
-        self.metrics_file_type = metrics_file_type
-        self.prov_run_id = run_id
-
-    def make_backend(self) -> Prov4MLBackend:
-        return Prov4MLBackend(
-            provenance_save_dir=self.provenance_save_dir,
-            experiment_name=self.experiment_name or "experiment_name",
-            prov_user_namespace=self.prov_user_namespace,
-            save_after_n_logs=self.save_after_n_logs,
-            create_graph=self.create_graph,
-            create_svg=self.create_svg,
-            create_rocrate=self.create_rocrate,
-            metrics_file_type=self.metrics_file_type,
-            run_id=self.prov_run_id,
-        )
 
     def log(
         self,

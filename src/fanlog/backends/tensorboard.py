@@ -33,10 +33,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from fanlog.backend import Backend, finite_histogram, import_tracker
 from fanlog.errors import PartialDelivery, reason_of
-from fanlog.logger import BackendLogger
+from fanlog.logger import TrackerLogger
+from fanlog.options import BackendOptions
 from fanlog.record import Record, RunInfo, RunStatus
 
 log = logging.getLogger("fanlog")
@@ -146,32 +148,35 @@ class EventWriter:
         self._file.close()
 
 
+class TensorBoardOptions(BackendOptions):
+    """Options of the TensorBoard event files."""
+
+    logdir: str | None = Field(None, description="write the event files exactly here (default: "
+                               "`<savedir>/tensorboard/<run name>[/rank-<r>]`)")  # fmt: skip
+    max_queue: int = Field(10, description="events kept in memory before they are written")
+    flush_secs: float = Field(120, description="longest time an event waits in memory, in seconds")
+    histogram_bins: int = Field(64, description="bins of a histogram (a record's `bins=` option "
+                                "overrides it)")  # fmt: skip
+
+
 class TensorBoardBackend(Backend):
     """Writes records as TensorBoard events into one log directory per run (and rank)."""
 
     name = "tensorboard"
-    supported_kinds = frozenset(
-        {"metric", "image", "figure", "text", "dict", "histogram", "torch", "param"}
-    )
+    Options = TensorBoardOptions
+    options: TensorBoardOptions
+    writers = {
+        "metric": "_scalar", "image": "_image", "figure": "_image", "text": "_text_record",
+        "dict": "_dict_record", "histogram": "_histogram_record", "torch": "_graph",
+        "param": "_hparam",
+    }  # fmt: skip
+    """kind → method returning the record's Summary (None when it wrote nothing itself)."""
     max_batch = 1000
 
-    def __init__(
-        self,
-        savedir: str = "mllogs",
-        logdir: str | None = None,
-        max_queue: int = 10,
-        flush_secs: float = 120,
-        histogram_bins: int = 64,
-    ) -> None:
-        super().__init__(
-            savedir=savedir, logdir=logdir, max_queue=max_queue, flush_secs=flush_secs,
-            histogram_bins=histogram_bins,
-        )  # fmt: skip
-        self.savedir = savedir
-        self.logdir = logdir
-        self.max_queue = max_queue
-        self.flush_secs = flush_secs
-        self.histogram_bins = histogram_bins
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.savedir = self.context.savedir
+        self.logdir = self.options.logdir
         self._writer: EventWriter | None = None
         self._run: RunInfo | None = None
         self._hparams: dict[str, bool | float | int | str] = {}
@@ -186,7 +191,7 @@ class TensorBoardBackend(Backend):
 
     def run_logdir(self, run: RunInfo) -> str:
         """``<savedir>/tensorboard/<run name>[/rank-<r>]`` unless `logdir` was given."""
-        base = self.logdir or os.path.join(self.savedir, "tensorboard", run.run_name)
+        base = self.options.logdir or os.path.join(self.savedir, "tensorboard", run.run_name)
         if run.world_size > 1 or run.rank != 0:
             base = os.path.join(base, f"rank-{run.rank}")
         return os.path.abspath(base)
@@ -195,7 +200,7 @@ class TensorBoardBackend(Backend):
         import_tracker("tensorboard.summary.writer.record_writer", "tensorboard")
         self._run = run
         self.logdir = self.run_logdir(run)
-        self._writer = EventWriter(self.logdir, self.max_queue, self.flush_secs)
+        self._writer = EventWriter(self.logdir, self.options.max_queue, self.options.flush_secs)
 
     def write(self, records: Sequence[Record]) -> None:
         from tensorboard.compat.proto import event_pb2
@@ -215,32 +220,17 @@ class TensorBoardBackend(Backend):
 
     def _write_one(self, record: Record, writer: EventWriter, event_pb2: Any) -> None:
         """One record; one TensorBoard cannot show is rejected (a retry would fail the same):
-        the dispatcher marks it in the journal and the batch goes on."""
-        if record.kind == "param":
-            self._hparams[record.key] = hparam_value(record.key, record.value)
-            self._hparams_time = self._hparams_time or record.time
-            if self._session_started:  # the plugin keeps only the first session info
-                log.debug(
-                    "fanlog tensorboard: hyperparameter %r arrived after the HParams session "
-                    "was written; it is stored as text under 'hparams/%s'",
-                    record.key, record.key,
-                )  # fmt: skip
-                self._add(self._text(f"hparams/{record.key}", str(record.value)), record)
-            return
-        if self._hparams and not self._session_started:
+        the dispatcher marks it in the journal and the batch goes on. Writing the event file
+        is outside that: a full disk is retried."""
+        if record.kind != "param" and self._hparams and not self._session_started:
             self._start_session()
         try:
-            if record.kind == "torch":
-                self._graph(record)
-                return
-            summary = self._summary(record)
+            summary = self.write_record(record)
         except Exception as exc:  # noqa: BLE001 - the same record would fail on every retry
             self.reject(record, reason_of(exc))
             return
         if summary is not None:
-            writer.add(
-                event_pb2.Event(wall_time=record.time, step=record.step, summary=summary)
-            )
+            writer.add(event_pb2.Event(wall_time=record.time, step=record.step, summary=summary))
 
     def flush(self) -> None:
         if self._hparams and not self._session_started:
@@ -262,30 +252,47 @@ class TensorBoardBackend(Backend):
         return f"tensorboard --logdir {self.logdir or os.path.join(self.savedir, 'tensorboard')}"
 
     # ------------------------------------------------------------------ summaries
-    def _summary(self, record: Record) -> Any:
+    def _scalar(self, record: Record) -> Any:
         from tensorboard.compat.proto import summary_pb2
 
-        kind, key, value = record.kind, record.key, record.value
-        if kind == "metric":
-            return summary_pb2.Summary(
-                value=[summary_pb2.Summary.Value(tag=key, simple_value=float(value))]
-            )
-        if kind in ("image", "figure"):
-            height, width, colorspace = png_size(value)
-            image = summary_pb2.Summary.Image(
-                height=height, width=width, colorspace=colorspace, encoded_image_string=value
-            )
-            return summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=key, image=image)])
-        if kind == "text":
-            return self._text(key, value)
-        if kind == "dict":
-            body = json.dumps(value, indent=2, sort_keys=True, default=str)
-            return self._text(key, "\n".join("    " + line for line in body.splitlines()))
-        if kind == "histogram":
-            bins = int(record.options.get("bins", self.histogram_bins))
-            histogram = self._histogram(key, np.asarray(value, dtype=np.float64), bins)
-            return summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=key, histo=histogram)])
-        return None
+        value = summary_pb2.Summary.Value(tag=record.key, simple_value=float(record.value))
+        return summary_pb2.Summary(value=[value])
+
+    def _image(self, record: Record) -> Any:
+        from tensorboard.compat.proto import summary_pb2
+
+        height, width, colorspace = png_size(record.value)
+        image = summary_pb2.Summary.Image(
+            height=height, width=width, colorspace=colorspace, encoded_image_string=record.value
+        )
+        return summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=record.key, image=image)])
+
+    def _text_record(self, record: Record) -> Any:
+        return self._text(record.key, record.value)
+
+    def _dict_record(self, record: Record) -> Any:
+        body = json.dumps(record.value, indent=2, sort_keys=True, default=str)
+        return self._text(record.key, "\n".join("    " + line for line in body.splitlines()))
+
+    def _histogram_record(self, record: Record) -> Any:
+        from tensorboard.compat.proto import summary_pb2
+
+        bins = int(record.options.get("bins", self.options.histogram_bins))
+        histogram = self._histogram(record.key, np.asarray(record.value, dtype=np.float64), bins)
+        return summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=record.key, histo=histogram)])
+
+    def _hparam(self, record: Record) -> Any:
+        """Kept for the HParams session, written before the first other event; one that
+        arrives after it becomes text under ``hparams/<key>``."""
+        self._hparams[record.key] = hparam_value(record.key, record.value)
+        self._hparams_time = self._hparams_time or record.time
+        if not self._session_started:  # the plugin keeps only the first session info
+            return None
+        log.debug(
+            "fanlog tensorboard: hyperparameter %r arrived after the HParams session was "
+            "written; it is stored as text under 'hparams/%s'", record.key, record.key,
+        )  # fmt: skip
+        return self._text(f"hparams/{record.key}", str(record.value))
 
     @staticmethod
     def _text(tag: str, text: str) -> Any:
@@ -315,12 +322,6 @@ class TensorBoardBackend(Backend):
             bucket_limit=[float(edge) for edge in edges[1:]],
             bucket=[float(count) for count in counts],
         )
-
-    def _add(self, summary: Any, record: Record) -> None:
-        from tensorboard.compat.proto import event_pb2
-
-        assert self._writer is not None
-        self._writer.add(event_pb2.Event(wall_time=record.time, step=record.step, summary=summary))
 
     def _graph(self, record: Record) -> None:
         """Draw the graph of a ``(module, example_input)`` pair; other torch objects are skipped."""
@@ -382,7 +383,7 @@ class TensorBoardBackend(Backend):
         self._writer.add(event_pb2.Event(wall_time=time.time(), step=0, summary=summary))
 
 
-class TensorBoardLogger(BackendLogger):
+class TensorBoardLogger(TrackerLogger):
     """Log to TensorBoard event files under ``<savedir>/tensorboard/<run name>``.
 
     ``max_queue`` and ``flush_secs`` mean what they mean in TensorBoard: events wait
@@ -392,27 +393,3 @@ class TensorBoardLogger(BackendLogger):
     """
 
     backend_class = TensorBoardBackend
-
-    def __init__(
-        self,
-        savedir: str = "mllogs",
-        log_freq: int | str = "epoch",
-        log_on_workers: int | list[int] = 0,
-        max_queue: int = 10,
-        flush_secs: float = 120,
-        logdir: str | None = None,
-        histogram_bins: int = 64,
-        **common: Any,
-    ) -> None:
-        super().__init__(savedir=savedir, log_freq=log_freq, log_on_workers=log_on_workers,
-                         **common)  # fmt: skip
-        self.max_queue = max_queue
-        self.flush_secs = flush_secs
-        self.logdir = logdir
-        self.histogram_bins = histogram_bins
-
-    def make_backend(self) -> TensorBoardBackend:
-        return TensorBoardBackend(
-            savedir=self.savedir, logdir=self.logdir, max_queue=self.max_queue,
-            flush_secs=self.flush_secs, histogram_bins=self.histogram_bins,
-        )  # fmt: skip

@@ -28,14 +28,16 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import numpy as np
+from pydantic import Field
 
 from fanlog.backend import Backend, artifact_source, finite_histogram, import_tracker
 from fanlog.errors import PartialDelivery, reason_of
-from fanlog.logger import BackendLogger
+from fanlog.logger import TrackerLogger
+from fanlog.options import BackendOptions
 from fanlog.record import Record, RunInfo, RunStatus
 
 log = logging.getLogger("fanlog")
@@ -107,59 +109,61 @@ def artifact_name(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", key).strip("-.") or "artifact"
 
 
+class WandBOptions(BackendOptions):
+    """Options of a W&B run. ``project_name`` is the run's experiment name."""
+
+    sets_common = {"experiment_name": "project_name"}
+
+    project_name: str = Field("fanlog", description="the W&B project (the run's experiment)")
+    entity: str | None = Field(None, description="the W&B entity (user or team)")
+    group: str | None = Field(None, description="the group of the ranks' runs (default: the run "
+                              "name, which every rank of a job agrees on)")  # fmt: skip
+    run_id: str | None = Field(None, description="the W&B run id (default: a new one, "
+                               "remembered in the run directory so a resumed run reattaches)")  # fmt: skip
+    resume: bool | str | None = Field(None, description="W&B's resume mode for that run id")
+    mode: Literal[MODES] | None = Field(None, description="online, offline, disabled or shared; "  # type: ignore[valid-type]
+        "default WANDB_MODE, else online when credentials exist, else offline")  # fmt: skip
+    offline_mode: bool = Field(False, description="itwinai's spelling of mode='offline'")
+    settings: dict[str, Any] | None = Field(None, description="keyword arguments of wandb.Settings")
+    init_timeout: float = Field(60.0, description="seconds wandb.init may take")
+    histogram_bins: int = Field(64, description="bins of a histogram (a record's `bins=` option "
+                                "overrides it, up to 512)")  # fmt: skip
+
+
 class WandBBackend(Backend):
     """One W&B run per rank; ranks of one job share a group."""
 
     name = "wandb"
-    supported_kinds = frozenset(
-        {"metric", "param", "text", "dict", "figure", "image", "histogram",
-         "artifact", "model", "best_model", "torch", "tag"}
-    )  # fmt: skip
+    Options = WandBOptions
+    options: WandBOptions
+    writers = {
+        "metric": "_plain_value", "text": "_plain_value", "dict": "_plain_value",
+        "figure": "_image_value", "image": "_image_value", "histogram": "_histogram_value",
+        "param": "_config_value", "tag": "_add_tag", "artifact": "_log_artifact",
+        "model": "_log_object", "best_model": "_log_object", "torch": "_log_object",
+    }  # fmt: skip
+    """Row kinds (:data:`ROW_KINDS`) return a value of the `wandb.log` row being built,
+    params a value of the config update; the others are one call each."""
     max_batch = 1000
 
-    def __init__(
-        self,
-        savedir: str = "mllogs",
-        project_name: str = "fanlog",
-        entity: str | None = None,
-        group: str | None = None,
-        run_name: str | None = None,
-        run_id: str | None = None,
-        resume: bool | str | None = None,
-        mode: str | None = None,
-        offline_mode: bool = False,
-        settings: dict[str, Any] | None = None,
-        init_timeout: float = 60.0,
-        histogram_bins: int = 64,
-    ) -> None:
-        super().__init__(
-            savedir=savedir, project_name=project_name, entity=entity, group=group,
-            run_name=run_name, run_id=run_id, resume=resume, mode=mode, offline_mode=offline_mode,
-            settings=settings, init_timeout=init_timeout, histogram_bins=histogram_bins,
-        )  # fmt: skip
-        self.savedir = savedir
-        self.project_name = project_name
-        self.entity = entity
-        self.group = group
-        self.run_name = run_name
-        self.run_id = run_id
-        self.resume = resume
-        self.requested_mode = mode
-        self.offline_mode = offline_mode
-        self.settings = dict(settings or {})
-        self.init_timeout = init_timeout
-        self.histogram_bins = histogram_bins
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.savedir = self.context.savedir
+        self.project_name = self.options.project_name
+        self.run_name = self.context.run_name
         self.mode: str | None = None
         self.run: Any = None
         self.opened = threading.Event()
         self._wandb: Any = None
         self._staging: str | None = None
+        self._temporary: list[str] = []
+        """Files staged for the row being built (W&B copies them when the row is logged)."""
 
     # ------------------------------------------------------------------ lifecycle
     def prepare(self) -> None:
         """Import wandb and decide the mode on the caller's thread (no network)."""
         self._wandb = import_tracker("wandb", "wandb")
-        self.mode = resolve_mode(self.requested_mode, self.offline_mode)
+        self.mode = resolve_mode(self.options.mode, self.options.offline_mode)
         if self.mode in ("offline", "disabled"):
             disable_vendor_telemetry()
 
@@ -173,19 +177,19 @@ class WandBBackend(Backend):
         name = self.run_name or run.run_name
         run_id, resume = self._run_id(run)
         kwargs: dict[str, Any] = dict(
-            entity=self.entity,
+            entity=self.options.entity,
             project=self.project_name,
             dir=directory,
             id=run_id,
             name=f"{name}-rank{run.rank}" if distributed else name,
-            group=self.group or (run.run_name if distributed else None),
+            group=self.options.group or (run.run_name if distributed else None),
             job_type=f"rank{run.rank}" if distributed else None,
             resume=resume,
         )
         try:
             self.run = self._init(wandb, mode, kwargs)
         except Exception as exc:
-            if self.requested_mode is not None or self.offline_mode or mode != "online":
+            if self.options.mode is not None or self.options.offline_mode or mode != "online":
                 raise
             log.warning("fanlog wandb: online start failed (%r); logging offline instead, "
                         "upload later with `wandb sync`", exc)  # fmt: skip
@@ -224,22 +228,21 @@ class WandBBackend(Backend):
     def _run_id(self, run: RunInfo) -> tuple[str, bool | str | None]:
         """The W&B run id, remembered in the fanlog run directory so a resumed run reattaches."""
         memo = self._memo(run)
-        if self.run_id is not None:
-            run_id = f"{self.run_id}-rank{run.rank}" if run.world_size > 1 else self.run_id
-            resume = self.resume
+        wanted, resume = self.options.run_id, self.options.resume
+        if wanted is not None:
+            run_id = f"{wanted}-rank{run.rank}" if run.world_size > 1 else wanted
         elif os.path.exists(memo):
             with open(memo, encoding="utf-8") as handle:
                 run_id = handle.read().strip()
-            resume = self.resume if self.resume is not None else "allow"
+            resume = resume if resume is not None else "allow"
         else:
             run_id = uuid.uuid4().hex[:8]
-            resume = self.resume
         self._remember_id(run, run_id)
         return run_id, resume
 
     def _settings(self, wandb: Any) -> Any:
-        options: dict[str, Any] = {"init_timeout": self.init_timeout}
-        options.update(self.settings)
+        options: dict[str, Any] = {"init_timeout": self.options.init_timeout}
+        options.update(self.options.settings or {})
         return wandb.Settings(**options)
 
     def write(self, records: Sequence[Record]) -> None:
@@ -248,34 +251,33 @@ class WandBBackend(Backend):
         row_step = 0
         row_count = 0
         params: dict[str, Any] = {}
-        temporary: list[str] = []
         try:
             for record in records:
                 if record.kind in ROW_KINDS:
                     if params:
                         done += self._update_config(params)
                     if row and (record.step != row_step or record.key in row):
-                        done += self._log_row(row, row_step, row_count, temporary)
+                        done += self._log_row(row, row_step, row_count)
                         row, row_count = {}, 0
                     try:
-                        row[record.key] = self._row_value(record, temporary)
+                        row[record.key] = self.write_record(record)
                     except Exception as exc:  # noqa: BLE001 - a retry would fail the same
                         self.reject(record, reason_of(exc))
                     row_step = record.step
                     row_count += 1
                     continue
                 if row:
-                    done += self._log_row(row, row_step, row_count, temporary)
+                    done += self._log_row(row, row_step, row_count)
                     row, row_count = {}, 0
                 if record.kind == "param":
-                    params[record.key] = record.value
+                    params[record.key] = self.write_record(record)
                     continue
                 if params:
                     done += self._update_config(params)
-                self._other(record)
+                self.write_record(record)
                 done += 1
             if row:
-                done += self._log_row(row, row_step, row_count, temporary)
+                done += self._log_row(row, row_step, row_count)
             if params:
                 done += self._update_config(params)
         except Exception as exc:
@@ -283,8 +285,7 @@ class WandBBackend(Backend):
                 raise PartialDelivery(done, exc) from exc
             raise
         finally:
-            for path in temporary:
-                _remove(path)
+            self._remove_staged()
 
     def flush(self) -> None:
         """Nothing to do: W&B's service writes each row as it receives it."""
@@ -302,13 +303,16 @@ class WandBBackend(Backend):
         return f"wandb {self.mode or 'auto'} project {self.project_name!r} in {where}"
 
     # ------------------------------------------------------------------ records
-    def _log_row(self, row: dict[str, Any], step: int, count: int, temporary: list[str]) -> int:
+    def _log_row(self, row: dict[str, Any], step: int, count: int) -> int:
         row[STEP_METRIC] = step
         self.run.log(row)
-        for path in temporary:
-            _remove(path)
-        temporary.clear()
+        self._remove_staged()
         return count
+
+    def _remove_staged(self) -> None:
+        for path in self._temporary:
+            _remove(path)
+        self._temporary.clear()
 
     def _update_config(self, params: dict[str, Any]) -> int:
         count = len(params)
@@ -316,41 +320,47 @@ class WandBBackend(Backend):
         params.clear()
         return count
 
-    def _row_value(self, record: Record, temporary: list[str]) -> Any:
-        wandb = self._wandb
-        kind, value = record.kind, record.value
-        if kind in ("image", "figure"):
-            path = self._stage(record, ".png", value)
-            temporary.append(path)
-            return wandb.Image(path, caption=record.options.get("caption"))
-        if kind == "histogram":
-            values = np.asarray(value, dtype=np.float64).reshape(-1)
-            values = values[np.isfinite(values)]
-            if values.size == 0:
-                raise ValueError(f"histogram {record.key!r} has no finite value")
-            bins = min(512, int(record.options.get("bins", self.histogram_bins)))
-            counts, edges = finite_histogram(values, bins)
-            return wandb.Histogram(np_histogram=(counts, edges))
-        return value  # metric: float, text: str, dict: nested dict
+    def _plain_value(self, record: Record) -> Any:
+        return record.value  # metric: float, text: str, dict: nested dict
 
-    def _other(self, record: Record) -> None:
-        """Artifacts, models and torch objects become wandb.Artifact; tags become run tags."""
-        if record.kind == "tag":
-            self.run.tags = (*self.run.tags, str(record.value))
-            return
-        wandb = self._wandb
+    def _config_value(self, record: Record) -> Any:
+        return record.value
+
+    def _image_value(self, record: Record) -> Any:
+        path = self._stage(record, ".png", record.value)
+        self._temporary.append(path)
+        return self._wandb.Image(path, caption=record.options.get("caption"))
+
+    def _histogram_value(self, record: Record) -> Any:
+        values = np.asarray(record.value, dtype=np.float64).reshape(-1)
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            raise ValueError(f"histogram {record.key!r} has no finite value")
+        bins = min(512, int(record.options.get("bins", self.options.histogram_bins)))
+        counts, edges = finite_histogram(values, bins)
+        return self._wandb.Histogram(np_histogram=(counts, edges))
+
+    def _add_tag(self, record: Record) -> None:
+        self.run.tags = (*self.run.tags, str(record.value))
+
+    def _new_artifact(self, record: Record) -> Any:
         artifact_type = record.options.get("artifact_type", ARTIFACT_TYPES[record.kind])
-        artifact = wandb.Artifact(artifact_name(record.key), type=artifact_type,
-                                  metadata={"step": record.step, "fanlog_key": record.key})
+        return self._wandb.Artifact(artifact_name(record.key), type=artifact_type,
+                                    metadata={"step": record.step, "fanlog_key": record.key})  # fmt: skip
+
+    def _log_artifact(self, record: Record) -> None:
+        artifact = self._new_artifact(record)
+        path = artifact_source(record)
+        if os.path.isdir(path):
+            artifact.add_dir(path)
+        else:
+            artifact.add_file(path, name=os.path.basename(path))
+        self.run.log_artifact(artifact)
+
+    def _log_object(self, record: Record) -> None:
+        """A model, best model or torch object: its ``torch.save`` bytes as a wandb.Artifact."""
+        artifact = self._new_artifact(record)
         aliases = ["best"] if record.kind == "best_model" else None
-        if record.kind == "artifact":
-            path = artifact_source(record)
-            if os.path.isdir(path):
-                artifact.add_dir(path)
-            else:
-                artifact.add_file(path, name=os.path.basename(path))
-            self.run.log_artifact(artifact, aliases=aliases)
-            return
         path = self._stage(record, ".pt", record.value)
         try:
             artifact.add_file(path, name=os.path.basename(record.key) + ".pt")
@@ -415,57 +425,17 @@ def _remove(path: str) -> None:
         pass
 
 
-class WandBLogger(BackendLogger):
+class WandBLogger(TrackerLogger):
     """Log to Weights & Biases, online or offline, at the steps you give.
 
     ``offline_mode=True`` is itwinai's spelling of ``mode="offline"``. ``settings``
-    goes to ``wandb.Settings``. Ranks that log share ``group`` (default: the run
-    name, which every rank of a job agrees on). ``watch(model)`` hooks W&B's
-    gradient and parameter logging into a module.
+    goes to ``wandb.Settings`` (it is ``logger.options.settings``: ``logger.settings`` are
+    the pipeline's). Ranks that log share ``group`` (default: the run name, which every rank
+    of a job agrees on). ``watch(model)`` hooks W&B's gradient and parameter logging into a
+    module.
     """
 
     backend_class = WandBBackend
-
-    def __init__(
-        self,
-        savedir: str = "mllogs",
-        project_name: str = "fanlog",
-        entity: str | None = None,
-        group: str | None = None,
-        run_name: str | None = None,
-        run_id: str | None = None,
-        resume: bool | str | None = None,
-        mode: str | None = None,
-        log_freq: int | str = "epoch",
-        log_on_workers: int | list[int] = 0,
-        offline_mode: bool = False,
-        settings: dict[str, Any] | None = None,
-        init_timeout: float = 60.0,
-        histogram_bins: int = 64,
-        **common: Any,
-    ) -> None:
-        if mode is not None and mode not in MODES:
-            raise ValueError(f"WandBLogger mode must be one of {MODES} or None; got {mode!r}")
-        super().__init__(savedir=savedir, log_freq=log_freq, log_on_workers=log_on_workers,
-                         experiment_name=project_name, run_name=run_name, **common)  # fmt: skip
-        self.project_name = project_name
-        self.entity = entity
-        self.group = group
-        self.run_id = run_id
-        self.resume = resume
-        self.mode = mode
-        self.offline_mode = offline_mode
-        self.wandb_settings = dict(settings or {})
-        self.init_timeout = init_timeout
-        self.histogram_bins = histogram_bins
-
-    def make_backend(self) -> WandBBackend:
-        return WandBBackend(
-            savedir=self.savedir, project_name=self.project_name, entity=self.entity,
-            group=self.group, run_name=self.run_name, run_id=self.run_id, resume=self.resume,
-            mode=self.mode, offline_mode=self.offline_mode, settings=self.wandb_settings,
-            init_timeout=self.init_timeout, histogram_bins=self.histogram_bins,
-        )  # fmt: skip
 
     def watch(self, model: Any, timeout: float | None = 120.0, **kwargs: Any) -> None:
         """``wandb.watch`` on this logger's run: gradients/parameters of `model` (W&B's kwargs).

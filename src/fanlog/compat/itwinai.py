@@ -10,26 +10,27 @@ does not support is ignored silently (fanlog's own loggers warn instead); pass
 ``unsupported="warn"`` to get fanlog's behaviour. Any fanlog option (``strict``,
 ``job_id``, ``flush_interval``, ...) may be added as a keyword.
 
-Where itwinai's kinds go beyond what fanlog's backend for that tracker stores (the
-console's ``torch`` and ``artifact``, yProv4ML's ``torch`` and ``carbon``), the records
-are kept in fanlog's journal, readable with :func:`fanlog.read_run` and deliverable
-later with ``fanlog sync``.
+Where itwinai's kinds go beyond what fanlog's backend for that tracker stores (yProv4ML's
+``torch`` and ``carbon``), the core keeps the records in fanlog's journal with no tracker
+bit (as ``unsupported="journal"`` does for any kind), readable with :func:`fanlog.read_run`
+and deliverable later with ``fanlog sync``. The console prints where its ``torch`` and
+``artifact`` records are kept, as itwinai's console did.
 """
 
 from __future__ import annotations
 
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from fanlog.backend import Backend
+from fanlog.backends.console import ConsoleBackend
 from fanlog.backends.console import ConsoleLogger as _ConsoleLogger
 from fanlog.backends.mlflow import MLflowLogger as _MLflowLogger
 from fanlog.backends.mlflow import get_mlflow_logger
 from fanlog.backends.prov import Prov4MLLogger as _Prov4MLLogger
 from fanlog.backends.tensorboard import TensorBoardLogger as _TensorBoardLogger
 from fanlog.backends.wandb import WandBLogger as _WandBLogger
-from fanlog.errors import PartialDelivery, bad_item
+from fanlog.errors import bad_item
 from fanlog.kinds import Kind, get_kind, register_kind
 from fanlog.kinds.core import normalize_metric
 from fanlog.logger import EmptyLogger as _EmptyLogger
@@ -82,62 +83,9 @@ except ValueError:
     register_kind(Kind("carbon", normalize_carbon, "json", doc="carbon footprint figures"))
 
 
-class _KindsAdapter:
-    """Gives a fanlog backend itwinai's kinds: the extra kinds are kept in the journal only.
-
-    The record is still journaled (the gate takes it), but the tracker's backend only
-    receives the kinds it knows, so no tracker is asked to store what it cannot.
-    """
-
-    backend_kinds: frozenset[str] = frozenset()
-
-    def write(self, records: Sequence[Record]) -> None:
-        own = [r for r in records if r.kind in self.backend_kinds]
-        for record in records:
-            if record.kind not in self.backend_kinds:
-                self.kept_in_journal(record)
-        if not own:
-            return
-        try:
-            super().write(own)  # type: ignore[misc]
-        except PartialDelivery as partial:
-            # `done` counts the filtered batch; the dispatcher counts the whole batch.
-            done = len(records) if partial.done >= len(own) else records.index(own[partial.done])
-            raise PartialDelivery(done, partial.cause) from partial.cause
-
-    def kept_in_journal(self, record: Record) -> None:
-        """Called for a record only the journal keeps (default: nothing to do)."""
-
-
-def _with_itwinai_kinds(backend: Backend, itwinai_name: str) -> Backend:
-    """A just-built backend, rebuilt as a subclass that declares itwinai's kinds and filters writes.
-
-    The subclass instance takes over the fresh object's state, so every backend keeps its own
-    constructor and options, and `isinstance` checks against the tracker's backend still hold.
-    """
-    base = type(backend)
-    adapted = _ADAPTED.get((base, itwinai_name))
-    if adapted is None:
-        adapted = type(
-            f"Itwinai{base.__name__}",
-            (_KindsAdapter, base),
-            {
-                "supported_kinds": frozenset(ITWINAI_KINDS[itwinai_name]),
-                "backend_kinds": base.supported_kinds,
-                "__module__": __name__,
-            },
-        )
-        _ADAPTED[(base, itwinai_name)] = adapted
-    rebuilt = adapted.__new__(adapted)
-    rebuilt.__dict__.update(vars(backend))
-    return rebuilt
-
-
-_ADAPTED: dict[tuple[type, str], type] = {}
-
-
 class _ItwinaiNames:
-    """Shared behaviour: itwinai's supported_kinds, and unsupported kinds ignored silently."""
+    """itwinai's supported_kinds. A kind among them that the tracker does not store is kept
+    in the journal only (the gate gives it no tracker bit); others are ignored silently."""
 
     itwinai_name: str = ""
 
@@ -145,8 +93,16 @@ class _ItwinaiNames:
     def supported_kinds(self) -> frozenset[str]:
         return frozenset(ITWINAI_KINDS[self.itwinai_name])
 
-    def make_backend(self) -> Backend:
-        return _with_itwinai_kinds(super().make_backend(), self.itwinai_name)  # type: ignore[misc]
+
+class _ConsoleBackend(ConsoleBackend):
+    """fanlog's console, and a line for each ``torch`` or ``artifact`` record (itwinai's
+    console saved those to files and said so; fanlog's journal already holds them)."""
+
+    writers = {**ConsoleBackend.writers, "torch": "_say_where", "artifact": "_say_where"}
+
+    def _say_where(self, record: Record) -> None:
+        print(f"ConsoleLogger: {record.key} ({record.kind}) saved in the journal in "
+              f"{self.run.run_dir}", file=self.stream, flush=True)  # fmt: skip
 
 
 ITWINAI_CLOSE_TIMEOUT = 120.0
@@ -168,6 +124,7 @@ class ConsoleLogger(_ItwinaiNames, _ConsoleLogger):
     """itwinai's ``ConsoleLogger``: metrics on stdout; ``torch`` and ``artifact`` kept in the journal."""
 
     itwinai_name = "ConsoleLogger"
+    backend_class = _ConsoleBackend
 
     def __init__(
         self,
@@ -178,17 +135,6 @@ class ConsoleLogger(_ItwinaiNames, _ConsoleLogger):
     ) -> None:
         super().__init__(savedir=savedir, log_freq=log_freq, log_on_workers=log_on_workers,
                          **_itwinai_defaults(fanlog_options))  # fmt: skip
-
-    def make_backend(self) -> Backend:
-        backend = super().make_backend()
-        stream = self.stream
-
-        def kept_in_journal(record: Record) -> None:
-            print(f"ConsoleLogger: {record.key} ({record.kind}) saved in the journal {self.journal_path}",
-                  file=stream, flush=True)  # fmt: skip
-
-        backend.kept_in_journal = kept_in_journal  # type: ignore[method-assign]
-        return backend
 
 
 class MLFlowLogger(_ItwinaiNames, _MLflowLogger):

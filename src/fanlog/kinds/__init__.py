@@ -22,6 +22,7 @@ bytes      raw ``bytes`` (``torch.save`` output for model and torch)
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -56,13 +57,21 @@ def register_kind(kind: Kind, *, replace: bool = False) -> Kind:
 
 
 def get_kind(name: str) -> Kind:
-    """The kind called `name`, or a ValueError listing the known kinds."""
+    """The kind called `name`, or a ValueError listing the known kinds.
+
+    A kind a built-in tracker declares in its own module (``fanlog.backends.KINDS``) is
+    registered by importing that module the first time it is asked for."""
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown kind {name!r}; known kinds: {', '.join(sorted(_REGISTRY))}"
-        ) from None
+        pass
+    from fanlog.backends import KINDS
+
+    home = KINDS.get(name) if isinstance(name, str) else None
+    if home is not None:
+        importlib.import_module(home)
+        return _REGISTRY[name]
+    raise ValueError(f"unknown kind {name!r}; known kinds: {', '.join(sorted(_REGISTRY))}")
 
 
 def known_kinds() -> list[str]:
@@ -70,4 +79,4 @@ def known_kinds() -> list[str]:
 
 
 from fanlog.kinds import core as _core  # noqa: E402,F401  (registers the built-in kinds)
-from fanlog.kinds import extra as _extra  # noqa: E402,F401  (dataset, tag, provenance kinds)
+from fanlog.kinds import extra as _extra  # noqa: E402,F401  (tag, dataset, system, ...)

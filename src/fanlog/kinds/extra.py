@@ -1,4 +1,11 @@
-"""Kinds beyond the core ten: tag, dataset and the provenance kinds of itwinai's Prov4MLLogger."""
+"""Kinds beyond the core ten that more than one tracker can store: tag, dataset, system,
+flops_pb, flops_pe, execution_time and best_model.
+
+They came with itwinai's Prov4MLLogger but say nothing about a tracker (MLflow takes
+datasets, W&B tags and best models, the console execution times), so they stay in the
+core. A kind only one tracker understands is declared in that tracker's module (yProv4ML's
+``prov_documents`` is in :mod:`fanlog.backends.prov`).
+"""
 
 from __future__ import annotations
 
@@ -119,15 +126,6 @@ def normalize_execution_time(item: Any, identifier: str) -> float:
     return float(normalize_metric(item, identifier))  # type: ignore[arg-type]
 
 
-def normalize_prov_documents(item: Any, identifier: str) -> dict[str, Any]:
-    """A request to write the provenance documents now; `item` may carry options."""
-    if item is None:
-        return {}
-    if isinstance(item, Mapping):
-        return snapshot_json("prov_documents", identifier, item, "a mapping of options")
-    raise bad_item("prov_documents", identifier, "None or a mapping of options", item)
-
-
 for _kind in (
     Kind("tag", normalize_tag, "json", doc="a run tag"),
     Kind("dataset", normalize_dataset, "json", doc="a dataset description (MLflow log_input)"),
@@ -135,7 +133,6 @@ for _kind in (
     Kind("flops_pb", normalize_flops_per_batch, "num", doc="FLOPs per batch"),
     Kind("flops_pe", normalize_flops_per_epoch, "num", doc="FLOPs per epoch"),
     Kind("execution_time", normalize_execution_time, "num", doc="seconds"),
-    Kind("prov_documents", normalize_prov_documents, "json", doc="write provenance documents"),
     Kind("best_model", normalize_model, "bytes", doc="the best model so far"),
 ):
     register_kind(_kind)

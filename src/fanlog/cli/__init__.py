@@ -14,7 +14,7 @@ COMMANDS = {
     "plot": "fanlog.cli_runs:plot_command",
     "export": "fanlog.cli_runs:export_command",
     "sync": "fanlog.sync:sync_command",
-    "config": "fanlog.config:config_command",
+    "config": "fanlog.cli.config:config_command",
 }
 
 
