@@ -100,7 +100,7 @@ def tb_result(
 # ---------------------------------------------------------------- Weights & Biases (offline)
 def wandb_series(savedir: str, step_key: str | None) -> list[tuple[int, float]]:
     """(step, loss) from the newest offline run under `savedir`, waiting for its exit record."""
-    from fanlog.backends.wandb import read_transaction_log
+    from fanlog.testing.wandb import read_transaction_log
 
     (path,) = glob.glob(os.path.join(savedir, "**", "offline-run-*", "run-*.wandb"), recursive=True)
     deadline = time.monotonic() + 120

@@ -284,7 +284,7 @@ def test_export_parquet_to_stdout_is_refused(savedir: Path) -> None:
 
 def test_ls_shows_a_tracker_fed_later_by_sync(tmp_path: Path) -> None:
     """An offline run (journal only), then `fanlog sync --to tensorboard`: ls shows the new cursor."""
-    pytest.importorskip("fanlog.sync")
+    pytest.importorskip("fanlog.delivery.sync")
     pytest.importorskip("tensorboard")
     root = tmp_path / "mllogs"
     with JournalLogger(savedir=root, log_freq="batch", job_id="offline-run").start_logging(rank=0) as lg:
@@ -336,3 +336,32 @@ def test_ls_reports_an_unreadable_journal_and_lists_the_rest(tmp_path: Path) -> 
     lines = fanlog_cli("ls", str(root)).stdout.splitlines()
     assert any(line.startswith("good-run") and " finished " in line for line in lines)
     assert any(line.startswith("bad-run") and "unreadable" in line for line in lines)
+
+
+LIBRARY_ONLY = """
+import sys
+import fanlog
+from fanlog import JournalLogger, LoggersCollection, find_runs, from_config, read_run, sync
+
+savedir = sys.argv[1]
+assert type(from_config({"type": "journal", "savedir": savedir})).__name__ == "JournalLogger"
+with JournalLogger(savedir=savedir, log_freq="batch", job_id="no-click").start_logging(rank=0) as lg:
+    for step in range(2500):
+        lg.log(float(step), "loss", step=step)
+run = find_runs(savedir)[-1]
+assert len(read_run(run).metric("loss")) == 2500
+report = sync(run, to="tensorboard", logdir=sys.argv[2], progress=True)  # a progress bar: >= 2000
+assert report.ok and report.sent == 2500, report.summary()
+print(sorted(m for m in sys.modules if m.split(".")[0] == "click"))
+"""
+
+
+def test_the_library_never_imports_click(tmp_path: Path) -> None:
+    """Only `fanlog.cli` imports click: logging, reading a run back and syncing it (with its
+    progress bar), and building loggers from a configuration, leave it out."""
+    pytest.importorskip("tensorboard")
+    done = subprocess.run([sys.executable, "-c", LIBRARY_ONLY, str(tmp_path / "sd"), str(tmp_path / "tb")],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert "sync rank-0 → tensorboard" in done.stderr  # the bar was drawn, without click

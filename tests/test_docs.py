@@ -103,7 +103,7 @@ def test_quickstart_code_runs(tmp_path: Path) -> None:
 
 
 def test_cli_page_documents_every_option() -> None:
-    from fanlog import cli_runs
+    from fanlog.cli import runs as cli_runs
 
     text = (DOCS / "cli.md").read_text()
     for command in (cli_runs.ls_command, cli_runs.show_command, cli_runs.plot_command,

@@ -27,8 +27,8 @@ from fanlog import read_run
 from fanlog.backends.journal import JournalLogger
 from fanlog.backends.mlflow import MLflowLogger
 from fanlog.backends.tensorboard import TensorBoardLogger
+from fanlog.delivery.sync import sync
 from fanlog.journal import Journal
-from fanlog.sync import sync
 
 pytestmark = pytest.mark.slow
 LOOP_BOUND_SECONDS = 0.005

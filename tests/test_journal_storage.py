@@ -23,8 +23,8 @@ import pytest
 
 from core_backends import RecordingLogger
 from fanlog import JournalLogger, LoggersCollection, read_run
-from fanlog.capture import LINK_MIN_BYTES
-from fanlog.fsinfo import file_system_type, is_network
+from fanlog.journal.capture import LINK_MIN_BYTES
+from fanlog.journal.fsinfo import file_system_type, is_network
 from fanlog.kinds import get_kind
 from support.journals import count, fanlog_cli, meta, query
 

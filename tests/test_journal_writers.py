@@ -225,8 +225,7 @@ def test_an_integrity_error_is_not_taken_for_a_full_disk(tmp_path: Path) -> None
         logger.log(float(step), "loss", step=step)
     assert logger.flush(timeout=30)
     path = str(logger.journal_path)
-    rogue = Journal(path)
-    rogue.append([])  # nothing, just a second connection
+    rogue = Journal(path)  # a second connection
     with rogue._conn:
         rogue._conn.execute("INSERT INTO records (seq, kind, key, step, time, mask, num) VALUES "
                             "(101, 'metric', 'rogue', 0, 0, 1, 0)")  # fmt: skip

@@ -63,7 +63,7 @@ def test_sync_delivers_a_forked_childs_journal_to_the_parents_tracker_run(
     from mlflow import MlflowClient
 
     from fanlog.backends.mlflow import MLflowLogger
-    from fanlog.sync import sync
+    from fanlog.delivery.sync import sync
 
     savedir = tmp_path / "sd"
     logger = MLflowLogger(savedir=str(savedir), tracking_uri=mlflow_server.url,

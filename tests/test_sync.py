@@ -24,7 +24,7 @@ from click.testing import CliRunner
 import fanlog
 from fanlog.backends.journal import JournalLogger
 from fanlog.cli import cli
-from fanlog.sync import SyncError, sync
+from fanlog.delivery.sync import SyncError, sync
 
 pytestmark = pytest.mark.slow
 
@@ -209,8 +209,10 @@ def test_progress_bar_for_long_syncs(tmp_path: Path) -> None:
 
 
 def test_fanlog_sync_is_callable_and_a_concurrent_sync_is_refused(tmp_path: Path) -> None:
-    import fanlog.sync as module  # importing the module must not break `fanlog.sync(...)`
-    from fanlog.sync import _lock
+    import fanlog.delivery.sync  # importing the module must not break `fanlog.sync(...)`
+    from fanlog.delivery.sync import _lock
+
+    module = fanlog.sync  # the function, even after its module was imported
 
     path = make_run(tmp_path / "sd", "lock", metrics=3, extras=False)
     with _lock(os.path.dirname(path), "sync:tensorboard"), pytest.raises(SyncError, match="another"):
@@ -233,7 +235,8 @@ def test_sync_to_offline_wandb_keeps_steps_and_sends_nothing_twice(
     """W&B offline (nothing leaves the machine), read back from the run's .wandb file."""
     import glob
 
-    from fanlog.backends.wandb import STEP_METRIC, read_transaction_log
+    from fanlog.backends.wandb import STEP_METRIC
+    from fanlog.testing.wandb import read_transaction_log
 
     for name in ("WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_IDENTITY_TOKEN_FILE"):
         monkeypatch.delenv(name, raising=False)

@@ -33,7 +33,7 @@ _EXPORTS: dict[str, str] = {
     "Prov4MLLogger": "fanlog.backends.prov",
     "read_run": "fanlog.reader",
     "find_runs": "fanlog.reader",
-    "sync": "fanlog.sync",
+    "sync": "fanlog.delivery.sync",
     "from_config": "fanlog.config",
 }
 

@@ -1,4 +1,4 @@
-"""`fanlog demo`: a small PyTorch training run logged to the embedded defaults.
+"""A small PyTorch training run logged to the embedded defaults (``fanlog demo``, ``make demo``).
 
 A plain loop on synthetic regression data. Batch-level metrics are gated by
 `log_freq`; epoch-level metrics are logged without `batch_idx`. Trackers that are
@@ -12,8 +12,7 @@ import os
 import warnings
 from typing import Any
 
-import click
-
+from fanlog.journal.layout import run_dir_of
 from fanlog.logger import Logger, LoggersCollection
 
 
@@ -93,25 +92,6 @@ def run_demo(savedir: str, epochs: int, batches: int, log_freq: int, extras: boo
         warnings.simplefilter("ignore", UserWarning)  # console/histogram: unsupported kinds
         with logger.start_logging():
             result = train(logger, epochs, batches)
-    run_dir = os.path.dirname(os.path.dirname(logger.journal_path or ""))
+    run_dir = run_dir_of(logger.journal_path or "")
     plot = plot_run(read_run(run_dir), output=os.path.join(run_dir, "curves.png"))
-    return {"journal": logger.journal_path, "plot": plot, "hints": hints, **result}
-
-
-@click.command("demo")
-@click.option("--savedir", default="mllogs", show_default=True, help="Where the run is written.")
-@click.option("--epochs", default=5, show_default=True)
-@click.option("--batches", default=50, show_default=True, help="Batches per epoch.")
-@click.option("--log-freq", default=10, show_default=True, help="Log batch metrics every N batches.")
-@click.option("--no-extras", is_flag=True, help="Only the journal and the console.")
-def demo_command(savedir: str, epochs: int, batches: int, log_freq: int, no_extras: bool) -> None:
-    """Train a small PyTorch model and log it to the embedded default backends."""
-    out = run_demo(savedir, epochs, batches, log_freq, extras=not no_extras)
-    click.echo("")
-    click.echo(f"final epoch loss: {out['final_epoch_loss']:.4f} after {int(out['steps'])} steps")
-    click.echo(f"journal : {out['journal']}")
-    click.echo(f"plot    : {out['plot']}")
-    run_dir = os.path.dirname(os.path.dirname(out["journal"]))
-    click.echo(f"inspect : fanlog show {run_dir}")
-    for hint in out["hints"]:
-        click.echo(f"browse  : {hint}")
+    return {"journal": logger.journal_path, "run_dir": run_dir, "plot": plot, "hints": hints, **result}

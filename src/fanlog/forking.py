@@ -29,9 +29,10 @@ import warnings
 from typing import Any
 
 from fanlog import journal as journal_module
-from fanlog import lifecycle, writer_lock
-from fanlog.capture import Captured, CaptureFailed, capture
+from fanlog import lifecycle
 from fanlog.journal import Journal, Pending, open_writer
+from fanlog.journal import lock as writer_lock
+from fanlog.journal.capture import Captured, CaptureFailed, capture
 from fanlog.pipeline import Pipeline, PipelineSettings
 from fanlog.record import RunInfo, RunStatus
 from fanlog.run import Run

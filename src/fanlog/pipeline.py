@@ -35,10 +35,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fanlog.backend import Backend
-from fanlog.capture import CAPTURE_MODES, Captured, CaptureFailed, capture
 from fanlog.delivery import BatchDelivery, CallWatch
 from fanlog.errors import RecordRejected, reason_of
 from fanlog.journal import Journal, Pending, Row, connect
+from fanlog.journal.capture import CAPTURE_MODES, Captured, CaptureFailed, capture
 from fanlog.record import Record, RunInfo, RunStatus
 
 log = logging.getLogger(__name__)

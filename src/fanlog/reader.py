@@ -1,8 +1,11 @@
-"""Reading runs back from their journals: `fanlog.read_run(path)` and `fanlog.find_runs(savedir)`."""
+"""Reading runs back from their journals: `fanlog.read_run(path)` and `fanlog.find_runs(savedir)`.
+
+A journal from a newer fanlog is refused with a
+:class:`~fanlog.journal.schema.NewerJournalError` that says so.
+"""
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import sqlite3
@@ -11,8 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from fanlog.journal import Journal, unreadable
-from fanlog.layout import JOURNAL_GLOB, journal_number, sort_key
+from fanlog.journal.layout import journal_paths, run_dir_of
 from fanlog.record import Record
+
+__all__ = ["MetricRow", "RejectedRecord", "RunData", "find_runs", "journal_paths", "read_run"]
 
 
 class MetricRow(NamedTuple):
@@ -86,31 +91,9 @@ class RunData:
         return pd.DataFrame(self.metrics, columns=list(MetricRow._fields))
 
 
-def journal_paths(path: str | os.PathLike[str]) -> list[str]:
-    """Journals under `path`: a journal file, a rank dir, a run dir, or a savedir (all runs).
-
-    Every journal of a rank is listed (``journal.sqlite``, ``journal.2.sqlite``, ...), the
-    first writer's first. `path` may contain glob characters such as ``[``: it is escaped.
-    """
-    path = os.fspath(path)
-    if os.path.isfile(path):
-        return [os.path.abspath(path)]
-    base = glob.escape(path)
-    candidates = [
-        os.path.join(base, JOURNAL_GLOB),
-        os.path.join(base, "rank-*", JOURNAL_GLOB),
-        os.path.join(base, "runs", "*", "rank-*", JOURNAL_GLOB),
-    ]
-    for pattern in candidates:
-        found = [p for p in glob.glob(pattern) if journal_number(p) is not None]
-        if found:
-            return sorted((os.path.abspath(p) for p in found), key=sort_key)
-    raise FileNotFoundError(f"no fanlog journal under {path!r}")
-
-
 def find_runs(savedir: str | os.PathLike[str] = "mllogs") -> list[str]:
     """Run directories under a savedir, oldest first."""
-    runs = {os.path.dirname(os.path.dirname(p)) for p in journal_paths(savedir)}
+    runs = {run_dir_of(p) for p in journal_paths(savedir)}
     return sorted(runs, key=os.path.getmtime)
 
 
@@ -130,7 +113,7 @@ def read_run(path: str | os.PathLike[str], kinds: list[str] | None = None) -> Ru
     or a savedir (its most recent run).
     """
     paths = journal_paths(path)
-    run_dirs = {os.path.dirname(os.path.dirname(p)) for p in paths}
+    run_dirs = {run_dir_of(p) for p in paths}
     if len(run_dirs) > 1:
         path = max(run_dirs, key=os.path.getmtime)
         paths = journal_paths(path)

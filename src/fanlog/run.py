@@ -28,9 +28,9 @@ from typing import Any, Protocol
 from fanlog import aggregation, lifecycle
 from fanlog.aggregation import Accumulator
 from fanlog.backend import Backend
-from fanlog.capture import Captured, CaptureFailed
 from fanlog.errors import BackendError, RecordRejected
 from fanlog.journal import Journal, Pending, open_writer
+from fanlog.journal.capture import Captured, CaptureFailed
 from fanlog.pipeline import Pipeline, PipelineSettings
 from fanlog.record import RunInfo, RunStatus
 

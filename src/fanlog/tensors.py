@@ -8,8 +8,6 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-import numpy as np
-
 
 class Deferred:
     """A value captured now and materialised later on the writer thread."""
@@ -114,10 +112,3 @@ def _strided(data: Any, exc: BaseException) -> Any:
     if data.layout is not torch_module().strided:
         return data.to_dense()
     raise TensorDataError(f"its values cannot be copied: {exc}") from None
-
-
-def as_array(item: Any) -> np.ndarray | Deferred:
-    """Snapshot an array-like (numpy, tensor, list) as an ndarray or a Deferred."""
-    if is_tensor(item):
-        return snapshot_tensor(item)
-    return np.array(item, copy=True)

@@ -4,8 +4,8 @@
 state in one global object per process, saves models into the current working
 directory, and walks that directory for a ``requirements.txt`` when a run ends. So the
 backend never runs it in the training process: each run gets a small worker process
-(``python -m fanlog.backends.prov``) whose working directory is a scratch folder inside
-fanlog's run directory. That gives every run a clean yprov4ml state, keeps the user's
+(:mod:`fanlog.isolated`, serving :class:`_WorkerState`) whose working directory is a scratch
+folder inside fanlog's run directory. That gives every run a clean yprov4ml state, keeps the user's
 working directory untouched, and lets two ranks (or two loggers) write side by side.
 
 Records travel to the worker over a pipe as plain tuples; models travel as
@@ -17,22 +17,19 @@ from __future__ import annotations
 
 import io
 import os
-import pickle
 import shutil
-import subprocess
 import sys
-import threading
 import traceback
 import warnings
 from collections.abc import Mapping, Sequence
 from importlib import metadata, util
-from multiprocessing.connection import Connection
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from fanlog.backend import Backend, process_cpu_seconds
+from fanlog.backend import Backend
 from fanlog.errors import PartialDelivery, RecordRejected, bad_item
+from fanlog.isolated import Worker, WorkerError
 from fanlog.kinds import Kind, known_kinds, register_kind
 from fanlog.kinds.core import snapshot_json
 from fanlog.logger import TrackerLogger
@@ -63,10 +60,6 @@ def normalize_prov_documents(item: Any, identifier: str) -> dict[str, Any]:
 if "prov_documents" not in known_kinds():
     register_kind(Kind("prov_documents", normalize_prov_documents, "json",
                        doc="write the provenance documents now (yProv4ML)"))  # fmt: skip
-
-
-class WorkerError(RuntimeError):
-    """The yprov4ml worker failed or went away; the message carries its traceback or log."""
 
 
 class Prov4MLOptions(BackendOptions):
@@ -221,7 +214,7 @@ class Prov4MLBackend(Backend):
     def work_clock(self) -> float | None:
         """The worker's CPU time: a call waiting on a worker that computes is not stalled."""
         worker = self._worker
-        return None if worker is None else process_cpu_seconds(worker.process.pid)
+        return None if worker is None else worker.cpu_seconds()
 
     # ------------------------------------------------------------------ helpers
     def _require_worker(self) -> _Worker:
@@ -300,68 +293,14 @@ def _state_dict_bytes(payload: bytes) -> bytes:
     return buffer.getvalue()
 
 
-class _Worker:
-    """The worker process and the two pipes to it; calls are request/reply."""
+class _Worker(Worker):
+    """The yprov4ml worker process of one run: :class:`_WorkerState` in :mod:`fanlog.isolated`."""
 
     def __init__(self, workdir: str, rank: int, start_timeout: float, call_timeout: float) -> None:
-        self.workdir = workdir
-        self.call_timeout = call_timeout
-        self.log_path = os.path.join(workdir, "worker.log")
-        to_child_r, to_child_w = os.pipe()
-        from_child_r, from_child_w = os.pipe()
-        env = dict(os.environ)
         # yprov4ml reads the rank for its document from SLURM_PROCID (or torch.distributed,
-        # which is not initialised in the worker).
-        env["SLURM_PROCID"] = str(rank)
-        env["PYTHONUNBUFFERED"] = "1"
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "fanlog.backends.prov", str(to_child_r), str(from_child_w)],
-                cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                pass_fds=(to_child_r, from_child_w), start_new_session=True,
-            )  # fmt: skip
-        os.close(to_child_r)
-        os.close(from_child_w)
-        self._send = Connection(to_child_w, readable=False)
-        self._recv = Connection(from_child_r, writable=False)
-        self._lock = threading.Lock()
-
-    def call(self, op: str, payload: Any, timeout: float | None = None) -> Any:
-        """Send one request and wait for its reply; a dead or silent worker is an error."""
-        with self._lock:
-            try:
-                self._send.send_bytes(pickle.dumps((op, payload)))
-                if not self._recv.poll(timeout or self.call_timeout):
-                    self.stop()
-                    raise WorkerError(f"yprov4ml worker gave no answer to {op!r} in time; {self._tail()}")
-                status, result = pickle.loads(self._recv.recv_bytes())
-            except (EOFError, OSError) as exc:
-                code = self.process.poll()
-                raise WorkerError(f"yprov4ml worker exited (code {code}); {self._tail()}") from exc
-        if status == "error":
-            raise WorkerError(f"yprov4ml {op} failed:\n{result}")
-        return result
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Close the pipes and wait for the worker; kill it (by PID) if it does not exit."""
-        for conn in (self._send, self._recv):
-            try:
-                conn.close()
-            except OSError:
-                pass
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-
-    def _tail(self) -> str:
-        try:
-            with open(self.log_path, "rb") as log:
-                text = log.read()[-2000:].decode("utf-8", "replace")
-        except OSError:
-            text = ""
-        return f"worker log {self.log_path}:\n{text}" if text else f"see {self.log_path}"
+        # which is not initialised in the worker). The first call ("start") has its own timeout.
+        super().__init__(f"{__name__}:_WorkerState", workdir, name="yprov4ml", call_timeout=call_timeout,
+                         env={"SLURM_PROCID": str(rank)}, final_op="end")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- the worker
@@ -507,32 +446,10 @@ class _WorkerState:
         self.yprov4ml.log_param("run_status", options["status"])
         return {"documents": self.documents(options)}
 
-
-def _worker_main(read_fd: int, write_fd: int) -> None:
-    """Serve requests until the parent closes the pipe or sends 'end'."""
-    receive = Connection(read_fd, writable=False)
-    send = Connection(write_fd, readable=False)
-    state: _WorkerState | None = None
-    while True:
-        try:
-            op, payload = pickle.loads(receive.recv_bytes())
-        except EOFError:
-            # The training process went away without closing the run: keep what we have.
-            if state is not None and state.data.is_collecting:
-                state.end({"status": RunStatus.KILLED.value, "create_graph": False})
-            return
-        try:
-            if state is None:
-                state = _WorkerState()
-            result = getattr(state, op)(payload)
-            send.send_bytes(pickle.dumps(("ok", result)))
-        except Exception:
-            send.send_bytes(pickle.dumps(("error", traceback.format_exc())))
-        if op == "end":
-            # Everything is written and answered; skip torch's slow interpreter teardown.
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(0)
+    def parent_gone(self) -> None:
+        """The training process went away without closing the run: keep what we have."""
+        if self.data.is_collecting:
+            self.end({"status": RunStatus.KILLED.value, "create_graph": False})
 
 
 # ---------------------------------------------------------------------------- user-facing
@@ -561,8 +478,3 @@ class Prov4MLLogger(TrackerLogger):
                 f"log(identifier={identifier!r}): context must be one of {CONTEXTS}; got {context!r}"
             )
         super().log(item, identifier, kind, step=step, batch_idx=batch_idx, **kwargs)
-
-
-if __name__ == "__main__":
-    # The worker: stdout is the log file; requests come on the fds given as arguments.
-    _worker_main(int(sys.argv[1]), int(sys.argv[2]))

@@ -377,47 +377,6 @@ class WandBBackend(Backend):
         return path
 
 
-def read_transaction_log(path: str) -> list[Any]:
-    """Every protobuf ``Record`` of a ``.wandb`` file, in order, each checked against its CRC.
-
-    wandb 0.31 has no Python reader for the file framing (its leveldb-style log:
-    a 7-byte ``:W&B`` header, then 32 KiB blocks of chunks with a crc32 over
-    type+data, a uint16 length and a uint8 type FULL/FIRST/MIDDLE/LAST), so this
-    walks it and parses each record with W&B's own ``wandb_internal_pb2.Record``.
-    Tests and the benchmark use it to check what an offline run really stored.
-    """
-    import struct
-    import zlib
-
-    from wandb.proto import wandb_internal_pb2
-
-    with open(path, "rb") as handle:
-        data = handle.read()
-    if data[:4] != b":W&B":
-        raise ValueError(f"{path} is not a W&B transaction log")
-    block, records, pending, pos = 32 * 1024, [], b"", 7
-    while pos + 7 <= len(data):
-        left = block - pos % block
-        if left < 7:  # a block trailer
-            pos += left
-            continue
-        checksum, length, chunk_type = struct.unpack("<IHB", data[pos : pos + 7])
-        if chunk_type == 0 and length == 0:  # zero padding up to the end of the block
-            pos += left
-            continue
-        chunk = data[pos + 7 : pos + 7 + length]
-        if zlib.crc32(bytes([chunk_type]) + chunk) & 0xFFFFFFFF != checksum:
-            raise ValueError(f"{path}: bad checksum at byte {pos}")
-        pos += 7 + length
-        pending = chunk if chunk_type in (1, 2) else pending + chunk
-        if chunk_type in (1, 4):  # FULL or LAST: a complete record
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            records.append(record)
-            pending = b""
-    return records
-
-
 def _remove(path: str) -> None:
     try:
         os.remove(path)

@@ -1,19 +1,24 @@
-"""The `fanlog` command line: demo, ls, show, plot, export, sync."""
+"""The `fanlog` command line: demo, ls, show, plot, export, sync.
+
+Only this package imports click; the library (``import fanlog``, :func:`fanlog.sync`,
+:func:`fanlog.read_run`, :func:`fanlog.from_config`) does not.
+"""
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 
 import click
 
-# name → "module:command"; each command lives beside the code it drives.
+# name → "module:command"; a command's module is imported only when that command runs.
 COMMANDS = {
-    "demo": "fanlog.demo:demo_command",
-    "ls": "fanlog.cli_runs:ls_command",
-    "show": "fanlog.cli_runs:show_command",
-    "plot": "fanlog.cli_runs:plot_command",
-    "export": "fanlog.cli_runs:export_command",
-    "sync": "fanlog.sync:sync_command",
+    "demo": "fanlog.cli.demo:demo_command",
+    "ls": "fanlog.cli.runs:ls_command",
+    "show": "fanlog.cli.runs:show_command",
+    "plot": "fanlog.cli.runs:plot_command",
+    "export": "fanlog.cli.runs:export_command",
+    "sync": "fanlog.cli.sync:sync_command",
     "config": "fanlog.cli.config:config_command",
 }
 
@@ -35,7 +40,7 @@ class LazyGroup(click.Group):
             return click.Command(name, help=f"(unavailable: {exc})", callback=_unavailable(exc))
 
 
-def _unavailable(exc: Exception):  # noqa: ANN202
+def _unavailable(exc: Exception) -> Callable[[], None]:
     def fail() -> None:
         raise click.ClickException(str(exc))
 
@@ -50,7 +55,3 @@ def cli() -> None:
 
 def main() -> None:
     cli()
-
-
-if __name__ == "__main__":
-    main()

@@ -4,7 +4,7 @@ A normalizer runs on the caller's thread. It validates the item, raising a
 ``TypeError``/``ValueError`` that names the kind, the identifier and what was
 expected, and takes a cheap snapshot so that later changes by the caller cannot
 alter what is logged. It never does I/O. Heavier conversion (PNG encoding) happens in
-``finalize`` on the writer thread; artifacts are captured by the logger (fanlog.capture).
+``finalize`` on the writer thread; artifacts are captured by the logger (fanlog.journal.capture).
 
 Storage forms (what backends receive as ``Record.value``):
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from fanlog.capture import refuse_special
 from fanlog.errors import bad_item, describe
+from fanlog.journal.capture import refuse_special
 from fanlog.kinds import Kind, register_kind
 from fanlog.secrets import REDACTED, CircularReferenceError, is_secret_key, redact, scrub_text
 from fanlog.tensors import Deferred, TensorDataError, is_tensor, snapshot_tensor, tensor_shape, torch_module
@@ -307,7 +307,7 @@ def check_relative_path(kind: str, identifier: str) -> str:
 
 def normalize_artifact(item: Any, identifier: str) -> str:
     """An existing regular file or directory, as an absolute path. The logger then captures it
-    into the run at the call (fanlog.capture); a FIFO, socket or device is refused."""
+    into the run at the call (fanlog.journal.capture); a FIFO, socket or device is refused."""
     if not isinstance(item, (str, os.PathLike)):
         raise bad_item("artifact", identifier, "a path to a file or directory", item)
     check_relative_path("artifact", identifier)

@@ -159,18 +159,33 @@ def holder_of_owner_file(path: str) -> dict[str, Any] | None:
     return info if isinstance(info, dict) and _alive(info) else None
 
 
-def _alive(info: dict[str, Any]) -> bool:
-    """False only when the holder ran on this host and its process is gone."""
-    pid = info.get("pid")
-    if info.get("host") != socket.gethostname() or not isinstance(pid, int):
-        return True
+def writer_alive(pid: object, host: object) -> bool | None:
+    """The one rule for "is the process that writes a journal alive?".
+
+    True when `pid` runs on this host; False when it ran on this host and is gone (a
+    ``kill -9``, an OOM kill); None when this host cannot tell (another host, no pid).
+    The lock (a holder is live unless known gone), ``fanlog ls`` (``interrupted``) and
+    ``fanlog sync`` (refuse to race a live writer) all decide with it.
+    """
+    if type(pid) is not int or pid <= 0 or host not in _host_names():
+        return None
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # someone else's process: it exists
         return True
     return True
+
+
+def _host_names() -> set[str]:
+    """What this host is called in a lock file (``gethostname``) or in meta (``uname``)."""
+    return {socket.gethostname(), os.uname().nodename}
+
+
+def _alive(info: dict[str, Any]) -> bool:
+    """A lock holder is live unless it is known to be gone."""
+    return writer_alive(info.get("pid"), info.get("host")) is not False
 
 
 def _key(journal_path: str) -> str:

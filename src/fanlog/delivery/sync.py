@@ -19,38 +19,36 @@ continues where live delivery stopped, honouring the run's log_freq mask), else
 Records a tracker refused for good (the journal's ``rejected`` table, per cursor) are
 skipped and counted; ``retry_rejected`` sends them again first and clears the mark of
 each one the tracker now takes. A record the tracker refuses during the sync is marked
-the same way, and the records after it are still delivered (see :mod:`fanlog.delivery`).
+the same way, and the records after it are still delivered (see :mod:`fanlog.delivery.dispatch`).
+
+This module is the library side (no click); the ``fanlog sync`` command is in
+:mod:`fanlog.cli.sync`. The function is exported as :func:`fanlog.sync`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import signal
 import sqlite3
 import sys
 import threading
 import time
-import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import click
-
 from fanlog.backend import Backend, backend_type
-from fanlog.delivery import BatchDelivery, Rejected
+from fanlog.delivery.dispatch import BatchDelivery, Rejected
 from fanlog.errors import BadJournalError, FanlogError, reason_of
-from fanlog.journal import Journal, JournalBusyError, check_journal_file, connect, is_damage, unreadable
-from fanlog.layout import journal_label
+from fanlog.journal import Journal, check_journal_file, is_damage, read_meta, unreadable
+from fanlog.journal.layout import journal_label, journal_paths, run_id_of, sync_lock_file
+from fanlog.journal.status import end_status, owner_meta, writer_is_live
+from fanlog.journal.summary import INFLIGHT_SUFFIX, pending_by_kind
 from fanlog.options import BackendContext
-from fanlog.reader import journal_paths
-from fanlog.record import Record, RunInfo, RunStatus
+from fanlog.record import Record, RunInfo
 
-INFLIGHT_SUFFIX = ":inflight"
-"""Delivery entry that holds the last seq of the batch being sent (0 when none is)."""
 PROGRESS_THRESHOLD = 2000
 """Syncs with at least this many records show a progress bar."""
 
@@ -203,14 +201,14 @@ def _sync_one(
     backend = make_backend(to, journal_path, options)
     journal = Journal(journal_path, readonly=dry_run)
     try:
-        meta = _run_meta(journal_path, journal.meta())
+        meta = owner_meta(journal_path, journal.meta())
         slots = journal.backends()
         name = cursor or (to if to in slots else f"sync:{to}")
         slot = slots.get(name)
         start = journal.delivered(name)
         result = JournalSync(path=journal_path, cursor=name, start=start, end=start)
-        result.pending, result.unsupported = _count(journal_path, start, slot,
-                                                    backend.supported_kinds)  # fmt: skip
+        result.pending, result.unsupported = pending_by_kind(journal_path, start, slot,
+                                                             backend.supported_kinds)  # fmt: skip
         result.refused = len(journal.rejected(name))
         result.retry_rejected = retry_rejected
         inflight = journal.delivered(name + INFLIGHT_SUFFIX)
@@ -254,77 +252,25 @@ def make_backend(to: str, journal_path: str, options: dict[str, Any]) -> Backend
 
 
 def _read_meta(journal_path: str) -> dict[str, Any]:
-    conn = connect(journal_path, readonly=True)
-    try:
-        return {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
-    finally:
-        conn.close()
-
-
-def _run_meta(journal_path: str, meta: dict[str, Any]) -> dict[str, Any]:
-    """The journal's metadata, where a forked child's journal takes its parent's status, pid and
-    host: the tracker run is the parent's, so it ends (and is live) as the parent's does."""
-    parent = meta.get("forked_from")
-    if not isinstance(parent, dict) or not parent.get("journal"):
-        return meta
-    parent_path = os.path.join(os.path.dirname(journal_path), str(parent["journal"]))
-    try:
-        parent_meta = _read_meta(parent_path)
-    except Exception:  # noqa: BLE001 - the parent's journal is gone: the child's own says
-        return meta
-    owner = {k: parent_meta[k] for k in ("status", "pid", "host", "backends") if k in parent_meta}
-    return {**meta, **owner}
-
-
-def _count(
-    journal_path: str, after: int, slot: int | None, supported: frozenset[str]
-) -> tuple[dict[str, int], dict[str, int]]:
-    """Records after `after` (for `slot`'s mask), by kind: (supported, unsupported)."""
-    query = "SELECT kind, COUNT(*) FROM records WHERE seq > ?"
-    params: list[Any] = [after]
-    if slot is not None:
-        query += " AND (mask & ?) != 0"
-        params.append(1 << slot)
-    conn = connect(journal_path, readonly=True)
-    try:
-        rows = conn.execute(query + " GROUP BY kind", params).fetchall()
-    finally:
-        conn.close()
-    pending = {k: int(n) for k, n in rows if k in supported}
-    unsupported = {k: int(n) for k, n in rows if k not in supported}
-    return pending, unsupported
+    """The journal's metadata (kept under this name for make_backend)."""
+    return read_meta(journal_path)
 
 
 def _check_not_live(meta: dict[str, Any], name: str, force: bool) -> None:
     """Refuse to race the live process's own dispatcher on the same cursor."""
-    pid = meta.get("pid")
-    if force or meta.get("status") != "running" or name not in meta.get("backends", []):
+    if force or name not in meta.get("backends", []) or meta.get("pid") == os.getpid():
         return
-    if meta.get("host") != os.uname().nodename or not isinstance(pid, int) or pid == os.getpid():
-        return
-    if _alive(pid):
+    if writer_is_live(meta):
         raise SyncError(
-            f"process {pid} still writes this run and delivers to {name!r} itself; "
+            f"process {meta.get('pid')} still writes this run and delivers to {name!r} itself; "
             "sync after it ended (or pass --force)"
         )
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextlib.contextmanager
 def _lock(run_dir: str, name: str) -> Iterator[None]:
     """One sync per (journal, cursor) at a time, across processes."""
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-    path = os.path.join(run_dir, f".sync-{safe}.lock")
-    handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    handle = os.open(sync_lock_file(run_dir, name), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -335,35 +281,24 @@ def _lock(run_dir: str, name: str) -> Iterator[None]:
         os.close(handle)
 
 
-def _run_info(meta: dict[str, Any], run_dir: str) -> RunInfo:
-    run_id = str(meta.get("run_id") or os.path.basename(os.path.dirname(run_dir)))
+def _run_info(meta: dict[str, Any], journal_path: str) -> RunInfo:
+    run_id = str(meta.get("run_id") or run_id_of(journal_path))
     return RunInfo(
         run_id=run_id,
         run_name=str(meta.get("run_name") or run_id),
         rank=int(meta.get("rank", 0)),
         world_size=int(meta.get("world_size", 1)),
-        run_dir=run_dir,
+        run_dir=os.path.dirname(journal_path),
         experiment_name=meta.get("experiment_name"),
         resumed=True,  # reattach to what an earlier delivery or sync created
     )
-
-
-def _final_status(meta: dict[str, Any]) -> RunStatus:
-    """The run's own end status; a run that never closed (kill -9) ends as KILLED."""
-    status = meta.get("status")
-    if status in {s.value for s in RunStatus}:
-        return RunStatus(status)
-    pid = meta.get("pid")
-    if meta.get("host") == os.uname().nodename and isinstance(pid, int) and _alive(pid):
-        return RunStatus.FINISHED  # still running elsewhere: leave it finished-so-far
-    return RunStatus.KILLED
 
 
 def _deliver(
     journal: Journal, backend: Backend, meta: dict[str, Any], name: str, slot: int | None,
     result: JournalSync, batch_size: int | None, retries: int, progress: bool, stop: _Stop,
 ) -> None:
-    run = _run_info(meta, journal.run_dir)
+    run = _run_info(meta, journal.path)
     prepare = getattr(backend, "prepare", None)
     if prepare is not None:
         prepare()  # a missing tracker library or a bad option: raised, it is the caller's to fix
@@ -376,7 +311,7 @@ def _deliver(
     supported = backend.supported_kinds
     bar = _progress_bar(result.total, f"sync {os.path.basename(journal.run_dir)} → {backend.name}",
                         progress)  # fmt: skip
-    status = _final_status(meta)
+    status = end_status(meta)
     refused = {seq for _, seq, *_ in journal.rejected(name)}
 
     def reject(record: Record, exc: BaseException) -> None:
@@ -497,10 +432,32 @@ class _NoBar:
         return None
 
 
-def _progress_bar(total: int, label: str, progress: bool) -> Any:
+class _Bar:
+    """A progress bar on stderr (rich's; on a terminal it redraws, elsewhere it prints once)."""
+
+    def __init__(self, total: int, label: str) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                  MofNCompleteColumn(), console=Console(file=sys.stderr))  # fmt: skip
+        self._task = self._progress.add_task(label, total=total)
+
+    def __enter__(self) -> _Bar:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def update(self, n: int) -> None:
+        self._progress.advance(self._task, n)
+
+
+def _progress_bar(total: int, label: str, progress: bool) -> _Bar | _NoBar:
     if not progress or total < PROGRESS_THRESHOLD:
         return _NoBar()
-    return click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True)
+    return _Bar(total, label)
 
 
 # ---------------------------------------------------------------------------- signals
@@ -526,75 +483,3 @@ def _graceful_stop() -> Iterator[_Stop]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-# ---------------------------------------------------------------------------- CLI
-def _parse_option(text: str) -> tuple[str, Any]:
-    key, sep, raw = text.partition("=")
-    if not sep or not key:
-        raise click.BadParameter(f"expected KEY=VALUE, got {text!r}")
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    return key.replace("-", "_"), value
-
-
-@click.command("sync")
-@click.argument("path", type=click.Path(exists=True))
-@click.option("--to", "to", required=True, help="tracker: mlflow, wandb, tensorboard, azureml, ...")
-@click.option("--dry-run", is_flag=True, help="report what would be sent; send nothing")
-@click.option("--tracking-uri", default=None, help="MLflow/AzureML tracking URI")
-@click.option("--experiment-name", default=None, help="MLflow experiment (default: the run's)")
-@click.option("--project-name", default=None, help="W&B project")
-@click.option("--mode", default=None, help="W&B mode (online, offline)")
-@click.option("--logdir", default=None, help="TensorBoard log directory")
-@click.option("--savedir", default=None, help="where file-based trackers write (default: the run's)")
-@click.option("-o", "--option", "extra", multiple=True, help="any tracker option, KEY=VALUE (JSON)")
-@click.option("--cursor", default=None, help="delivery entry to use (default: the run's own or sync:<to>)")
-@click.option("--batch-size", type=int, default=None, help="records per request")
-@click.option("--force", is_flag=True, help="sync even though the writing process still runs")
-@click.option("--retry-rejected", is_flag=True,
-              help="send again the records this tracker refused for good earlier")
-@click.option("--no-progress", is_flag=True, help="no progress bar")
-def sync_command(
-    path: str, to: str, dry_run: bool, tracking_uri: str | None, experiment_name: str | None,
-    project_name: str | None, mode: str | None, logdir: str | None, savedir: str | None,
-    extra: tuple[str, ...], cursor: str | None, batch_size: int | None, force: bool,
-    retry_rejected: bool, no_progress: bool,
-) -> None:
-    """Deliver what the journal(s) under PATH hold and tracker --to has not received yet.
-
-    PATH is a journal, a run or rank directory, or a save dir. Running it again sends
-    nothing twice; an interrupted sync continues where it stopped.
-    """
-    options: dict[str, Any] = {
-        k: v for k, v in {
-            "tracking_uri": tracking_uri, "experiment_name": experiment_name,
-            "project_name": project_name, "mode": mode, "logdir": logdir, "savedir": savedir,
-        }.items() if v is not None
-    }  # fmt: skip
-    options.update(_parse_option(text) for text in extra)
-    try:
-        report = sync(path, to=to, dry_run=dry_run, progress=not no_progress, cursor=cursor,
-                      batch_size=batch_size, force=force, retry_rejected=retry_rejected,
-                      **options)  # fmt: skip
-    except (SyncError, ValueError, FileNotFoundError, ImportError, JournalBusyError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(report.summary())
-    for skipped in (j for j in report.journals if not j.cursor):
-        click.echo(f"Error: {skipped.error}", err=True)
-    if report.interrupted:
-        sys.exit(130)
-    if not report.ok:
-        sys.exit(1)
-
-
-class _CallableModule(types.ModuleType):
-    """`fanlog.sync(path, to=...)` works even after `import fanlog.sync` put the module there."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> SyncReport:
-        return sync(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

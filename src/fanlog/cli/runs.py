@@ -1,8 +1,8 @@
 """`fanlog ls`, `show`, `plot` and `export`: look at runs from their journals, no tracker needed.
 
-Everything here reads the per-rank SQLite journals (read-only), so it works on an
-offline HPC node, on a run that is still going, and on a run whose trackers never
-received anything.
+Everything here reads the per-rank SQLite journals (read-only, through
+:mod:`fanlog.journal` and :func:`fanlog.read_run`), so it works on an offline HPC node, on a
+run that is still going, and on a run whose trackers never received anything.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import csv
 import json
 import math
 import os
-import socket
 import sqlite3
 import sys
 import time
@@ -22,41 +21,22 @@ from typing import IO, Any
 import click
 
 from fanlog.errors import BadJournalError
-from fanlog.journal import JournalBusyError, check_journal, connect, unreadable
-from fanlog.layout import journal_label
-from fanlog.reader import RunData, journal_paths, read_run
+from fanlog.journal import JournalBusyError, unreadable
+from fanlog.journal.layout import RunNotFoundError, journal_label, journal_paths, rank_of, resolve_run
+from fanlog.journal.summary import journal_summary, summary_or_error
+from fanlog.reader import RunData, read_run
 
 EXPORT_FORMATS = ("csv", "parquet", "jsonl")
 EXPORT_COLUMNS = ("run_id", "rank", "kind", "key", "step", "epoch", "batch_idx", "time", "value")
-_BEFORE_DECLARATIONS = {"JournalBackend"}
-"""In journals written before backends declared ``needs_delivery``: the classes whose store
-is the journal itself."""
 
 
 # --------------------------------------------------------------------------- run lookup
-def resolve_run(run: str, savedir: str) -> str:
-    """A path to read: `run` itself if it exists, else a run id (or unique prefix) in `savedir`."""
-    if os.path.exists(run):
-        return run
-    runs_dir = os.path.join(savedir, "runs")
-    exact = os.path.join(runs_dir, run)
-    if os.path.isdir(exact):
-        return exact
-    known = sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []
-    matches = [name for name in known if name.startswith(run)]
-    if len(matches) == 1:
-        return os.path.join(runs_dir, matches[0])
-    if matches:
-        raise click.BadParameter(f"{run!r} matches several runs: {', '.join(matches)}", param_hint="RUN")
-    listing = ", ".join(known[-10:]) if known else f"none under {runs_dir!r}"
-    raise click.BadParameter(
-        f"{run!r} is neither a path nor a run id; runs: {listing}", param_hint="RUN"
-    )
-
-
 def load_run(run: str, savedir: str, rank: int | None = None, kinds: list[str] | None = None) -> RunData:
     """Read a run (all ranks, or one) or fail with a message fit for the command line."""
-    path = resolve_run(run, savedir)
+    try:
+        path = resolve_run(run, savedir)
+    except RunNotFoundError as exc:
+        raise click.BadParameter(str(exc), param_hint="RUN") from None
     try:
         data = read_run(path, kinds=kinds)
     except (FileNotFoundError, BadJournalError, JournalBusyError) as exc:
@@ -67,7 +47,7 @@ def load_run(run: str, savedir: str, rank: int | None = None, kinds: list[str] |
         raise click.ClickException(f"rank {rank} is not in this run; ranks: {sorted(data.meta)}")
     return replace(
         data,
-        paths=[p for p in data.paths if os.path.basename(os.path.dirname(p)) == f"rank-{rank}"],
+        paths=[p for p in data.paths if rank_of(p) == rank],
         meta={rank: data.meta[rank]},
         records=[r for r in data.records if r.rank == rank],
         rejected=[r for r in data.rejected if r.rank == rank],
@@ -75,115 +55,6 @@ def load_run(run: str, savedir: str, rank: int | None = None, kinds: list[str] |
 
 
 # --------------------------------------------------------------------------- summaries
-def journal_summary(path: str) -> dict[str, Any]:
-    """One journal's metadata, record counts per kind, and delivery per tracker (read-only SQL).
-
-    Delivery is counted in records meant for each tracker (its mask bit), not in seq
-    numbers, so ``delivered == total`` means the tracker has everything; records it
-    refused for good are counted apart (``rejected``), not as delivered.
-    """
-    conn = connect(path, readonly=True)
-    try:
-        check_journal(conn, path)
-        meta = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
-        counts = dict(conn.execute("SELECT kind, COUNT(*) FROM records GROUP BY kind ORDER BY kind"))
-        cursors = {
-            name: (seq, error)
-            for name, seq, _, error in conn.execute("SELECT name, seq, updated, error FROM delivery")
-        }
-        refused = _rejected_seqs(conn)
-        trackers = []
-        for name, slot, options in conn.execute("SELECT name, slot, options FROM backends ORDER BY slot"):
-            bit = 1 << int(slot)
-            spec = json.loads(options or "{}")
-            seq, error = cursors.get(name, (0, None))
-            total, delivered = conn.execute(
-                "SELECT COUNT(*), COALESCE(SUM(seq <= ?), 0) FROM records WHERE (mask & ?) != 0",
-                (seq, bit),
-            ).fetchone()
-            needs_delivery = spec.get("needs_delivery", spec.get("class") not in _BEFORE_DECLARATIONS)
-            stored = not needs_delivery and name not in cursors
-            rejected = refused.get(name, [])
-            delivered -= sum(1 for r in rejected if r <= seq)
-            trackers.append({
-                "name": name,
-                "total": int(total),
-                "delivered": int(total) if stored else int(delivered),
-                "rejected": len(rejected),
-                "error": error,
-                "in_journal": stored,
-            })
-        # `fanlog sync --to X` on a run that never had X keeps its own cursor (no mask bit).
-        attached = {t["name"] for t in trackers}
-        for name, (seq, error) in cursors.items():
-            if name in attached or name.endswith(":inflight"):
-                continue
-            total, delivered = conn.execute(
-                "SELECT COUNT(*), COALESCE(SUM(seq <= ?), 0) FROM records", (seq,)
-            ).fetchone()
-            rejected = refused.get(name, [])
-            trackers.append({"name": name, "total": int(total),
-                             "delivered": int(delivered) - sum(1 for r in rejected if r <= seq),
-                             "rejected": len(rejected), "error": error, "in_journal": False})
-        has_unstored = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'unstored'").fetchone()
-        unstored = conn.execute("SELECT COUNT(*) FROM unstored").fetchone()[0] if has_unstored else 0
-    finally:
-        conn.close()
-    return {
-        "path": os.path.abspath(path),
-        "run_id": meta.get("run_id"),
-        "run_name": meta.get("run_name"),
-        "experiment_name": meta.get("experiment_name"),
-        "rank": int(meta.get("rank", 0)),
-        "world_size": meta.get("world_size"),
-        "started": meta.get("started"),
-        "ended": meta.get("ended"),
-        "status": effective_status(meta),
-        "records": sum(counts.values()),
-        "kinds": counts,
-        "trackers": trackers,
-        "journal": os.path.basename(path),
-        "unstored": int(unstored),
-        "forked_from": meta.get("forked_from"),
-    }
-
-
-def _rejected_seqs(conn: sqlite3.Connection) -> dict[str, list[int]]:
-    """Per delivery entry, the seqs of the records it refused for good (none in journals
-    written before the ``rejected`` table existed)."""
-    query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rejected'"
-    if conn.execute(query).fetchone() is None:
-        return {}
-    found: dict[str, list[int]] = {}
-    for name, seq in conn.execute("SELECT name, seq FROM rejected ORDER BY seq"):
-        found.setdefault(name, []).append(int(seq))
-    return found
-
-
-def _summary_or_error(path: str) -> dict[str, Any]:
-    """A journal's summary, or a row that says why it could not be read (one bad file
-    must not hide the other runs)."""
-    try:
-        return journal_summary(path)
-    except JournalBusyError:  # a live run on a network file system
-        status = "running (held by its writer on a network file system; readable after the run)"
-    except BadJournalError as exc:
-        status = f"unreadable ({exc.reason})"
-    except sqlite3.Error as exc:
-        status = f"unreadable ({unreadable(path, exc).reason})"
-    rank_dir = os.path.basename(os.path.dirname(path))
-    return {
-        "path": os.path.abspath(path),
-        "run_id": os.path.basename(os.path.dirname(os.path.dirname(path))),
-        "run_name": None, "experiment_name": None,
-        "rank": int(rank_dir.removeprefix("rank-")) if rank_dir.removeprefix("rank-").isdigit() else -1,
-        "world_size": None, "started": None, "ended": None,
-        "status": status, "records": 0, "kinds": {}, "trackers": [],
-        "journal": os.path.basename(path), "unstored": 0, "forked_from": None,
-    }
-
-
 def _summary_or_exit(path: str) -> dict[str, Any]:
     """A journal's summary, or a command-line error naming the file."""
     try:
@@ -192,27 +63,6 @@ def _summary_or_exit(path: str) -> dict[str, Any]:
         raise click.ClickException(str(exc)) from None
     except sqlite3.Error as exc:
         raise click.ClickException(str(unreadable(path, exc))) from None
-
-
-def effective_status(meta: dict[str, Any]) -> str:
-    """The journal's status, or ``interrupted`` for a run whose process died without closing it.
-
-    A journal says ``running`` until its logger is destroyed; if the process that wrote it
-    ran on this host and is gone, the run was killed hard (``kill -9``, OOM) and
-    ``fanlog sync`` can still deliver what it holds.
-    """
-    status = str(meta.get("status", "unknown"))
-    if status != "running":
-        return status
-    pid, host = meta.get("pid"), meta.get("host")
-    if isinstance(pid, int) and host in (socket.gethostname(), os.uname().nodename):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return "interrupted"
-        except PermissionError:
-            return status
-    return status
 
 
 def metric_stats(data: RunData) -> list[dict[str, Any]]:
@@ -310,7 +160,7 @@ def ls_command(savedir: str, as_json: bool) -> None:
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
     summaries = sorted(
-        (_summary_or_error(p) for p in paths),
+        (summary_or_error(p) for p in paths),
         key=lambda s: (s["started"] or 0.0, s["run_id"] or "", s["rank"]),
     )
     if as_json:
