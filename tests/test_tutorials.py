@@ -88,14 +88,22 @@ def run_tutorial(script: Path, tmp_path: Path) -> tuple[subprocess.CompletedProc
     if missing:
         pytest.skip(f"{script.name} needs {', '.join(missing)}")
     savedir = tmp_path / "mllogs"
-    done = subprocess.run(
-        command_for(script, spec, savedir), capture_output=True, text=True, cwd=tmp_path,
-        env=offline_env(tmp_path, spec.env), timeout=spec.timeout,
-    )
+    try:
+        done = subprocess.run(
+            command_for(script, spec, savedir), capture_output=True, text=True, cwd=tmp_path,
+            env=offline_env(tmp_path, spec.env), timeout=spec.timeout,
+        )
+    except subprocess.TimeoutExpired as exc:  # say where it hung, before pytest-timeout would
+        pytest.fail(f"{script.name} did not end within {spec.timeout:.0f} s:\n"
+                    f"{_text(exc.stdout)[-2000:]}\n{_text(exc.stderr)[-4000:]}")
     assert done.returncode == 0, (
         f"{script.name} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
     )
     return done, savedir
+
+
+def _text(output: str | bytes | None) -> str:
+    return output.decode(errors="replace") if isinstance(output, bytes) else (output or "")
 
 
 def test_there_are_tutorials() -> None:
@@ -109,6 +117,7 @@ def test_readme_lists_every_tutorial() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(660)  # each tutorial declares its own bound (# ci-timeout:, at most 600 s)
 @pytest.mark.parametrize("script", SCRIPTS, ids=[s.stem for s in SCRIPTS])
 def test_tutorial_runs(script: Path, tmp_path: Path) -> None:
     if script.name.startswith("01_"):

@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"run {logger.run_info.run_id if logger.run_info else '?'} done "
                   f"({time.strftime('%H:%M:%S')})", flush=True)  # fmt: skip
     if dist.is_initialized():
+        dist.barrier()  # every collective is released before the group goes (a gloo teardown race)
         dist.destroy_process_group()
 
 

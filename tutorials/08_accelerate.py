@@ -21,7 +21,7 @@ What it shows:
 # ci-launcher: torchrun --standalone --nproc_per_node 2
 # ci-args: --steps 6
 # ci-requires: accelerate transformers
-# ci-timeout: 400
+# ci-timeout: 240
 
 from __future__ import annotations
 
@@ -99,6 +99,9 @@ def main(argv: list[str] | None = None) -> None:
         weights = accelerator.unwrap_model(model).transformer.wte.weight.detach()
         logger.log(weights, "weights/embedding", kind="histogram", step=args.steps)
         logger.log(accelerator.unwrap_model(model), "model", kind="model")
+    # Let every rank's last collective finish before the process group goes: on CPU (gloo), torch can
+    # deadlock at exit when a collective is still being released as the DDP model is freed.
+    accelerator.wait_for_everyone()
     accelerator.end_training()
 
     if accelerator.is_main_process:

@@ -82,6 +82,7 @@ def run_accelerate(options: argparse.Namespace, config: Any, hook: StepHook) -> 
         hook.after(step)
         if step >= options.steps:
             break
+    accelerator.wait_for_everyone()  # see tutorials/08_accelerate.py: a gloo teardown race
     accelerator.end_training()
 
 
