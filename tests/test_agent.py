@@ -96,12 +96,13 @@ def journal_health(path: str) -> dict[str, dict[str, Any]]:
         journal.close()
 
 
-def exited(pid: int, timeout: float = WAIT) -> bool:
-    """Wait until process `pid` has exited (gone, or a zombie nobody reaped yet)."""
+def exited(pid: int, timeout: float = WAIT, reaped: bool = False) -> bool:
+    """Wait until process `pid` has exited (gone, or a zombie nobody reaped yet); with
+    `reaped`, until it is gone (its parent reaped it: it did not stay a zombie)."""
+    ended = (None,) if reaped else (None, "Z", "X")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        state = process_state(pid)
-        if state in (None, "Z", "X"):
+        if process_state(pid) in ended:
             return True
         time.sleep(0.1)
     return False
@@ -141,7 +142,7 @@ def test_a_normal_end_delivers_everything_and_no_tracker_enters_the_trainer(
     assert status == "FINISHED"
     assert series == [(i, float(i)) for i in range(count)]
     assert trainer.tensorboard() == count == journal_count(flushed["journal"])
-    assert exited(flushed["agent_pid"])
+    assert exited(flushed["agent_pid"], reaped=True)
     assert {h["state"] for h in journal_health(flushed["journal"]).values()} == {"closed"}
 
 
@@ -177,7 +178,7 @@ def test_kill_9_of_the_agent_is_noticed_and_nothing_is_lost(
     for _ in range(kills):
         os.kill(report["agent_pid"], signal.SIGKILL)
         killed.append(report["agent_pid"])
-        assert exited(report["agent_pid"])
+        assert exited(report["agent_pid"], reaped=True)  # the trainer reaped it: no zombie
         trainer.send()
         report = trainer.report()
         assert report["flushed"] is True
@@ -261,7 +262,8 @@ def test_flush_reports_a_tracker_that_is_down_in_both_modes(tmp_path: Path, deli
 
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     logger = MLflowLogger(experiment_name="down", tracking_uri=url, savedir=tmp_path, log_freq="batch",
-                          delivery=delivery, down_after=1.0, close_timeout=2.0)  # fmt: skip
+                          delivery=delivery, down_after=1.0, close_timeout=2.0,
+                          agent_linger=2.0)  # the agent gives up soon after destroy  # fmt: skip
     logger.create_logger_context()
     for i in range(50):
         logger.log(float(i), "loss", step=i)
@@ -336,3 +338,39 @@ def test_sync_follow_refuses_a_live_journal_of_another_host(
     assert f"can be followed only on {host!r}" in output
     assert not (tmp_path / "followed").exists()
     assert journal_count(first["journal"]) == 20
+
+
+# ------------------------------------------------------------------------- torchrun, 2 ranks
+@pytest.mark.parametrize("tensorboard_workers", [[0, 1], [0]])
+def test_torchrun_two_ranks_one_agent_per_rank_with_trackers(
+    mlflow_server: MlflowServer, tmp_path: Path, tensorboard_workers: list[int]
+) -> None:
+    """Rank 0 logs to MLflow and TensorBoard; rank 1 to TensorBoard, or only to its journal
+    (then it starts no agent)."""
+    pytest.importorskip("torch")
+    from support.agent_ddp import COUNT
+
+    experiment = f"ddp-agent-{uuid.uuid4().hex[:8]}"
+    savedir = tmp_path / "logs"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+               str(Path(__file__).parent / "support" / "agent_ddp.py"), "--savedir", str(savedir),
+               "--tracking-uri", mlflow_server.url, "--experiment", experiment,
+               "--tensorboard-workers", json.dumps(tensorboard_workers)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300, check=False)  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    lines = [line.split(" ", 1)[1] for line in done.stdout.splitlines() if line.startswith("REPORT ")]
+    reports = {r["rank"]: r for r in map(json.loads, lines)}
+    assert sorted(reports) == [0, 1] and all(r["ended"] for r in reports.values())
+    assert all(r["imported"] == [] for r in reports.values())
+    assert reports[0]["agent_pid"] is not None
+    assert (reports[1]["agent_pid"] is not None) == (1 in tensorboard_workers)
+    run, histories = mlflow_run(mlflow_server.url, experiment)
+    assert run.info.status == "FINISHED"
+    assert histories["loss"] == [(i, float(i)) for i in range(COUNT)]
+    scalars = {p.parent.name: p.parent for p in (savedir / "tensorboard").rglob("events.out.tfevents.*")}
+    for rank in tensorboard_workers:
+        folder = scalars[f"rank-{rank}"] if len(tensorboard_workers) > 1 else next(iter(scalars.values()))
+        assert tensorboard_scalars(folder)["loss"] == [(i, float(rank * 10_000 + i)) for i in range(COUNT)]
