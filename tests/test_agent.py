@@ -374,3 +374,23 @@ def test_torchrun_two_ranks_one_agent_per_rank_with_trackers(
     for rank in tensorboard_workers:
         folder = scalars[f"rank-{rank}"] if len(tensorboard_workers) > 1 else next(iter(scalars.values()))
         assert tensorboard_scalars(folder)["loss"] == [(i, float(rank * 10_000 + i)) for i in range(COUNT)]
+
+
+# ------------------------------------------------------------------------- what cannot travel
+@pytest.mark.parametrize("records", [0, 5])
+def test_wandb_watch_with_the_agent_is_a_clear_error_and_loses_nothing(tmp_path: Path, records: int) -> None:
+    pytest.importorskip("wandb")
+    torch = pytest.importorskip("torch")
+    from fanlog import WandBLogger
+
+    logger = WandBLogger(savedir=tmp_path, mode="offline", log_freq="batch", delivery="agent",
+                         agent_linger=2.0)  # fmt: skip
+    logger.create_logger_context()
+    for i in range(records):
+        logger.log(float(i), "loss", step=i)
+    with pytest.raises(RuntimeError, match="delivery='thread'"):
+        logger.watch(torch.nn.Linear(2, 1))
+    logger.log(1.0, "after", step=0)
+    path = str(logger.journal_path)
+    assert logger.destroy_logger_context() is True
+    assert journal_count(path) == records + 1

@@ -426,6 +426,10 @@ class WandBLogger(TrackerLogger):
             if self.is_active:
                 return  # this rank does not log (log_on_workers)
             raise self._not_started("watch")
+        if backend.remote:
+            raise RuntimeError("WandBLogger.watch hooks the model into the W&B run, which must be "
+                               "in this process; with delivery='agent' it is in the delivery "
+                               "agent: use delivery='thread' for a run that watches a model")  # fmt: skip
         if not backend.opened.wait(timeout):
             raise TimeoutError(f"the W&B run did not open within {timeout} s")
         wandb = backend._wandb
