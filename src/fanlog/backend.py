@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import os
 import stat
 from collections.abc import Mapping, Sequence
@@ -70,9 +71,16 @@ class Backend:
     needs_delivery: ClassVar[bool] = True
     """False for a backend whose store is the journal itself: it gets no dispatcher, and
     `fanlog show` counts its records as delivered."""
+    runs_in_agent: ClassVar[bool] = True
+    """False for a backend that must write from the training process itself (the console
+    display shares the user's terminal): it keeps a dispatcher thread there while the other
+    trackers are delivered by the delivery agent (see docs/concepts.md)."""
 
     options: BackendOptions
     context: BackendContext
+    remote: bool = False
+    """True in the training process when the delivery agent delivers this backend: this
+    object is never opened there; a copy built from its declaration does the work."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -144,9 +152,32 @@ class Backend:
     # ------------------------------------------------------------ caller's thread
     def prepare(self) -> None:
         """Called once at ``create_logger_context``, on the caller's thread, before the run
-        starts: import the tracker library, read what is thread-local (an active run).
-        No network. Raising here fails ``create_logger_context`` (a missing extra, bad
-        options). Default: nothing."""
+        starts: check that the tracker library is installed (:func:`require_tracker`, which
+        does not import it), read what is thread-local (an active run). No network, and no
+        import of the tracker: with the delivery agent the tracker never enters the training
+        process. Raising here fails ``create_logger_context`` (a missing extra, bad options).
+        Default: nothing."""
+
+    def handoff(self) -> dict[str, Any]:
+        """What :meth:`prepare` settled on the caller's thread that a copy of this backend in
+        the delivery agent needs (JSON-able; a tracking URI, the id of a run the user has
+        active). Default: nothing."""
+        return {}
+
+    def take_handoff(self, state: Mapping[str, Any]) -> None:
+        """In the delivery agent, instead of :meth:`prepare`: take over `state`, what
+        :meth:`handoff` returned in the training process. Default: call :meth:`prepare`."""
+        self.prepare()
+
+    def info(self) -> dict[str, Any]:
+        """What the user may read in the training process once the run is open (MLflow's run
+        id), JSON-able. The delivery agent writes it to the journal's ``health`` table and
+        hands it to :meth:`take_info` there. Default: nothing."""
+        return {}
+
+    def take_info(self, info: Mapping[str, Any]) -> None:
+        """In the training process, when the delivery agent has opened this backend: `info` is
+        what :meth:`info` returned there. Default: nothing."""
 
     # ------------------------------------------------------------ dispatcher thread
     def open(self, run: RunInfo) -> None:
@@ -248,6 +279,14 @@ def artifact_source(record: Record) -> str:
             f"{path!r} is not a regular file or a directory (a FIFO, socket or device)", record.seq
         )
     return path
+
+
+def require_tracker(module: str, extra: str) -> None:
+    """Check that a tracker library is installed, without importing it (an import of mlflow
+    takes seconds); else fail with the pip command that installs it."""
+    top = module.partition(".")[0]
+    if importlib.util.find_spec(top) is None:
+        raise ImportError(f"{top} is not installed; install it with: pip install 'fanlog[{extra}]'")
 
 
 def import_tracker(module: str, extra: str) -> Any:

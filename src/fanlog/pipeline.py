@@ -33,9 +33,12 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from fanlog.backend import Backend
 from fanlog.delivery import BatchDelivery, CallWatch
+from fanlog.delivery.client import DELIVERY_MODES, AgentProcess, AgentReport, plan
+from fanlog.delivery.follow import is_down
 from fanlog.errors import RecordRejected, reason_of
 from fanlog.journal import Journal, Pending, Row, connect
 from fanlog.journal.capture import CAPTURE_MODES, Captured, CaptureFailed, capture
@@ -71,10 +74,22 @@ class PipelineSettings:
     """How an artifact enters the run at the log() call: ``"auto"`` (a hard link for files of
     16 MiB or more where the file system allows it, a copy otherwise), ``"link"`` (a hard
     link for every file where possible) or ``"copy"`` (always a copy)."""
+    delivery: Literal["auto", "agent", "thread"] = "thread"
+    """Who delivers to the trackers: ``"thread"`` (the default), dispatcher threads in the
+    training process; ``"agent"``, a process of its own that follows the journal (the
+    training process only writes it, and never imports a tracker library); ``"auto"``: the
+    agent when every tracker can be rebuilt in another process from its declaration and the
+    journal is not on a network file system, else threads (see docs/delivery.md)."""
+    agent_linger: float = 300.0
+    """Longest the delivery agent goes on retrying a tracker without progress once the
+    training process has let go of the run (destroy returned, or the process died); then
+    what is left waits in the journal for ``fanlog sync``."""
 
     def __post_init__(self) -> None:
         if self.capture not in CAPTURE_MODES:
             raise ValueError(f"capture must be one of {CAPTURE_MODES}; got {self.capture!r}")
+        if self.delivery not in DELIVERY_MODES:
+            raise ValueError(f"delivery must be one of {DELIVERY_MODES}; got {self.delivery!r}")
 
 
 @dataclass
@@ -96,6 +111,13 @@ class BackendSlot:
     """(seq, kind, key, reason) of the records the backend refused for good, in this process."""
     abandoned: bool = False
     """Set when destroy stopped waiting for a call that stalled; the thread stops after it."""
+    agent: bool = False
+    """Delivered by the delivery agent: `delivered`, `closed` and `health` are read from the
+    journal, where the agent writes them."""
+    health: dict[str, Any] | None = None
+    """The agent's last ``health`` row for this backend (see :mod:`fanlog.delivery.follow`)."""
+    agent_gone: bool = False
+    """The agent died and was not started again: nothing delivers this backend any more."""
 
     def __post_init__(self) -> None:
         self.watch = CallWatch(self.backend.work_clock)
@@ -105,7 +127,10 @@ class BackendSlot:
         return 1 << self.slot
 
     def down(self, after: float) -> bool:
-        """Failing without a success for `after` seconds, or stalled that long in one call."""
+        """Failing without a success for `after` seconds, or stalled that long in one call
+        (in the agent: as its ``health`` row says), or its agent is gone."""
+        if self.agent:
+            return self.agent_gone or is_down(self.health, after)
         failing = self.failing_since is not None and time.monotonic() - self.failing_since >= after
         return failing or self.watch.stalled_for() >= after
 
@@ -168,22 +193,73 @@ class Pipeline:
         self._progress = threading.Condition()
         self._stop_dispatch = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="fanlog-writer", daemon=True)
-        self._delivering = [e for e in self.slots if getattr(e.backend, "needs_delivery", True)]
+        delivering = [e for e in self.slots if getattr(e.backend, "needs_delivery", True)]
         for entry in self.slots:
-            if entry not in self._delivering:
+            if entry not in delivering:
                 entry.opened = True  # the journal itself is this backend's store
-        self._dispatchers = [
-            threading.Thread(
-                target=self._dispatch_loop, args=(entry,), name=f"fanlog-{entry.name}", daemon=True
-            )
-            for entry in self._delivering
-        ]
+        self._agent_specs, why = plan(
+            self.settings.delivery,
+            [(e.name, e.slot, e.backend) for e in delivering if getattr(e.backend, "runs_in_agent", True)],
+            self.journal.exclusive,
+        )  # fmt: skip
+        for entry in delivering:
+            entry.agent = entry.backend.remote = any(s["name"] == entry.name for s in self._agent_specs)
+        self._agent_slots = [e for e in delivering if e.agent]
+        """Backends the delivery agent delivers (see :mod:`fanlog.delivery.agent`)."""
+        self._delivering = [e for e in delivering if not e.agent]
+        """Backends delivered by dispatcher threads of this process."""
+        self.delivery = "agent" if self._agent_slots else "thread"
+        self.agent: AgentProcess | None = None
+        self._agent_reader: Journal | None = None
+        self._agent_left = False
+        """destroy ran out of time while the agent was still delivering: it goes on alone."""
+        log.debug("fanlog: run %s rank %d delivers %s (%s)", info.run_id, info.rank,
+                  f"through the delivery agent: {[e.name for e in self._agent_slots]}"
+                  if self._agent_slots else "from threads", why)  # fmt: skip
+        self._dispatchers = [self._dispatcher(entry) for entry in self._delivering]
+
+    def _dispatcher(self, entry: BackendSlot) -> threading.Thread:
+        return threading.Thread(target=self._dispatch_loop, args=(entry,), name=f"fanlog-{entry.name}",
+                                daemon=True)  # fmt: skip
 
     def start(self) -> None:
-        """Start the journal writer and one dispatcher per backend."""
+        """Start the journal writer, the delivery agent (if it has backends) and one
+        dispatcher thread per backend it does not deliver."""
         self._writer.start()
+        if self._agent_slots:
+            self._start_agent()
         for thread in self._dispatchers:
             thread.start()
+
+    def _start_agent(self) -> None:
+        """Start the agent; where no process can be started, deliver from threads instead."""
+        self.agent = AgentProcess(self.journal.path, self.info, self.settings, self._agent_specs,
+                                  self._agent_event)  # fmt: skip
+        try:
+            self.agent.start()
+        except OSError as exc:
+            self._notify(f"fanlog: cannot start the delivery agent ({exc}); the trackers are "
+                         "delivered from threads of this process instead")  # fmt: skip
+            self.agent = None
+            for entry in self._agent_slots:
+                entry.agent = entry.backend.remote = False
+                self._delivering.append(entry)
+                self._dispatchers.append(self._dispatcher(entry))
+            self._agent_slots = []
+            self.delivery = "thread"
+
+    def agent_problems(self, timeout: float) -> list[str]:
+        """Wait up to `timeout` for the agent to build its trackers; what went wrong (strict
+        mode raises it at create_logger_context)."""
+        agent = self.agent
+        if agent is None:
+            return []
+        if not agent.wait_ready(timeout):
+            return [f"the delivery agent did not start within {timeout:.0f} s (see {agent.log_path})"]
+        if agent.gone:
+            return [f"the delivery agent could not be started (see {agent.log_path})"]
+        return [f"the delivery agent could not build tracker {name!r} (see {agent.log_path})"
+                for name in agent.failed]  # fmt: skip
 
     # ------------------------------------------------------------ caller side
     def submit(self, record: Pending) -> None:
@@ -252,7 +328,9 @@ class Pipeline:
                 and e.delivered >= target
                 for e in self._delivering
             )
-            return delivered and not self.spill  # not durable while records exist only in memory
+        if self._agent_slots:
+            delivered = self._wait_for_agent(deadline) and delivered
+        return delivered and not self.spill  # not durable while records exist only in memory
 
     def _wait(self, predicate: Callable[[], bool], deadline: Callable[[], float | None]) -> bool:
         """Condition wait that re-checks time-based predicates (and the deadline, which a signal
@@ -304,6 +382,8 @@ class Pipeline:
                 f"{len(self.spill)} record(s) reached the trackers but are not in the journal"
             )
         _safe(self.journal.set_meta, {"status": status.value, "ended": time.time()})
+        if self.agent is not None:
+            self._let_agent_go()
         self._check_wal()
         if self._writer.is_alive():  # out of time while still writing: leave its connection open
             self._warn(f"fanlog: {self.submitted - self.written} record(s) were still being "
@@ -611,10 +691,89 @@ class Pipeline:
                     break
                 thread.join(0.05)
 
+    # ------------------------------------------------------------ the delivery agent
+    def _agent_event(self, event: dict[str, Any]) -> None:
+        """An event from the agent (on its reader thread): report what the user must hear."""
+        kind, name = event.get("event"), str(event.get("backend") or "")
+        entry = next((e for e in self._agent_slots if e.name == name), None)
+        if kind == "opened" and entry is not None:
+            entry.opened = True
+            entry.backend.take_info(event.get("info") or {})
+        elif kind == "rejected" and entry is not None:
+            entry.rejected.append((int(event["seq"]), str(event.get("kind")), str(event.get("key")),
+                                   str(event.get("reason"))))  # fmt: skip
+            self._report(name, AgentReport(str(event.get("error")), int(event["seq"])))
+        elif kind == "error":
+            if entry is not None and event.get("fatal"):
+                entry.health = {"state": "failed", "error": event.get("error")}
+            self._report(name or "delivery agent", AgentReport(str(event.get("error"))))
+        elif kind == "restarted":
+            self._notify(f"fanlog: {event.get('message')}")
+        elif kind == "gone":
+            for gone in self._agent_slots:
+                gone.agent_gone = True
+                self._report(gone.name, AgentReport(f"RuntimeError({event.get('message')!r})"))
+            with self._progress:
+                self._progress.notify_all()
+
+    def _read_agent_progress(self) -> None:
+        """The agent's cursors and health, as the journal holds them now."""
+        reader = self._agent_reader
+        if reader is None:
+            reader = self._agent_reader = Journal(self.journal.path)
+        cursors, health = reader.cursors(), reader.health()
+        for entry in self._agent_slots:
+            entry.delivered = max(entry.delivered, cursors.get(entry.name, 0))
+            entry.health = health.get(entry.name, entry.health)
+            entry.closed = (entry.health or {}).get("state") == "closed"
+
+    def _wait_for_agent(self, deadline: Callable[[], float | None]) -> bool:
+        """Wait until the agent's cursors reach every committed record, or their trackers are
+        down (polling the journal every AGENT_POLL seconds, only while waiting)."""
+        target = self.committed
+        down_after = self.settings.down_after
+        if self.agent is not None:
+            self.agent.wake()
+        while True:
+            try:
+                self._read_agent_progress()
+            except Exception as exc:  # noqa: BLE001 - the journal cannot be read: not delivered
+                log.warning("fanlog: cannot read the delivery agent's progress: %r", exc)
+                return False
+            waiting = [e for e in self._agent_slots if e.delivered < target and not e.closed]
+            if all(e.down(down_after) for e in waiting):
+                return not waiting
+            remaining = _remaining(deadline())
+            if remaining == 0.0:
+                return False
+            time.sleep(AGENT_POLL if remaining is None else min(remaining, AGENT_POLL))
+
+    def _let_agent_go(self) -> None:
+        """At close, after the journal says how the run ended: let the agent close the
+        trackers' runs, and wait for it until the close deadline; after that it goes on alone
+        (for up to agent_linger seconds without progress) and the summary says so."""
+        agent = self.agent
+        assert agent is not None
+        agent.wake()
+        exited = agent.let_go(lambda: self._close_deadline)
+        try:
+            self._read_agent_progress()
+        except Exception:  # noqa: BLE001 - reported as not delivered
+            pass
+        if self._agent_reader is not None:
+            _safe(self._agent_reader.close)
+            self._agent_reader = None
+        self._agent_left = not exited and not agent.gone
+
     def problems(self) -> list[str]:
         """Lines for the end-of-run summary: stalled trackers, refused records, records not
         delivered (with the ``fanlog sync`` command that delivers them) and records dropped."""
         lines = []
+        for entry in self._agent_slots:
+            since = (entry.health or {}).get("stalled_since")
+            if since is not None and not entry.closed:
+                lines.append(f"  {entry.name}: its tracker has not answered the delivery agent's "
+                             f"call for {time.time() - since:.0f} s")  # fmt: skip
         for entry in self.slots:
             stalled = entry.watch.stalled_for()
             if entry.abandoned and stalled:
@@ -632,10 +791,21 @@ class Pipeline:
         for entry in self.slots:
             if entry.delivered < self.committed and not entry.closed:
                 cursor = "" if entry.name == entry.backend.name else f" --cursor {entry.name}"
+                sync = f"`fanlog sync {self.journal.path} --to {entry.backend.name}{cursor}`"
+                if entry.agent and self._agent_left:
+                    assert self.agent is not None
+                    lines.append(
+                        f"  {entry.name}: records {entry.delivered + 1}..{self.committed} not "
+                        f"delivered yet; the delivery agent (pid {self.agent.pid}) goes on "
+                        f"delivering them in the background, for up to "
+                        f"{self.settings.agent_linger:.0f} s without progress (its log: "
+                        f"{self.agent.log_path}; `fanlog ls` shows when they are); if it cannot, "
+                        f"run {sync}"
+                    )
+                    continue
                 lines.append(
                     f"  {entry.name}: records {entry.delivered + 1}..{self.committed} not delivered;"
-                    f" run `fanlog sync {self.journal.path} --to {entry.backend.name}{cursor}` to "
-                    "deliver them"
+                    f" run {sync} to deliver them"
                 )
         if self.dropped:
             lines.append(f"  {self.dropped} record(s) dropped at the max_pending bound")
@@ -645,6 +815,10 @@ class Pipeline:
                 "while the journal could not be written"
             )
         return lines
+
+
+AGENT_POLL = 0.02
+"""Seconds between two looks at the agent's cursors while flush() or destroy waits for them."""
 
 
 def _remaining(deadline: float | None) -> float | None:

@@ -36,6 +36,8 @@ from fanlog.record import RunInfo, RunStatus
 
 log = logging.getLogger(__name__)
 
+AGENT_START_SECONDS = 60.0
+"""Longest strict mode waits at create_logger_context for the delivery agent to start."""
 LogCall = Callable[..., None]
 """``Logger.log``: how the run logs what ``on_epoch=True`` accumulated."""
 
@@ -133,8 +135,7 @@ class Run:
             raise
         pipeline = run.pipeline
         assert isinstance(pipeline, Pipeline)  # a new run's own, not a forked child's
-        pipeline.start()
-        journal.set_meta(
+        journal.set_meta(  # before the delivery agent starts: it reads the status
             {
                 "run_id": info.run_id,
                 "run_name": info.run_name,
@@ -147,9 +148,23 @@ class Run:
                 "host": os.uname().nodename,
                 "backends": [name for _, name, _ in members],
                 "journal_mode": "exclusive" if journal.exclusive else "wal",
+                "delivery": pipeline.delivery,
             }
         )
+        pipeline.start()
+        if pipeline.agent is not None:
+            journal.set_meta({"delivery": pipeline.delivery, "agent_pid": pipeline.agent.pid})
+            if strict:
+                run._check_agent(pipeline)
         return run
+
+    def _check_agent(self, pipeline: Pipeline) -> None:
+        """Strict mode: wait for the delivery agent to build the trackers, and fail the start
+        (closing the run as failed) if it could not."""
+        problems = pipeline.agent_problems(AGENT_START_SECONDS)
+        if problems:
+            self.destroy(RunStatus.FAILED, timeout=AGENT_START_SECONDS)
+            raise BackendError("fanlog: " + "; ".join(problems) + " (strict mode)")
 
     # ------------------------------------------------------------------ steps and epochs
     def counter(self, identifier: str) -> Iterator[int]:

@@ -30,7 +30,7 @@ from typing import Any
 
 from pydantic import Field
 
-from fanlog.backend import import_tracker
+from fanlog.backend import import_tracker, require_tracker
 from fanlog.backends.mlflow import MLflowBackend, MLflowOptions
 from fanlog.logger import TrackerLogger
 from fanlog.record import Record, RunInfo, RunStatus
@@ -156,13 +156,17 @@ class AzureMLBackend(MLflowBackend):
         self.credential = self.options.credential
         self.job_mode = False
         self.workspace: Workspace | None = None
+        self._connected = False
+        """Whether open() has set up the credential for the tracking URI (once)."""
 
     # ------------------------------------------------------------ caller thread
     def prepare(self) -> None:
-        """Decide the mode, the workspace and the credential. Imports Azure; no network."""
+        """Decide the mode, the workspace and the tracking URI. Reads files and the
+        environment; no network, and no import of Azure (the credential and azureml-mlflow
+        are set up where the run opens: the delivery agent, or the dispatcher thread)."""
         # Without it, azureml-mlflow asks management.azure.com which cloud it is in.
         os.environ.setdefault(CLOUD_VARIABLE, DEFAULT_CLOUD)
-        import_tracker("azureml.mlflow", "azureml")
+        require_tracker("azureml.mlflow", "azureml")
         self.job_mode = self.explicit_uri is None and in_azureml_job()
         if self.job_mode:
             # The plugin authenticates with the job's MLFLOW_TRACKING_TOKEN by itself.
@@ -173,17 +177,26 @@ class AzureMLBackend(MLflowBackend):
             return
         self.workspace, region = self._resolve_workspace()
         self.region = self.region or region
-        if self.credential is None:
-            self.credential = default_credential(self.options.interactive)
         if self.explicit_uri is not None:
             self.tracking_uri = self.explicit_uri
-            self._register_credential(self.tracking_uri)
         elif self.region:
             self.tracking_uri = tracking_uri_for(self.workspace, self.region)
-            self._register_credential(self.tracking_uri)
         else:
             self.tracking_uri = _PENDING
         super().prepare()
+
+    def handoff(self) -> dict[str, Any]:
+        workspace = self.workspace.__dict__ if self.workspace is not None else None
+        return {**super().handoff(), "job_mode": self.job_mode, "workspace": workspace,
+                "region": self.region}  # fmt: skip
+
+    def take_handoff(self, state: Mapping[str, Any]) -> None:
+        os.environ.setdefault(CLOUD_VARIABLE, DEFAULT_CLOUD)
+        super().take_handoff(state)
+        self.job_mode = bool(state.get("job_mode"))
+        workspace = state.get("workspace")
+        self.workspace = Workspace(**workspace) if workspace else None
+        self.region = state.get("region")
 
     def _resolve_workspace(self) -> tuple[Workspace, str | None]:
         if self.explicit_uri is not None:
@@ -232,9 +245,16 @@ class AzureMLBackend(MLflowBackend):
 
     # ------------------------------------------------------------ dispatcher thread
     def open(self, run: RunInfo) -> None:
-        if self.tracking_uri == _PENDING:
-            self.tracking_uri = self._lookup_tracking_uri()
+        if not self._prepared:
+            self.prepare()
+        import_tracker("azureml.mlflow", "azureml")
+        if not self.job_mode and not self._connected:
+            if self.credential is None:
+                self.credential = default_credential(self.options.interactive)
+            if self.tracking_uri == _PENDING:
+                self.tracking_uri = self._lookup_tracking_uri()
             self._register_credential(self.tracking_uri)
+            self._connected = True
         super().open(run)
         if self.job_mode:
             self.owns_run = False  # the job ends its own run

@@ -31,6 +31,7 @@ class ConsoleOptions(BackendOptions):
 
 class ConsoleBackend(Backend):
     name = "console"
+    runs_in_agent = False  # it draws in the training process's terminal, beside its prints
     Options = ConsoleOptions
     options: ConsoleOptions
     writers = {"metric": "_show_value", "execution_time": "_show_value", "param": "_keep_param",

@@ -21,7 +21,9 @@ import os
 import posixpath
 import re
 import shutil
+import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import warnings
@@ -31,7 +33,7 @@ from typing import Any
 
 from pydantic import Field
 
-from fanlog.backend import Backend, artifact_source, import_tracker
+from fanlog.backend import Backend, artifact_source, import_tracker, require_tracker
 from fanlog.errors import PERMANENT, TRANSIENT, PartialDelivery, RecordRejected, Verdict, reason_of
 from fanlog.logger import TrackerLogger
 from fanlog.options import BackendOptions
@@ -46,6 +48,8 @@ MAX_PARAM_VALUE_LENGTH = 6000
 MAX_TAG_VALUE_LENGTH = 8000
 MAX_KEY_LENGTH = 250
 
+RUN_ID_WAIT_SECONDS = 10.0
+"""Longest ``MLflowLogger.mlflow_run_id`` waits for the background to open the MLflow run."""
 PARENT_WAIT_SECONDS = 10.0
 """How long a rank > 0 looks for rank 0's parent run before reporting it missing (per_rank_runs)."""
 BATCHED_KINDS = frozenset({"metric", "param", "tag"})
@@ -187,7 +191,10 @@ class MLflowBackend(Backend):
         self.run_id: str | None = None
         """The MLflow run this backend writes to, once open."""
         self.experiment_id: str | None = None
+        self.opened = threading.Event()
+        """Set once the run is open, here or (``remote``) in the delivery agent."""
         self.owns_run = True
+        self._prepared = False
         self._mlflow: Any = None
         self._client: Any = None
         self._active_run_id: str | None = None
@@ -199,12 +206,14 @@ class MLflowBackend(Backend):
 
     # ------------------------------------------------------------ caller thread
     def prepare(self) -> None:
-        """Import MLflow and settle the tracking URI and the run to attach to. No network."""
-        self._mlflow = import_tracker("mlflow", "mlflow")
+        """Check that MLflow is installed and settle the tracking URI and the run to attach to.
+        No network, and no import of MLflow: a run the user started is found through an
+        MLflow the user imported already (its active run is per thread: looked up here)."""
+        require_tracker("mlflow", "mlflow")
         for name, value in HTTP_DEFAULTS.items():
             os.environ.setdefault(name, value)
-        # MLflow's active run is per thread: look for it here, on the caller's thread.
-        active = self._mlflow.active_run()
+        mlflow = sys.modules.get("mlflow")
+        active = mlflow.active_run() if mlflow is not None and hasattr(mlflow, "active_run") else None
         if active is not None and self.requested_run_id is None:
             self._active_run_id = active.info.run_id
         if self.requested_run_id is None and os.environ.get("MLFLOW_RUN_ID") and active is None:
@@ -212,12 +221,35 @@ class MLflowBackend(Backend):
         if self.tracking_uri is None:
             if os.environ.get("MLFLOW_TRACKING_URI"):
                 self.tracking_uri = os.environ["MLFLOW_TRACKING_URI"]
-            elif active is not None:
-                self.tracking_uri = self._mlflow.get_tracking_uri()
+            elif active is not None and mlflow is not None:
+                self.tracking_uri = mlflow.get_tracking_uri()
             else:
                 self.tracking_uri = default_tracking_uri(self.savedir)
                 artifacts = Path(self.savedir).resolve() / "mlartifacts"
                 self._artifact_location = artifacts.as_uri()
+        self._prepared = True
+
+    def handoff(self) -> dict[str, Any]:
+        return {"tracking_uri": self.tracking_uri, "requested_run_id": self.requested_run_id,
+                "active_run_id": self._active_run_id,
+                "artifact_location": self._artifact_location}  # fmt: skip
+
+    def take_handoff(self, state: Mapping[str, Any]) -> None:
+        for name, value in HTTP_DEFAULTS.items():
+            os.environ.setdefault(name, value)
+        self.tracking_uri = state.get("tracking_uri")
+        self.requested_run_id = state.get("requested_run_id")
+        self._active_run_id = state.get("active_run_id")
+        self._artifact_location = state.get("artifact_location")
+        self._prepared = True
+
+    def info(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "experiment_id": self.experiment_id}
+
+    def take_info(self, info: Mapping[str, Any]) -> None:
+        self.run_id = info.get("run_id")
+        self.experiment_id = info.get("experiment_id")
+        self.opened.set()
 
     def describe(self) -> str:
         return f"mlflow {self.tracking_uri or '(not prepared)'}"
@@ -228,8 +260,10 @@ class MLflowBackend(Backend):
 
     # ------------------------------------------------------------ dispatcher thread
     def open(self, run: RunInfo) -> None:
-        if self._mlflow is None:
+        if not self._prepared:
             self.prepare()
+        if self._mlflow is None:
+            self._mlflow = import_tracker("mlflow", "mlflow")
         if self.run_id is not None:  # a retried open after the run was already made
             return
         if self.tracking_uri and self.tracking_uri.startswith("sqlite:"):
@@ -259,6 +293,7 @@ class MLflowBackend(Backend):
         self.run_id = created.info.run_id
         self.experiment_id = created.info.experiment_id
         self.owns_run = True
+        self.opened.set()
 
     def _experiment_id(self) -> str:
         client = self._client
@@ -286,6 +321,7 @@ class MLflowBackend(Backend):
         self._params = dict(existing.data.params)
         if owned and existing.info.status != "RUNNING":
             self._client.update_run(run_id, status="RUNNING")
+        self.opened.set()
 
     def _find_run(self, fanlog_run_id: str, rank: int) -> str | None:
         experiment = self._client.get_experiment_by_name(self.experiment_name)
@@ -653,9 +689,16 @@ class MLflowLogger(TrackerLogger):
 
     @property
     def mlflow_run_id(self) -> str | None:
-        """The MLflow run being written to (known once the background worker opened it)."""
+        """The MLflow run being written to. While the run is live and the run is not open yet
+        (the delivery agent or the dispatcher opens it in the background), this waits up to
+        :data:`RUN_ID_WAIT_SECONDS` for it; None if it is still not open then (the server is
+        unreachable), or on a rank that does not log."""
         backend = self.backend
-        return backend.run_id if isinstance(backend, MLflowBackend) else None
+        if not isinstance(backend, MLflowBackend):
+            return None
+        if backend.run_id is None and self.is_active:
+            backend.opened.wait(RUN_ID_WAIT_SECONDS)
+        return backend.run_id
 
 
 def get_mlflow_logger(logger: Any) -> MLflowLogger | None:

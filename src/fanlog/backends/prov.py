@@ -150,6 +150,16 @@ class Prov4MLBackend(Backend):
             self.create_graph = True
         self._mlflow_target = _active_mlflow_run()
 
+    def handoff(self) -> dict[str, Any]:
+        return {"mlflow_target": self._mlflow_target, "create_graph": self.create_graph,
+                "create_svg": self.create_svg}  # fmt: skip
+
+    def take_handoff(self, state: Mapping[str, Any]) -> None:
+        target = state.get("mlflow_target")
+        self._mlflow_target = (str(target[0]), str(target[1])) if target else None
+        self.create_graph = bool(state.get("create_graph", self.create_graph))
+        self.create_svg = bool(state.get("create_svg", self.create_svg))
+
     # ------------------------------------------------------------------ dispatcher thread
     def open(self, run: RunInfo) -> None:
         if self._worker is not None:

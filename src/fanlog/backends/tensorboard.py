@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from fanlog.backend import Backend, finite_histogram, import_tracker
+from fanlog.backend import Backend, finite_histogram, import_tracker, require_tracker
 from fanlog.errors import PartialDelivery, reason_of
 from fanlog.logger import TrackerLogger
 from fanlog.options import BackendOptions
@@ -185,9 +185,9 @@ class TensorBoardBackend(Backend):
 
     # ------------------------------------------------------------------ lifecycle
     def prepare(self) -> None:
-        """Import tensorboard now, on the caller's thread, so a missing extra fails early."""
-        import_tracker("tensorboard.summary.writer.record_writer", "tensorboard")
-        import_tracker("tensorboard.compat.proto.summary_pb2", "tensorboard")
+        """Check that tensorboard is installed (a missing extra fails early), without
+        importing it on the caller's thread."""
+        require_tracker("tensorboard", "tensorboard")
 
     def run_logdir(self, run: RunInfo) -> str:
         """``<savedir>/tensorboard/<run name>[/rank-<r>]`` unless `logdir` was given."""

@@ -27,14 +27,14 @@ import shutil
 import tempfile
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import numpy as np
 from pydantic import Field
 
-from fanlog.backend import Backend, artifact_source, finite_histogram, import_tracker
+from fanlog.backend import Backend, artifact_source, finite_histogram, import_tracker, require_tracker
 from fanlog.errors import PartialDelivery, reason_of
 from fanlog.logger import TrackerLogger
 from fanlog.options import BackendOptions
@@ -153,6 +153,8 @@ class WandBBackend(Backend):
         self.run_name = self.context.run_name
         self.mode: str | None = None
         self.run: Any = None
+        self.run_id: str | None = None
+        """The W&B run id, once open (here, or in the delivery agent)."""
         self.opened = threading.Event()
         self._wandb: Any = None
         self._staging: str | None = None
@@ -161,15 +163,31 @@ class WandBBackend(Backend):
 
     # ------------------------------------------------------------------ lifecycle
     def prepare(self) -> None:
-        """Import wandb and decide the mode on the caller's thread (no network)."""
-        self._wandb = import_tracker("wandb", "wandb")
+        """Check that wandb is installed and decide the mode on the caller's thread (no
+        network, no import of wandb)."""
+        require_tracker("wandb", "wandb")
         self.mode = resolve_mode(self.options.mode, self.options.offline_mode)
-        if self.mode in ("offline", "disabled"):
-            disable_vendor_telemetry()
+
+    def handoff(self) -> dict[str, Any]:
+        return {"mode": self.mode}
+
+    def take_handoff(self, state: Mapping[str, Any]) -> None:
+        self.mode = state.get("mode") or resolve_mode(self.options.mode, self.options.offline_mode)
+
+    def info(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "mode": self.mode}
+
+    def take_info(self, info: Mapping[str, Any]) -> None:
+        self.run_id, self.mode = info.get("run_id"), info.get("mode", self.mode)
+        self.opened.set()
 
     def open(self, run: RunInfo) -> None:
         if self.mode is None:  # prepare() was not called
             self.prepare()
+        if self._wandb is None:
+            self._wandb = import_tracker("wandb", "wandb")
+        if self.mode in ("offline", "disabled"):
+            disable_vendor_telemetry()
         wandb, mode = self._wandb, self.mode or "offline"
         directory = os.path.abspath(os.path.join(self.savedir, "wandb"))
         os.makedirs(directory, exist_ok=True)
@@ -204,6 +222,7 @@ class WandBBackend(Backend):
         self.run.define_metric(STEP_METRIC)
         self.run.define_metric("*", step_metric=STEP_METRIC, step_sync=True)
         self._staging = tempfile.mkdtemp(prefix="wandb-staging-", dir=run.run_dir)
+        self.run_id = self.run.id
         self.opened.set()
 
     def _init(self, wandb: Any, mode: str, kwargs: dict[str, Any]) -> Any:
@@ -407,6 +426,10 @@ class WandBLogger(TrackerLogger):
             if self.is_active:
                 return  # this rank does not log (log_on_workers)
             raise self._not_started("watch")
+        if backend.remote:
+            raise RuntimeError("WandBLogger.watch hooks the model into the W&B run, which must be "
+                               "in this process; with delivery='agent' it is in the delivery "
+                               "agent: use delivery='thread' for a run that watches a model")  # fmt: skip
         if not backend.opened.wait(timeout):
             raise TimeoutError(f"the W&B run did not open within {timeout} s")
         wandb = backend._wandb

@@ -40,16 +40,20 @@ def _parse_option(text: str) -> tuple[str, Any]:
 @click.option("--retry-rejected", is_flag=True,
               help="send again the records this tracker refused for good earlier")
 @click.option("--no-progress", is_flag=True, help="no progress bar")
+@click.option("--follow", is_flag=True,
+              help="follow a live journal (on the host that writes it) until its run ends")
 def sync_command(
     path: str, to: str, dry_run: bool, tracking_uri: str | None, experiment_name: str | None,
     project_name: str | None, mode: str | None, logdir: str | None, savedir: str | None,
     extra: tuple[str, ...], cursor: str | None, batch_size: int | None, force: bool,
-    retry_rejected: bool, no_progress: bool,
+    retry_rejected: bool, no_progress: bool, follow: bool,
 ) -> None:
     """Deliver what the journal(s) under PATH hold and tracker --to has not received yet.
 
     PATH is a journal, a run or rank directory, or a save dir. Running it again sends
-    nothing twice; an interrupted sync continues where it stopped.
+    nothing twice; an interrupted sync continues where it stopped. With --follow, PATH is
+    one live run's journal (or rank directory): its records are delivered as they arrive,
+    as the delivery agent does, until the run ends.
     """
     options: dict[str, Any] = {
         k: v for k, v in {
@@ -58,6 +62,9 @@ def sync_command(
         }.items() if v is not None
     }  # fmt: skip
     options.update(_parse_option(text) for text in extra)
+    if follow:
+        _follow(path, to, cursor, options)
+        return
     try:
         report = sync(path, to=to, dry_run=dry_run, progress=not no_progress, cursor=cursor,
                       batch_size=batch_size, force=force, retry_rejected=retry_rejected,
@@ -70,4 +77,18 @@ def sync_command(
     if report.interrupted:
         sys.exit(130)
     if not report.ok:
+        sys.exit(1)
+
+
+def _follow(path: str, to: str, cursor: str | None, options: dict[str, Any]) -> None:
+    from fanlog.delivery.agent import follow_journal
+    from fanlog.delivery.follow import CrossHostError
+
+    try:
+        complete = follow_journal(path, to, cursor, **options)
+    except (SyncError, CrossHostError, ValueError, FileNotFoundError, ImportError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"followed {path} to {to}: " + ("everything delivered" if complete
+                                               else "some records left for `fanlog sync`"))
+    if not complete:
         sys.exit(1)

@@ -28,7 +28,6 @@ This module is the library side (no click); the ``fanlog sync`` command is in
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import signal
 import sqlite3
@@ -41,9 +40,10 @@ from typing import Any
 
 from fanlog.backend import Backend, backend_type
 from fanlog.delivery.dispatch import BatchDelivery, Rejected
+from fanlog.delivery.follow import CursorBusyError, cursor_lock
 from fanlog.errors import BadJournalError, FanlogError, reason_of
 from fanlog.journal import Journal, check_journal_file, is_damage, read_meta, unreadable
-from fanlog.journal.layout import journal_label, journal_paths, run_id_of, sync_lock_file
+from fanlog.journal.layout import journal_label, journal_paths, run_id_of
 from fanlog.journal.status import end_status, owner_meta, writer_is_live
 from fanlog.journal.summary import INFLIGHT_SUFFIX, pending_by_kind
 from fanlog.options import BackendContext
@@ -269,16 +269,12 @@ def _check_not_live(meta: dict[str, Any], name: str, force: bool) -> None:
 
 @contextlib.contextmanager
 def _lock(run_dir: str, name: str) -> Iterator[None]:
-    """One sync per (journal, cursor) at a time, across processes."""
-    handle = os.open(sync_lock_file(run_dir, name), os.O_RDWR | os.O_CREAT, 0o600)
+    """One sync per (journal, cursor) at a time, across processes (a delivery agent too)."""
     try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SyncError(f"another `fanlog sync` is delivering {run_dir} to {name!r}") from None
-        yield
-    finally:
-        os.close(handle)
+        with cursor_lock(run_dir, name):
+            yield
+    except CursorBusyError as exc:
+        raise SyncError(str(exc)) from None
 
 
 def _run_info(meta: dict[str, Any], journal_path: str) -> RunInfo:

@@ -10,11 +10,15 @@ kinds          kind name → storage form (``num``, ``json``, ``npy``, ...) of i
 delivery       one cursor per tracker (or ``sync:<tracker>``): the last seq it has
 rejected       records a tracker refused for good, with the reason
 unstored       records that could not be stored (their value or row was refused), with the reason
+health         per tracker the delivery agent serves: its state (failing, stalled, closed, ...)
+               and what the user may read in the training process (``info``: a run id)
 =============  ===============================================================================
 
 ``schema_version`` in ``meta`` says which of these a file has; a journal without it is
-version 1 (no ``kinds`` table). A reader refuses a journal of a newer version than it knows,
-with :class:`NewerJournalError`, and nothing ever writes into one.
+version 1 (no ``kinds`` table). The ``health`` table came later in version 2 without a new
+version (older readers ignore it, and a journal without it is read as having no agent). A
+reader refuses a journal of a newer version than it knows, with :class:`NewerJournalError`,
+and nothing ever writes into one.
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ CREATE TABLE IF NOT EXISTS rejected (
 CREATE TABLE IF NOT EXISTS unstored (
     seq INTEGER, kind TEXT, key TEXT, step TEXT, batch_idx TEXT, time REAL, reason TEXT,
     num REAL, payload BLOB, options TEXT);
+CREATE TABLE IF NOT EXISTS health (
+    name TEXT PRIMARY KEY, state TEXT NOT NULL, failing_since REAL, stalled_since REAL,
+    error TEXT, info TEXT, pid INTEGER, updated REAL);
 """
 
 REQUIRED_TABLES = frozenset({"meta", "records"})

@@ -533,6 +533,56 @@ class Journal:
                 return []
             raise
 
+    # ----------------------------------------------------------------- the delivery agent
+    def committed(self) -> int:
+        """The highest seq committed by the writer, as this connection sees it now (a reader
+        following a live journal; the writer's own count is `last_seq`)."""
+        with self._lock:
+            return int(self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM records").fetchone()[0])
+
+    def cursors(self) -> dict[str, int]:
+        """Every delivery cursor: name → the last seq it has."""
+        with self._lock:
+            return {name: int(seq) for name, seq in self._conn.execute("SELECT name, seq FROM delivery")}
+
+    def set_health(self, name: str, state: str, **fields: Any) -> None:
+        """Record how delivery to `name` goes (the ``health`` table; the delivery agent writes
+        it). `fields` are among :data:`HEALTH_FIELDS`; those not given keep their value."""
+        unknown = set(fields) - set(HEALTH_FIELDS[1:])
+        if unknown:
+            raise ValueError(f"unknown health field(s) {sorted(unknown)}; known: {HEALTH_FIELDS[1:]}")
+        if fields.get("error"):
+            fields["error"] = scrub_text(str(fields["error"]))[:500]
+        if "info" in fields:
+            fields["info"] = json.dumps(fields["info"], default=str)
+        columns = ["name", "state", "updated", *fields]
+        values = [name, state, time.time(), *fields.values()]
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns[1:])
+        with self._lock, self._conn:
+            self._conn.execute(
+                f"INSERT INTO health ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+                f"ON CONFLICT(name) DO UPDATE SET {updates}", values,
+            )  # fmt: skip
+
+    def health(self) -> dict[str, dict[str, Any]]:
+        """name → its ``health`` row (state, failing_since, stalled_since, error, info, pid,
+        updated); {} for a journal no agent served."""
+        names = ("state", *HEALTH_FIELDS[1:], "updated")
+        with self._lock:
+            if not schema.has_table(self._conn, "health"):
+                return {}
+            rows = self._conn.execute(f"SELECT name, {', '.join(names)} FROM health").fetchall()
+        found = {}
+        for name, *values in rows:
+            row = dict(zip(names, values, strict=True))
+            row["info"] = json.loads(row["info"]) if row["info"] else {}
+            found[name] = row
+        return found
+
+
+HEALTH_FIELDS = ("state", "failing_since", "stalled_since", "error", "info", "pid")
+"""Columns of the ``health`` table besides its name and the time it was updated."""
+
 
 def _float_or_none(value: Any) -> float | None:
     try:
