@@ -105,6 +105,8 @@ class BackendSlot:
     """(seq, kind, key, reason) of the records the backend refused for good, in this process."""
     abandoned: bool = False
     """Set when destroy stopped waiting for a call that stalled; the thread stops after it."""
+    wake: threading.Event = field(default_factory=threading.Event)
+    """Set when there may be work (a commit, close): the dispatcher sleeps on it, no timer."""
 
     def __post_init__(self) -> None:
         self.watch = CallWatch(self.backend.work_clock)
@@ -317,6 +319,7 @@ class Pipeline:
         complete = drained and self._wait_delivered(lambda: self._close_deadline)
         self._closing = True
         self._stop_dispatch.set()
+        self._wake_dispatchers()
         self.wake_writer()
         self._writer.join(_remaining(self._drain_deadline))
         self._wait_for_dispatchers()
@@ -500,6 +503,11 @@ class Pipeline:
         with self._progress:
             self.written += count
             self._progress.notify_all()
+        self._wake_dispatchers()
+
+    def _wake_dispatchers(self) -> None:
+        for entry in self.slots:
+            entry.wake.set()
 
     # ------------------------------------------------------------ journal fault path
     def _journal_failed(self, exc: BaseException) -> None:
@@ -543,6 +551,7 @@ class Pipeline:
                 self.spill.popleft()
             self.committed = self.journal.last_seq
         self.journal_error = None
+        self._wake_dispatchers()
         log.warning("fanlog: the journal %s is writable again; %d record(s) moved into it",
                     self.journal.path, len(rows))  # fmt: skip
         with self._progress:
@@ -583,6 +592,7 @@ class Pipeline:
                         delay = min(delay * 2, settings.retry_max)
                         continue
                     entry.opened = True
+                entry.wake.clear()  # before reading the target: a commit after this sets it
                 target = self.accepted
                 if entry.delivered < target:
                     if self._deliver(entry, reader, target):
@@ -601,7 +611,7 @@ class Pipeline:
                 if stopping:
                     time.sleep(0.005)  # the writer is committing its last batch
                 else:
-                    self._stop_dispatch.wait(min(settings.flush_interval, 0.05))
+                    entry.wake.wait()  # until the writer commits more, or close
         finally:
             reader.close()
             with self._progress:
