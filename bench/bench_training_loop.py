@@ -37,6 +37,7 @@ import argparse
 import array
 import gc
 import json
+import logging
 import os
 import statistics
 import subprocess
@@ -142,6 +143,8 @@ class Fanlog(Variant):
 
         self.logger = LoggersCollection(members, job_id=f"bench-{uuid.uuid4().hex[:8]}", **options)
         self.logger.create_logger_context(rank=0)
+        self.logger.log(0.0, "warm-up", step=0)  # trackers open their runs before the loop,
+        self.logger.flush(timeout=300)  # as Lightning's and the raw variant's do
         self._log = self.logger.log
 
     def log(self, step: int, value: float) -> None:
@@ -453,6 +456,7 @@ def main() -> None:
 
     import fanlog
 
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "View run at" line per run
     has_agent = agent_accepted()
     if not has_agent:
         print("variant 'agent' skipped: this fanlog does not accept delivery='agent'", file=sys.stderr)
