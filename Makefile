@@ -39,6 +39,9 @@ bench: $(STAMP)
 	$(PY) bench/bench_mlflow.py
 	$(PY) bench/bench_outage.py --steps 2000 --records 1000000
 	$(PY) bench/bench_hang.py --records 1000
+	$(PY) bench/bench_writer.py
+	$(PY) bench/bench_training_loop.py --quick
+	$(PY) bench/bench_small_job.py --quick
 
 clean:
 	rm -rf $(VENV) mllogs site .pytest_cache

@@ -210,6 +210,44 @@ def test_model_as_state_dict_artifact(server_store: Store, tmp_path: Path) -> No
     assert torch.equal(fresh(sample), net(sample))
 
 
+def _model_requirements(store: Store, run_id: str, dst: Path) -> set[str]:
+    """The pip requirements MLflow stored with the run's one logged model, read back."""
+    (output,) = store.reader.get_run(run_id).outputs.model_outputs
+    location = store.reader.get_logged_model(output.model_id).artifact_location
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"{location}/requirements.txt", dst_path=str(dst),
+        tracking_uri=store.tracking_uri,
+    )  # fmt: skip
+    return {line.strip() for line in Path(local).read_text().splitlines() if line.strip()}
+
+
+@pytest.mark.parametrize("net", [torch.nn.Linear(3, 2), torch.nn.Sequential(torch.nn.ReLU())])
+def test_a_model_is_logged_with_the_known_requirements_without_inference(
+    server_store: Store, tmp_path: Path, net: Any
+) -> None:
+    logger = server_store.logger()
+    with logger.start_logging():
+        logger.log(net, "net", kind="model")
+        assert logger.flush(timeout=120)
+        run_id = logger.mlflow_run_id
+    assert logger.delivery_errors() == {}
+    requirements = _model_requirements(server_store, run_id, tmp_path)
+    torch_pin = f"torch=={torch.__version__.split('+')[0]}"
+    assert {r for r in requirements if not r.startswith("mlflow")} == {torch_pin}
+
+
+def test_a_model_requirements_are_inferred_when_asked(server_store: Store, tmp_path: Path) -> None:
+    # inference runs MLflow's subprocess for seconds: a call with no CPU here for down_after
+    logger = server_store.logger(infer_pip_requirements=True, down_after=300)
+    with logger.start_logging():
+        logger.log(torch.nn.Linear(3, 2), "net", kind="model")
+        assert logger.flush(timeout=240)
+        run_id = logger.mlflow_run_id
+    assert logger.delivery_errors() == {}
+    names = {r.split("==")[0] for r in _model_requirements(server_store, run_id, tmp_path)}
+    assert {"torch", "cloudpickle"} <= names  # MLflow's own inference (or its flavour default)
+
+
 # ---------------------------------------------------------------- batching
 def test_ten_thousand_metrics_come_back_exactly(store: Store, monkeypatch: Any) -> None:
     """10k metrics at distinct steps; a spy counts `log_batch` requests (it calls the real one)."""

@@ -74,7 +74,7 @@ class ForkedPipeline:
         aside: list[tuple] = []
         rows = journal.encode([record], journal.last_seq + 1, self._failed, aside)
         try:
-            journal.insert(rows, aside, on_error=self._failed)
+            journal.insert(rows, aside, on_error=self._failed, on_escaped=self._escaped)
         except Exception as exc:  # noqa: BLE001 - no spill in a child: say it is lost
             self._report(RuntimeError(f"record {record[1]!r} not stored in {journal.path}: {exc!r}"))
             warnings.warn(f"fanlog: forked child {self.pid} cannot write {journal.path} ({exc}); "
@@ -138,6 +138,10 @@ class ForkedPipeline:
         self.unstored += 1
         self._report(RuntimeError(f"record {key!r} could not be stored: {exc!r}; it is set aside "
                                   "in the journal's 'unstored' table"))  # fmt: skip
+
+    def _escaped(self, original: str, stored: str) -> None:
+        warnings.warn(f"fanlog: the identifier {ascii(original)} is not valid Unicode text; it is "
+                      f"stored as {stored!r}", RuntimeWarning, stacklevel=6)  # fmt: skip
 
     def _report(self, exc: BaseException) -> None:
         self._run.backend_failed("journal", exc)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
 import time
@@ -102,14 +103,15 @@ class _KindGate:
     ``members`` holds (bit, every) where every is 1 for 'batch', n for an int log_freq and
     0 for 'epoch' (never with a batch_idx). ``every`` is their common value when they all
     agree (the usual case: one test instead of a loop), else 0. ``normalize`` is the kind's
-    normalizer, for artifacts followed by the capture into the run.
+    normalizer, for artifacts followed by the capture into the run. ``name`` is the kind's
+    name, which the record carries (a plain str: see :mod:`fanlog.journal.rows`).
     """
 
-    __slots__ = ("kind", "normalize", "all_bits", "members", "every")
+    __slots__ = ("name", "normalize", "all_bits", "members", "every")
 
-    def __init__(self, kind: Any, all_bits: int, members: list[tuple[int, int]],
+    def __init__(self, kind: Kind, all_bits: int, members: list[tuple[int, int]],
                  normalize: Callable[[Any, str], Any]) -> None:
-        self.kind = kind
+        self.name = kind.name
         self.normalize = normalize
         self.all_bits = all_bits
         self.members = [m for m in members if m[1]]
@@ -349,7 +351,7 @@ class Logger(ABC):
             if run.counters:  # a given step moves the key's automatic count
                 run.counters.pop(identifier, None)
         options = _options(kwargs, kind, identifier) if kwargs else None
-        record = (gate.kind, identifier, value, step, batch_idx, run.epoch, time.time(), mask, options)
+        record = (gate.name, identifier, value, step, batch_idx, run.epoch, time.time(), mask, options)
         if run.attention:  # a warning or a strict error waits, or the run was closed
             self._submit_and_attend(run, record)
         else:
@@ -662,15 +664,21 @@ def _plain_identifier(identifier: Any, kind: str) -> str:
     raise ValueError(f"log(kind={kind!r}): identifier must be a non-empty str; got {identifier!r}")
 
 
-def _options(options: dict[str, Any], kind: str, identifier: str) -> dict[str, Any]:
-    """The keyword options of a log() call, redacted: they reach the journal and the trackers."""
+def _options(options: dict[str, Any], kind: str, identifier: str) -> str | dict[str, Any]:
+    """The keyword options of a log() call, redacted and encoded as JSON now, as they were at
+    the call (they reach the journal and the trackers). Options JSON cannot hold stay a dict:
+    the writer sets that record aside in ``unstored`` with the reason, and reports it."""
     try:
-        return secrets.redact_options(options)
+        redacted = secrets.redact_options(options)
     except ValueError as exc:  # a structure that contains itself
         raise ValueError(
             f"log(kind={kind!r}, identifier={identifier!r}): expected keyword options without "
             f"circular references ({exc})"
         ) from None
+    try:
+        return json.dumps(redacted, default=str)
+    except Exception:  # noqa: BLE001 - a user object's __str__ may raise anything
+        return redacted
 
 
 def _capture_artifact(kind: Kind, run: Run, item: Any, identifier: str) -> Any:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import queue
 import threading
 import time
 import warnings
@@ -40,11 +41,19 @@ from fanlog.delivery import BatchDelivery, CallWatch
 from fanlog.delivery.client import DELIVERY_MODES, AgentProcess, AgentReport, plan
 from fanlog.delivery.follow import is_down
 from fanlog.errors import RecordRejected, reason_of
-from fanlog.journal import Journal, Pending, Row, connect
+from fanlog.journal import Journal, Pending, Row, SetAside, connect
 from fanlog.journal.capture import CAPTURE_MODES, Captured, CaptureFailed, capture
+from fanlog.journal.rows import safe_repr
+from fanlog.journal.store import kind_name
 from fanlog.record import Record, RunInfo, RunStatus
 
 log = logging.getLogger(__name__)
+
+WRITE_BATCH = 2048
+"""Records per journal transaction: encoding them holds the GIL for about half a millisecond
+(well under the 5 ms switch interval), and SQLite then inserts them in chunks without it."""
+WRITER_RETRIES = 5
+"""Failures in a row (fanlog bugs, not bad records) after which the writer thread stops."""
 
 
 @dataclass
@@ -118,6 +127,8 @@ class BackendSlot:
     """The agent's last ``health`` row for this backend (see :mod:`fanlog.delivery.follow`)."""
     agent_gone: bool = False
     """The agent died and was not started again: nothing delivers this backend any more."""
+    wake: threading.Event = field(default_factory=threading.Event)
+    """Set when there may be work (a commit, close): the dispatcher sleeps on it, no timer."""
 
     def __post_init__(self) -> None:
         self.watch = CallWatch(self.backend.work_clock)
@@ -177,7 +188,7 @@ class Pipeline:
         self.accepted = self.committed
         """Highest seq handed to the dispatchers: in the journal, or in the spill."""
         self.spill: collections.deque[Row] = collections.deque()
-        self._aside: list[tuple] = []
+        self._aside: list[SetAside] = []
         """Records that could not be stored, waiting (with the spill) for the journal."""
         self.spill_dropped = 0
         self.journal_error: BaseException | None = None
@@ -189,7 +200,17 @@ class Pipeline:
         self._close_deadline = float("inf")
         self._drain_deadline = float("inf")
         self.closed = threading.Event()
-        self._wake_writer = threading.Event()
+        self._wake: queue.SimpleQueue[bool] = queue.SimpleQueue()
+        """Tokens for the sleeping writer: False from log() (work arrived), True to write now.
+        A SimpleQueue because its put() is reentrant: a signal handler may wake the writer
+        while the thread it interrupted is inside put() (an Event's lock would deadlock)."""
+        self._writer_idle = False
+        """Set by the writer before it sleeps with nothing to write: the next log() wakes it."""
+        self._in_flight: list[Pending] = []
+        self._writer_crashes = 0
+        self._escaped_keys: set[str] = set()
+        self.writer_error: BaseException | None = None
+        """Set when the writer thread failed repeatedly and stopped (a fanlog bug)."""
         self._progress = threading.Condition()
         self._stop_dispatch = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="fanlog-writer", daemon=True)
@@ -277,6 +298,14 @@ class Pipeline:
             return
         pending.append(record)
         self.submitted += 1
+        if self._writer_idle:  # the first record of a batch: wake the writer (once)
+            self._writer_idle = False
+            self._wake.put(False)
+
+    def wake_writer(self) -> None:
+        """Have the writer write what it holds now (flush, close, a full queue)."""
+        self._writer_idle = False
+        self._wake.put(True)
 
     def capture(self, source: str, identifier: str) -> Captured | CaptureFailed:
         """Take an artifact into the journal's files area now, on the caller's thread.
@@ -296,7 +325,7 @@ class Pipeline:
 
     def _wait_for_room(self) -> bool:
         deadline = time.monotonic() + self.settings.max_block
-        self._wake_writer.set()
+        self.wake_writer()
         while len(self.pending) >= self.settings.max_pending:
             if time.monotonic() >= deadline:
                 return False
@@ -311,12 +340,14 @@ class Pipeline:
         return self._drain(lambda: deadline) and self._wait_delivered(lambda: deadline)
 
     def _drain(self, deadline: Callable[[], float | None]) -> bool:
-        """Wait until the writer has taken every record submitted so far."""
+        """Wait until the writer has taken every record submitted so far. False if the time
+        ran out, or the writer stopped (a fanlog bug, reported) with records still to take."""
         target_count = self.submitted
-        self._wake_writer.set()
+        self.wake_writer()
         with self._progress:
-            return self._wait(lambda: self.written >= target_count or not self._writer.is_alive(),
-                              deadline)  # fmt: skip
+            self._wait(lambda: self.written >= target_count or not self._writer.is_alive(),
+                       deadline)  # fmt: skip
+            return self.written >= target_count
 
     def _wait_delivered(self, deadline: Callable[[], float | None]) -> bool:
         with self._progress:
@@ -366,7 +397,8 @@ class Pipeline:
         complete = drained and self._wait_delivered(lambda: self._close_deadline)
         self._closing = True
         self._stop_dispatch.set()
-        self._wake_writer.set()
+        self._wake_dispatchers()
+        self.wake_writer()
         self._writer.join(_remaining(self._drain_deadline))
         self._wait_for_dispatchers()
         status = self._close_status
@@ -417,42 +449,145 @@ class Pipeline:
 
     # ------------------------------------------------------------ writer thread
     def _write_loop(self) -> None:
+        """The writer thread: write until closed, surviving its own failures (see below)."""
+        while True:
+            try:
+                self._write_until_closed()
+                return
+            except BaseException as exc:  # noqa: BLE001 - a fanlog bug: never die silently
+                if not self._writer_failed(exc):
+                    return
+
+    def _write_until_closed(self) -> None:
+        """Sleep until log() hands a record over, let a batch gather for half the flush
+        interval, write it, and so on; no timer runs while nothing is logged.
+
+        Half the interval leaves the other half for the writing itself, so that no record
+        waits in memory longer than ``flush_interval``. flush(), close and a full queue
+        cut the wait short (:meth:`wake_writer`).
+        """
         pending = self.pending
-        settings = self.settings
+        window = self.settings.flush_interval / 2
+        hurried = False
+        since = time.monotonic()
         while True:
             if self.spill:
                 self._recover()
+            hurried = self._take_tokens() or hurried
             if not pending:
                 if self._closing:
                     return
-                self._wake_writer.wait(min(settings.flush_interval, 0.05))
-                self._wake_writer.clear()
+                self._writer_idle = True
+                if not pending:  # else log() appended before it could see the flag
+                    hurried = self._sleep(self.settings.retry_initial if self.spill else None)
+                self._writer_idle = False
+                since = time.monotonic()
                 continue
-            batch = []
-            while pending and len(batch) < 5000:
-                batch.append(pending.popleft())
-            aside: list[tuple] = []
-            rows = self.journal.encode(batch, self.accepted + 1, self._unstored, aside)
-            if not self.spill:
-                try:
-                    self.journal.insert(rows, aside, on_error=self._unstored)
-                except Exception as exc:  # noqa: BLE001 - disk full, read-only save dir, ...
-                    self._journal_failed(exc)
-                else:
-                    with self._spill_lock:
-                        if rows:
-                            self.committed = self.accepted = rows[-1][0]
-                    self._written(len(batch))
-                    self._check_wal()
-                    continue
-            self._aside.extend(aside)  # set aside in the journal once it can be written
-            self._spill_rows(rows)
-            self._written(len(batch))
+            remaining = since + window - time.monotonic()
+            if remaining > 0 and not hurried and len(pending) < WRITE_BATCH:
+                hurried = self._sleep(remaining)
+                continue
+            since = time.monotonic()
+            hurried = False
+            for _ in range(-(-len(pending) // WRITE_BATCH)):  # what is here now, batch by batch
+                self._write_batch([pending.popleft() for _ in range(min(WRITE_BATCH, len(pending)))])
+
+    def _sleep(self, timeout: float | None) -> bool:
+        """Wait for a token (at most `timeout` seconds); True if one asked to write now."""
+        try:
+            hurried = self._wake.get(timeout=timeout)
+        except queue.Empty:
+            return False
+        return self._take_tokens() or hurried
+
+    def _take_tokens(self) -> bool:
+        """Empty the token queue; True if a token asked to write now."""
+        hurried = False
+        while not self._wake.empty():
+            hurried = self._wake.get_nowait() or hurried
+        return hurried
+
+    def _write_batch(self, batch: list[Pending]) -> None:
+        """Encode `batch` and insert it in one transaction; into the spill while the journal
+        cannot be written."""
+        self._in_flight = batch
+        aside: list[SetAside] = []
+        rows = self.journal.encode(batch, self.accepted + 1, self._unstored, aside)
+        if not self.spill:
+            try:
+                self.journal.insert(rows, aside, on_error=self._unstored, on_escaped=self._escaped)
+            except Exception as exc:  # noqa: BLE001 - disk full, read-only save dir, ...
+                self._journal_failed(exc)
+            else:
+                with self._spill_lock:
+                    if rows:
+                        self.committed = self.accepted = rows[-1][0]
+                self._in_flight = []
+                self._writer_crashes = 0
+                self._written(len(batch))
+                self._check_wal()
+                return
+        self._aside.extend(aside)  # set aside in the journal once it can be written
+        self._spill_rows(rows)
+        self._in_flight = []
+        self._written(len(batch))
+
+    def _writer_failed(self, exc: BaseException) -> bool:
+        """The writer loop raised: a fanlog bug, since a record's own errors are isolated.
+
+        Report it; retry the batch it was writing once, then set that batch aside in the
+        journal; after WRITER_RETRIES failures in a row, stop. Returns False to stop: then
+        flush() and destroy return False, and the summary says how many records wait.
+        """
+        self._writer_crashes += 1
+        batch, self._in_flight = self._in_flight, []
+        reason = f"the journal writer failed: {safe_repr(exc)}"
+        self._report("journal", RuntimeError(reason))
+        if self._writer_crashes > WRITER_RETRIES:
+            self.pending.extendleft(reversed(batch))
+            self.writer_error = exc
+            self._notify(f"fanlog: {reason}; it failed {WRITER_RETRIES} times in a row and "
+                         f"stopped: records logged from now on are not written to "
+                         f"{self.journal.path}, and flush() returns False")  # fmt: skip
+            with self._progress:
+                self._progress.notify_all()
+            return False
+        if self._writer_crashes == 1:
+            self.pending.extendleft(reversed(batch))  # maybe a passing fault: try it again
+        elif batch:
+            try:
+                self._set_aside_batch(batch, reason)
+            except Exception:  # noqa: BLE001 - the journal cannot take it now: try again later
+                self.pending.extendleft(reversed(batch))
+        self._notify(f"fanlog: {reason}; it goes on (reported as a journal error)")
+        return True
+
+    def _set_aside_batch(self, batch: list[Pending], reason: str) -> None:
+        """Store what describes each record of a batch the writer failed on twice."""
+        aside = [SetAside(None, kind_name(kind), key, step, batch_idx, when, reason)
+                 for kind, key, _, step, batch_idx, _, when, _, _ in batch]  # fmt: skip
+        self.journal.insert([], aside)
+        self.unstored += len(batch)
+        self._written(len(batch))
+
+    def _escaped(self, original: str, stored: str) -> None:
+        """A key SQLite cannot store as text was stored escaped: say so once per key."""
+        if original in self._escaped_keys:
+            return
+        self._escaped_keys.add(original)
+        self._notify(f"fanlog: the identifier {ascii(original)} is not valid Unicode text (it "
+                     "holds a lone surrogate, as os.fsdecode() gives for a name that is not "
+                     f"UTF-8); it is stored and delivered as {stored!r}")  # fmt: skip
 
     def _written(self, count: int) -> None:
         with self._progress:
             self.written += count
             self._progress.notify_all()
+        self._wake_dispatchers()
+
+    def _wake_dispatchers(self) -> None:
+        for entry in self.slots:
+            entry.wake.set()
 
     # ------------------------------------------------------------ journal fault path
     def _journal_failed(self, exc: BaseException) -> None:
@@ -486,7 +621,7 @@ class Pipeline:
         self._next_retry = now + self.settings.retry_initial
         rows = list(self.spill)  # only this thread changes the spill
         try:
-            self.journal.insert(rows, self._aside, on_error=self._unstored)
+            self.journal.insert(rows, self._aside, on_error=self._unstored, on_escaped=self._escaped)
         except Exception as exc:  # noqa: BLE001 - still full / read-only: keep spilling
             self.journal_error = exc
             return
@@ -496,6 +631,7 @@ class Pipeline:
                 self.spill.popleft()
             self.committed = self.journal.last_seq
         self.journal_error = None
+        self._wake_dispatchers()
         log.warning("fanlog: the journal %s is writable again; %d record(s) moved into it",
                     self.journal.path, len(rows))  # fmt: skip
         with self._progress:
@@ -536,6 +672,7 @@ class Pipeline:
                         delay = min(delay * 2, settings.retry_max)
                         continue
                     entry.opened = True
+                entry.wake.clear()  # before reading the target: a commit after this sets it
                 target = self.accepted
                 if entry.delivered < target:
                     if self._deliver(entry, reader, target):
@@ -554,7 +691,7 @@ class Pipeline:
                 if stopping:
                     time.sleep(0.005)  # the writer is committing its last batch
                 else:
-                    self._stop_dispatch.wait(min(settings.flush_interval, 0.05))
+                    entry.wake.wait()  # until the writer commits more, or close
         finally:
             reader.close()
             with self._progress:
@@ -809,6 +946,9 @@ class Pipeline:
                 )
         if self.dropped:
             lines.append(f"  {self.dropped} record(s) dropped at the max_pending bound")
+        if self.writer_error is not None:
+            lines.append(f"  the journal writer stopped ({safe_repr(self.writer_error)}); "
+                         f"{len(self.pending)} record(s) were not written")  # fmt: skip
         if self.spill_dropped:
             lines.append(
                 f"  {self.spill_dropped} record(s) dropped from memory beyond spill_max "

@@ -157,6 +157,9 @@ class MLflowOptions(BackendOptions):
         "rank; default (None): on when the job has more than one process")  # fmt: skip
     model_flavour: bool = Field(True, description="log kind='model' with mlflow.pytorch.log_model "
                                 "(True) or as a state_dict.pt artifact (False)")  # fmt: skip
+    infer_pip_requirements: bool = Field(False, description="let MLflow infer a model's pip "
+        "requirements (it inspects the model in a subprocess: seconds per model, so raise "
+        "down_after above them); default: the installed torch version, which fanlog knows")  # fmt: skip
 
 
 class MLflowBackend(Backend):
@@ -589,7 +592,7 @@ class MLflowBackend(Backend):
                 with _quiet("mlflow.pytorch"):  # its warning about pickle, chosen on purpose
                     mlflow.pytorch.save_model(
                         module, local, mlflow_model=description,
-                        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                        pip_requirements=self._model_requirements(torch.__version__),
                         serialization_format="pickle",  # "pt2" would need an input example
                     )  # fmt: skip
                 client.log_model_artifacts(model.model_id, local)
@@ -602,6 +605,13 @@ class MLflowBackend(Backend):
                 pass
             raise
         client.finalize_logged_model(model.model_id, "READY")
+
+    def _model_requirements(self, torch_version: str) -> list[str] | None:
+        """A model's pip requirements: the torch version (without its local label such as
+        ``+cpu``, which PyPI does not serve), or None to have MLflow infer them."""
+        if self.options.infer_pip_requirements:
+            return None
+        return [f"torch=={torch_version.split('+')[0]}"]
 
     def _write_dataset(self, record: Record) -> None:
         entities = self._mlflow.entities

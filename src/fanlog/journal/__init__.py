@@ -11,6 +11,7 @@ layout         ``<savedir>/runs/<run_id>/rank-<r>/journal[.n].sqlite`` and ``fil
 schema         the tables, ``schema_version``, and the storage form recorded per kind
 connection     opening a journal, and the checks before reading one (damage, newer schema)
 store          :class:`Journal`: append (the one writer), read, delivery cursors, refusals
+rows           a record as ``log()`` hands it over, a row as the writer inserts it (cheaply)
 codec          a value in the ``num``/``payload`` columns and back
 lock           one writer per journal, and the rule for "is the writer alive?"
 status         a run's effective status (``interrupted`` when its writer died)
@@ -34,16 +35,9 @@ from fanlog.journal.connection import (
     unreadable,
 )
 from fanlog.journal.layout import FILES_DIR, JOURNAL_NAME, journal_paths, make_private_dirs
+from fanlog.journal.rows import Pending, Row, SetAside
 from fanlog.journal.schema import SCHEMA_VERSION, NewerJournalError
-from fanlog.journal.store import (
-    Journal,
-    Pending,
-    Row,
-    SetAside,
-    forget_after_fork,
-    live_journals,
-    open_writer,
-)
+from fanlog.journal.store import Journal, forget_after_fork, live_journals, open_writer
 from fanlog.journal.store import _open_lock as _open_lock  # taken by the fork hooks (forking.py)
 
 __all__ = [

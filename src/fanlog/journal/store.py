@@ -24,8 +24,9 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any
 
 from fanlog import kinds as kinds_registry
 from fanlog.journal import lock as writer_lock
@@ -42,6 +43,24 @@ from fanlog.journal.connection import (
 )
 from fanlog.journal.fsinfo import is_network, journal_fs_type
 from fanlog.journal.layout import files_name, journal_file, make_private_dirs
+from fanlog.journal.rows import (
+    BATCH_IDX,
+    KEY,
+    KIND,
+    MASK,
+    NUM,
+    SEQ,
+    STEP,
+    TIME,
+    Pending,
+    Row,
+    SetAside,
+    escaped_row,
+    insert_rows,
+    options_json,
+    safe_repr,
+    storable_text,
+)
 from fanlog.record import Record
 from fanlog.secrets import scrub_text
 
@@ -50,58 +69,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fanlog")
 
-_INSERT = ("INSERT INTO records (seq, kind, key, step, batch_idx, epoch, time, mask, num, payload,"
-           " options) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-
-
-class Pending(NamedTuple):
-    """A record as `log()` hands it over on the caller's thread, before it has a seq.
-
-    The hot path builds it as a plain tuple in this field order (constructing the named
-    type costs about 0.25 µs more per call); everything downstream unpacks it by position.
-    """
-
-    kind: Kind
-    key: str
-    value: Any
-    step: int
-    batch_idx: int | None
-    epoch: int | None
-    time: float
-    mask: int
-    """One bit per tracker slot that the gate let through."""
-    options: dict[str, Any] | None
-
-
-class Row(NamedTuple):
-    """An encoded record: the columns of the ``records`` table, in order."""
-
-    seq: int
-    kind: str
-    key: str
-    step: int
-    batch_idx: int | None
-    epoch: int | None
-    time: float
-    mask: int
-    num: float | None
-    payload: Any
-    options: str | None
-    """The record's options as JSON text."""
-
-
-class SetAside(NamedTuple):
-    """A record that could not be stored: what is known of it, and why (the ``unstored`` table)."""
-
-    row: Row | None
-    """The encoded row when SQLite refused it; None when its value failed to encode."""
-    kind: str
-    key: str
-    step: Any
-    batch_idx: Any
-    time: Any
-    reason: str
-
+_UNSTORED_COLUMNS = "seq, kind, key, step, batch_idx, time, reason, num, payload, options"
 
 _open_lock = threading.RLock()
 """Held while a connection opens or closes; taken (with every journal's lock) before a fork,
@@ -244,34 +212,61 @@ class Journal:
             return dict(self._conn.execute("SELECT name, slot FROM backends").fetchall())
 
     # ----------------------------------------------------------------- writing
-    def encode(self, pending: list[Pending], first_seq: int, on_error: Any = None,
+    def encode(self, pending: Sequence[Pending], first_seq: int, on_error: Any = None,
                aside: list[SetAside] | None = None) -> list[Row]:
         """Rows for `pending`, numbered from `first_seq` without gaps. Runs on the writer thread.
 
-        A value that fails to encode is reported through `on_error(exc, key)` and, with
-        `aside`, listed there to be set aside by `insert()`.
+        A float of a kind stored as a plain number, without options (nearly every record),
+        becomes its row with no other work. Anything else goes through its kind's codec; a
+        record that fails there (its value, its options, its kind) is reported through
+        `on_error(exc, key)` and, with `aside`, listed there to be set aside by `insert()`.
         """
+        plain = self._plain_kinds(pending)
         rows: list[Row] = []
-        storages = self._storages
-        seq = first_seq - 1
-        for kind, key, value, step, batch_idx, epoch, when, mask, options in pending:
-            seq += 1
+        append = rows.append
+        seq = first_seq
+        for record in pending:
+            kind, key, value, step, batch_idx, epoch, when, mask, options = record
+            if kind in plain and type(value) is float and value == value and options is None:
+                append((seq, kind, key, step, batch_idx, epoch, when, mask, value, None, None))
+                seq += 1
+                continue
             try:
-                if storages.get(kind.name) != kind.storage:
-                    self._record_kind(kind)
-                num, payload = encode_value(kind, value, self.run_dir, seq, key, self.files)
-            except Exception as exc:  # noqa: BLE001 - reported, never raised into the writer
-                seq -= 1
+                append(self._encode_one(record, seq))
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - a kind's own code may raise anything
+                reason = safe_repr(exc)
                 if aside is not None:
-                    aside.append(SetAside(None, kind.name, key, step, batch_idx, when, repr(exc)))
+                    aside.append(SetAside(None, kind_name(kind), key, step, batch_idx, when,
+                                          reason))  # fmt: skip
                 if on_error is not None:
                     on_error(exc, key)
                 continue
-            rows.append(
-                Row(seq, kind.name, key, step, batch_idx, epoch, when, mask, num, payload,
-                    json.dumps(options, default=str) if options else None)
-            )
+            seq += 1
         return rows
+
+    def _plain_kinds(self, pending: Sequence[Pending]) -> set[str]:
+        """Names, among the kinds in `pending`, of those whose float values are stored as they
+        are (storage ``num``, no finalize, already noted in this journal)."""
+        plain = set()
+        for name in set(map(itemgetter(0), pending)):
+            kind = kinds_registry._REGISTRY.get(name) if type(name) is str else None
+            if (kind is not None and kind.storage == "num" and kind.finalize is None
+                    and self._storages.get(name) == "num"):  # fmt: skip
+                plain.add(name)
+        return plain
+
+    def _encode_one(self, record: Pending, seq: int) -> Row:
+        """The row of one record, through its kind's codec (raises when it cannot be encoded)."""
+        name, key, value, step, batch_idx, epoch, when, mask, options = record
+        kind = name if isinstance(name, kinds_registry.Kind) else kinds_registry.get_kind(name)
+        if self._storages.get(kind.name) != kind.storage:
+            self._record_kind(kind)
+        num, payload = encode_value(kind, value, self.run_dir, seq, key, self.files)
+        if options is not None and type(options) is not str:  # log() gives JSON text already
+            options = options_json(options)
+        return (seq, kind.name, key, step, batch_idx, epoch, when, mask, num, payload, options)
 
     def _record_kind(self, kind: Kind) -> None:
         """Note a kind's storage form, to be written to ``kinds`` with the next commit.
@@ -290,23 +285,28 @@ class Journal:
         self._unrecorded.append((kind.name, kind.storage))
 
     def insert(self, rows: list[Row], aside: list[SetAside] | None = None,
-               on_error: Callable[[BaseException, str], None] | None = None) -> None:
+               on_error: Callable[[BaseException, str], None] | None = None,
+               on_escaped: Callable[[str, str], None] | None = None) -> None:
         """Insert encoded rows in one transaction, setting aside the rows SQLite refuses.
 
         Raises (inserting nothing) only on an outage of the file: disk full, read-only, I/O.
         A row that fails on its own (out of range, wrong type, a constraint) is found by
-        bisection, stored in ``unstored`` with the reason, and reported via `on_error`.
+        bisection, stored in ``unstored`` with the reason, and reported via `on_error`. A row
+        whose kind or key SQLite cannot store as text (a lone surrogate) is stored with it
+        escaped (:func:`~fanlog.journal.rows.storable_text`), reported via
+        `on_escaped(original, stored)`.
         """
         if not rows and not aside:
             return
         refused: list[tuple[BaseException, str]] = []
+        escaped: list[tuple[str, str]] = []
         with self._lock:
             try:
                 self._conn.execute("BEGIN")
                 if self._unrecorded:  # in the rows' transaction: no row without its kind's form
                     self._conn.executemany("INSERT OR IGNORE INTO kinds (name, storage) VALUES (?, ?)",
                                            self._unrecorded)  # fmt: skip
-                self._insert_isolating(rows, refused)
+                self._insert_isolating(rows, refused, escaped)
                 for entry in aside or ():
                     self._set_aside(entry)
                 self._conn.commit()
@@ -315,46 +315,71 @@ class Journal:
                 raise
             self._unrecorded.clear()
         if rows:
-            self.last_seq = max(self.last_seq, rows[-1].seq)
+            self.last_seq = max(self.last_seq, rows[-1][SEQ])
         for exc, key in refused:
             if on_error is not None:
                 on_error(exc, key)
+        for original, stored in escaped:
+            if on_escaped is not None:
+                on_escaped(original, stored)
 
-    def _insert_isolating(self, rows: list[Row], refused: list[tuple[BaseException, str]]) -> None:
+    def _insert_isolating(self, rows: list[Row], refused: list[tuple[BaseException, str]],
+                          escaped: list[tuple[str, str]]) -> None:
         """Insert `rows` inside the open transaction; bisect around rows SQLite refuses."""
         if not rows:
             return
         self._conn.execute("SAVEPOINT rows")
         try:
-            self._conn.executemany(_INSERT, rows)
+            insert_rows(self._conn, rows)
         except (sqlite3.Error, OverflowError, ValueError, TypeError) as exc:
             self._conn.execute("ROLLBACK TO rows")
             self._conn.execute("RELEASE rows")
             if is_outage(exc):
                 raise
             if len(rows) == 1:
-                row = rows[0]
-                self._set_aside(SetAside(row, row.kind, row.key, row.step, row.batch_idx, row.time,
-                                         repr(exc)))
-                refused.append((exc, row.key))
+                self._insert_alone(rows[0], exc, refused, escaped)
                 return
             middle = len(rows) // 2
-            self._insert_isolating(rows[:middle], refused)
-            self._insert_isolating(rows[middle:], refused)
+            self._insert_isolating(rows[:middle], refused, escaped)
+            self._insert_isolating(rows[middle:], refused, escaped)
             return
         self._conn.execute("RELEASE rows")
 
+    def _insert_alone(self, row: Row, exc: BaseException, refused: list[tuple[BaseException, str]],
+                      escaped: list[tuple[str, str]]) -> None:
+        """The one row SQLite refused with `exc`: stored with its text escaped when that is
+        what it could not take, else set aside."""
+        fixed = escaped_row(row)
+        if fixed is not None:
+            try:
+                insert_rows(self._conn, [fixed])
+            except (sqlite3.Error, OverflowError, ValueError, TypeError) as again:
+                if is_outage(again):
+                    raise
+                exc, row = again, fixed
+            else:
+                escaped.append((row[KEY], fixed[KEY]))
+                return
+        self._set_aside(SetAside(row, *(row[i] for i in (KIND, KEY, STEP, BATCH_IDX, TIME)),
+                                 safe_repr(exc)))  # fmt: skip
+        refused.append((exc, row[KEY]))
+
     def _set_aside(self, entry: SetAside) -> None:
-        """Store what is known of a record that could not be stored (its value if possible)."""
+        """Store what is known of a record that could not be stored (its value if possible).
+
+        Fails only on an outage of the file: text SQLite cannot take is escaped, and a value
+        it cannot take is left out."""
         row, kind, key, step, batch_idx, when, reason = entry
-        seq, num, payload, options = (row.seq, row.num, row.payload, row.options) if row else (None,) * 4
-        described = (kind, str(key), repr(step), repr(batch_idx), _float_or_none(when), reason)
-        query = ("INSERT INTO unstored (seq, kind, key, step, batch_idx, time, reason, num, payload,"
-                 " options) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        seq, num, payload, options = (row[SEQ], *row[NUM:]) if row else (None,) * 4
+        described = (storable_text(kind), storable_text(key), storable_text(safe_repr(step)),
+                     storable_text(safe_repr(batch_idx)), _float_or_none(when),
+                     storable_text(reason))  # fmt: skip
+        query = f"INSERT INTO unstored ({_UNSTORED_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         try:
             self._conn.execute(query, (seq, *described, num, payload, options))
-        except (sqlite3.InterfaceError, sqlite3.ProgrammingError, OverflowError, ValueError,
-                TypeError):  # the value itself cannot be stored: keep what describes it
+        except (sqlite3.Error, OverflowError, ValueError, TypeError) as exc:
+            if is_outage(exc):
+                raise
             self._conn.execute(query, (None, *described, None, None, None))
 
     def unstored(self) -> list[dict[str, Any]]:
@@ -400,8 +425,7 @@ class Journal:
 
     def row_record(self, row: Row, rank: int = 0) -> Record:
         """The Record a backend receives for an encoded row that is not (yet) in the journal."""
-        return self._record((row.seq, row.kind, row.key, row.step, row.batch_idx, row.epoch,
-                             row.time, row.num, row.payload, row.options), rank)
+        return self._record((*row[:MASK], *row[NUM:]), rank)
 
     # ----------------------------------------------------------------- reading
     def read(
@@ -584,10 +608,16 @@ HEALTH_FIELDS = ("state", "failing_since", "stalled_since", "error", "info", "pi
 """Columns of the ``health`` table besides its name and the time it was updated."""
 
 
+def kind_name(kind: Any) -> str:
+    """The name of a record's kind: records carry it as a str, code outside log() may pass
+    the Kind itself."""
+    return kind.name if isinstance(kind, kinds_registry.Kind) else storable_text(kind)
+
+
 def _float_or_none(value: Any) -> float | None:
     try:
         return float(value)
-    except (TypeError, ValueError):
+    except Exception:  # noqa: BLE001 - whatever a caller's object raises, the time is unknown
         return None
 
 
