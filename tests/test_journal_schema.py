@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -280,6 +281,13 @@ def test_the_writer_alive_rule(tmp_path: Path) -> None:
     ended = subprocess.Popen([sys.executable, "-c", "pass"])
     ended.wait()
     assert writer_alive(ended.pid, host) is False
+    for code in ["pass", "import os; os.kill(os.getpid(), 9)", "raise SystemExit(3)"]:
+        unreaped = subprocess.Popen([sys.executable, "-c", code])  # dead, not waited for yet
+        while not os.path.exists(f"/proc/{unreaped.pid}/stat") or b") Z" not in Path(
+                f"/proc/{unreaped.pid}/stat").read_bytes():
+            time.sleep(0.01)
+        assert writer_alive(unreaped.pid, host) is False, code  # a zombie is gone
+        unreaped.wait()
     assert writer_alive(1, host) is True  # init: someone's process, alive
     for pid, on in [(os.getpid(), "some-other-host"), (None, host), ("12", host), (True, host),
                     (0, host), (-1, host), (os.getpid(), None)]:  # fmt: skip

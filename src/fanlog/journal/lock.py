@@ -174,8 +174,19 @@ def writer_alive(pid: object, host: object) -> bool | None:
     except ProcessLookupError:
         return False
     except PermissionError:  # someone else's process: it exists
-        return True
-    return True
+        return not _is_zombie(pid)
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """A process that died but was not reaped yet (its parent has not waited for it): gone,
+    although the kernel still knows its pid. Where /proc is missing, it cannot tell: False."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            state = stat.read().rpartition(b")")[2].split()[:1]
+    except OSError:
+        return False
+    return state in ([b"Z"], [b"X"])
 
 
 def _host_names() -> set[str]:
