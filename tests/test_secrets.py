@@ -67,7 +67,7 @@ def offline_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
 
 
 def wait_for_wandb_exit(savedir: Path, timeout: float = 60) -> str:
-    from fanlog.testing.wandb import read_transaction_log
+    from support.wandb_log import read_transaction_log
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -408,7 +408,7 @@ def test_every_class_of_secret_reaches_no_tracker(
     from fanlog.backends.mlflow import MLflowLogger
     from fanlog.backends.tensorboard import TensorBoardLogger
     from fanlog.backends.wandb import WandBLogger
-    from fanlog.testing.wandb import read_transaction_log
+    from support.wandb_log import read_transaction_log
 
     savedir = tmp_path / "sd"
     constructor_secrets = ("CtorTagPw1", "ctorTok-2", "CtorDescTok3")
