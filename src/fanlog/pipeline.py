@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from fanlog.backend import Backend
 from fanlog.delivery import BatchDelivery, CallWatch
 from fanlog.errors import RecordRejected, reason_of
-from fanlog.journal import Journal, Pending, Row, connect
+from fanlog.journal import Journal, Pending, Row, SetAside, connect
 from fanlog.journal.capture import CAPTURE_MODES, Captured, CaptureFailed, capture
 from fanlog.record import Record, RunInfo, RunStatus
 
@@ -152,7 +152,7 @@ class Pipeline:
         self.accepted = self.committed
         """Highest seq handed to the dispatchers: in the journal, or in the spill."""
         self.spill: collections.deque[Row] = collections.deque()
-        self._aside: list[tuple] = []
+        self._aside: list[SetAside] = []
         """Records that could not be stored, waiting (with the spill) for the journal."""
         self.spill_dropped = 0
         self.journal_error: BaseException | None = None
@@ -247,7 +247,7 @@ class Pipeline:
             target = self.accepted
             down_after = self.settings.down_after
             delivered = all(
-                self._wait(lambda e=e: e.delivered >= target or e.closed or e.down(down_after),
+                self._wait(lambda e=e: e.delivered >= target or e.closed or e.down(down_after),  # type: ignore[misc]
                            deadline)
                 and e.delivered >= target
                 for e in self._delivering
@@ -348,10 +348,10 @@ class Pipeline:
                 self._wake_writer.wait(min(settings.flush_interval, 0.05))
                 self._wake_writer.clear()
                 continue
-            batch = []
+            batch: list[Pending] = []
             while pending and len(batch) < 5000:
                 batch.append(pending.popleft())
-            aside: list[tuple] = []
+            aside: list[SetAside] = []
             rows = self.journal.encode(batch, self.accepted + 1, self._unstored, aside)
             if not self.spill:
                 try:

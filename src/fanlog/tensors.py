@@ -103,7 +103,7 @@ def snapshot_tensor(tensor: Any, scalar: bool = False) -> Any:
     try:
         return _copy(torch, data, scalar)
     except (TypeError, RuntimeError, NotImplementedError) as exc:
-        data = _strided(data, exc)
+        data = _strided(torch, data, exc)
     try:
         return _copy(torch, data, scalar)
     except (TypeError, RuntimeError, NotImplementedError) as exc:
@@ -121,7 +121,7 @@ def _copy(torch: Any, data: Any, scalar: bool) -> Any:
     return DeviceSnapshot(host, event, scalar)
 
 
-def _strided(data: Any, exc: BaseException) -> Any:
+def _strided(torch: Any, data: Any, exc: BaseException) -> Any:
     """The plain dense tensor behind a sparse or quantized one (a slow path: only on failure)."""
     if data.is_meta:
         raise TensorDataError("a meta tensor has no data") from None
@@ -129,6 +129,6 @@ def _strided(data: Any, exc: BaseException) -> Any:
         raise TensorDataError("a nested tensor has no single shape") from None
     if data.is_quantized:
         return data.dequantize()
-    if data.layout is not torch_module().strided:
+    if data.layout is not torch.strided:
         return data.to_dense()
     raise TensorDataError(f"its values cannot be copied: {exc}") from None

@@ -26,7 +26,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field
 
@@ -145,7 +145,7 @@ class AzureMLBackend(MLflowBackend):
     """An MLflow backend whose store is an AzureML workspace (job mode or from a VM)."""
 
     name = "azureml"
-    Options = AzureMLOptions
+    Options: ClassVar[type[AzureMLOptions]] = AzureMLOptions
     options: AzureMLOptions
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -252,6 +252,7 @@ class AzureMLBackend(MLflowBackend):
             return
         from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
+        assert self.tracking_uri is not None  # prepare() set it
         with _use_tracking_uri(self.tracking_uri):
             super()._write_one(record)
 

@@ -145,6 +145,9 @@ class Journal:
     Any other instance only reads, and writes delivery cursors.
     """
 
+    _conn: sqlite3.Connection
+    _lock: threading.Lock
+
     def __init__(
         self, path: str, readonly: bool = False, lock: writer_lock.WriterLock | None = None
     ) -> None:
