@@ -7,11 +7,11 @@ installed and need no server (MLflow's local store, TensorBoard) join in.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import warnings
 from typing import Any
 
+from fanlog.backends import installed
 from fanlog.journal.layout import run_dir_of
 from fanlog.logger import Logger, LoggersCollection
 
@@ -20,12 +20,12 @@ def optional_trackers(savedir: str, log_freq: int | str) -> tuple[list[Logger], 
     """Loggers for the trackers that are installed, and the commands that open their UIs."""
     loggers: list[Logger] = []
     hints: list[str] = []
-    if importlib.util.find_spec("mlflow") is not None and "MLFLOW_TRACKING_URI" not in os.environ:
+    if installed("mlflow") and "MLFLOW_TRACKING_URI" not in os.environ:
         from fanlog.backends.mlflow import MLflowLogger, default_tracking_uri
 
         loggers.append(MLflowLogger(savedir=savedir, experiment_name="fanlog-demo", log_freq=log_freq))
         hints.append(f"mlflow ui --backend-store-uri {default_tracking_uri(savedir)}")
-    if importlib.util.find_spec("tensorboard") is not None:
+    if installed("tensorboard"):
         from fanlog.backends.tensorboard import TensorBoardLogger
 
         tb_dir = os.path.join(savedir, "tensorboard")  # where TensorBoardLogger puts its events

@@ -27,7 +27,7 @@ from fanlog.backend import JOURNAL_ONLY_BIT, AllKinds, Backend
 from fanlog.diagnostics import warn_once
 from fanlog.errors import BackendError, LoggerNotStartedError
 from fanlog.journal import Pending
-from fanlog.kinds import _REGISTRY, Kind, get_kind
+from fanlog.kinds.registry import _REGISTRY, Kind, get_kind
 from fanlog.options import BackendContext
 from fanlog.pipeline import PipelineSettings
 from fanlog.rank import detect_rank, detect_world_size, run_id_for_job

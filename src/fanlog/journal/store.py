@@ -27,7 +27,6 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from fanlog import kinds as kinds_registry
 from fanlog.journal import lock as writer_lock
 from fanlog.journal import schema
 from fanlog.journal.codec import decode_value, encode_value
@@ -450,8 +449,10 @@ class Journal:
             self._storages.update(schema.recorded_kinds(self._conn))
         storage = self._storages.get(kind)
         if storage is None:
+            from fanlog.kinds import get_kind  # only for a journal of schema 1: kinds import the journal
+
             try:
-                storage = kinds_registry.get_kind(kind).storage
+                storage = get_kind(kind).storage
             except ValueError:
                 storage = "json"
             self._fallback[kind] = storage

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from fanlog.errors import bad_item
-from fanlog.kinds import Kind, register_kind
 from fanlog.kinds.core import normalize_metric, normalize_model, snapshot_json
+from fanlog.kinds.registry import Kind, register_kind
 from fanlog.secrets import REDACTED, is_secret_key, scrub_text
 from fanlog.tensors import Deferred, numbers_mapping, torch_module
 
