@@ -95,6 +95,7 @@ def raised(call: Callable[[], Any]) -> BaseException:
     raise AssertionError("no error raised")
 
 
+@pytest.mark.slow
 def test_default_classifier_tells_transient_from_permanent(tmp_path: Path) -> None:
     """Real errors from real sockets, HTTP answers and files, classified without a tracker."""
     import requests

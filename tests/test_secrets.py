@@ -363,6 +363,7 @@ def test_set_enabled_false_turns_redaction_off(tmp_path: Path, fresh_secrets: No
     assert records[1].options == {"token": "RawOpt"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("switch", ["0", "false", "off"])
 def test_env_var_turns_redaction_off_for_the_process(switch: str, tmp_path: Path) -> None:
     script = (

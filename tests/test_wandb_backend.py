@@ -402,6 +402,7 @@ def test_online_start_without_a_server_falls_back_to_offline(
     assert run.series("loss") == [(s, s) for s in range(5)]
 
 
+@pytest.mark.slow
 def test_offline_run_opens_no_network_connection(tmp_path: Path) -> None:
     """mode=None without credentials: no DNS lookup, no socket to anything but a local one.
 
