@@ -38,6 +38,8 @@ from fanlog.errors import PartialDelivery
 from fanlog.record import Record, RunInfo, RunStatus
 from support.wandb_log import read_transaction_log
 
+pytestmark = pytest.mark.slow  # every W&B run starts W&B's service process
+
 QUIET = {"x_disable_stats": True, "x_disable_meta": True, "x_disable_machine_info": True,
          "console": "off", "disable_git": True, "disable_code": True,
          "x_save_requirements": False}  # fmt: skip
@@ -402,7 +404,6 @@ def test_online_start_without_a_server_falls_back_to_offline(
     assert run.series("loss") == [(s, s) for s in range(5)]
 
 
-@pytest.mark.slow
 def test_offline_run_opens_no_network_connection(tmp_path: Path) -> None:
     """mode=None without credentials: no DNS lookup, no socket to anything but a local one.
 
