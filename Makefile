@@ -1,10 +1,12 @@
 # Two entry points: `make demo` and `make test`. Both create or reuse .venv.
+# `make test-fast`: the tests that start no server or process, for the edit-test loop.
+# `make lint`: ruff and mypy, as CI (.ci/run) runs them.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fanlog-installed
 
-.PHONY: demo test lint docs bench clean install
+.PHONY: demo test test-fast lint docs bench clean install
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +28,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
 
+# --fast (tests/conftest.py) leaves out the tests marked slow and fails any other test
+# that starts a process or a server.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider --fast
+
 lint: $(STAMP)
 	$(PY) -m ruff check src tests bench tutorials
+# enabled once ruff format is adopted:
+#	$(PY) -m ruff format --check src tests bench tutorials
+	$(PY) -m mypy
 
 docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict

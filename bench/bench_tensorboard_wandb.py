@@ -16,10 +16,14 @@ import argparse
 import glob
 import json
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the .wandb reader
 
 QUIET_WANDB = {"x_disable_stats": True, "x_disable_meta": True, "x_disable_machine_info": True,
                "console": "off", "disable_git": True, "x_save_requirements": False}  # fmt: skip
@@ -100,7 +104,7 @@ def tb_result(
 # ---------------------------------------------------------------- Weights & Biases (offline)
 def wandb_series(savedir: str, step_key: str | None) -> list[tuple[int, float]]:
     """(step, loss) from the newest offline run under `savedir`, waiting for its exit record."""
-    from fanlog.testing.wandb import read_transaction_log
+    from support.wandb_log import read_transaction_log
 
     (path,) = glob.glob(os.path.join(savedir, "**", "offline-run-*", "run-*.wandb"), recursive=True)
     deadline = time.monotonic() + 120

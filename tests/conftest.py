@@ -2,13 +2,20 @@
 
 `tests/support/mlflow_server.py` holds the helpers; other tests may start more
 servers with :func:`support.mlflow_server.start_mlflow_server`.
+
+Tests that start a server or a process are marked ``slow`` (automatically when they use
+a server fixture). ``pytest --fast`` (``make test-fast``) runs the others only, and fails
+any of them that starts a process or listens on a socket, naming the test to mark.
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,3 +77,57 @@ def _forget_mlflow_globals() -> Iterator[None]:
         mlflow.set_tracking_uri(None)
         while mlflow.active_run() is not None:
             mlflow.end_run()
+
+
+# ----------------------------------------------------------------------------- --fast
+SERVER_FIXTURES = {"mlflow_server", "start_server"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fast", action="store_true",
+        help="run only the tests not marked slow, and fail one that starts a process or a server",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+    if config.getoption("--fast"):
+        slow = [item for item in items if item.get_closest_marker("slow") is not None]
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if item.get_closest_marker("slow") is None]
+
+
+@pytest.fixture(autouse=True)
+def _fast_tests_start_nothing(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """Under --fast, starting a process or listening on a socket raises and fails the test.
+
+    The failure is also reported after the test, in case the code under test swallowed the
+    error (a backend that fails to open is retried, not raised)."""
+    if not request.config.getoption("--fast"):
+        yield
+        return
+    started: list[str] = []
+
+    def refuse(what: str) -> Callable[..., Any]:
+        def refused(*args: Any, **kwargs: Any) -> Any:
+            started.append(what)
+            raise RuntimeError(f"started {what} under --fast: mark the test slow")
+
+        return refused
+
+    import _posixsubprocess  # what multiprocessing's spawn and forkserver call
+
+    monkeypatch.setattr(subprocess, "_fork_exec", refuse("a subprocess"))  # what Popen calls
+    monkeypatch.setattr(_posixsubprocess, "fork_exec", refuse("a process (multiprocessing)"))
+    for name in ("fork", "forkpty", "posix_spawn", "posix_spawnp"):
+        monkeypatch.setattr(os, name, refuse(f"a process (os.{name})"))
+    monkeypatch.setattr(socket.socket, "listen", refuse("a server (socket.listen)"))
+    yield
+    if started:
+        pytest.fail(f"{request.node.nodeid} started {', '.join(sorted(set(started)))}: mark it slow",
+                    pytrace=False)

@@ -284,6 +284,7 @@ def test_job_mode_attaches_to_the_jobs_run_and_leaves_it_running(
     assert proxy.seen and all(s.authorized for s in proxy.seen)
 
 
+@pytest.mark.slow
 def test_default_credential_fails_fast_without_a_prompt(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -331,6 +332,7 @@ def test_workspace_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert not in_azureml_job({k: v for k, v in job.items() if k != "MLFLOW_TRACKING_TOKEN"})
 
 
+@pytest.mark.slow
 def test_importing_the_backend_imports_no_azure() -> None:
     code = (
         "import sys, fanlog.backends.azureml; "

@@ -495,7 +495,7 @@ WANDB = [
 @pytest.mark.parametrize("case", WANDB, ids=[c.id for c in WANDB])
 def test_bad_input_in_wandb(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from fanlog.backends.wandb import STEP_METRIC, WandBLogger
-    from fanlog.testing.wandb import read_transaction_log
+    from support.wandb_log import read_transaction_log
 
     for name in ("WANDB_API_KEY", "WANDB_BASE_URL"):
         monkeypatch.delenv(name, raising=False)

@@ -26,6 +26,8 @@ from core_backends import RecordingBackend, RecordingLogger
 from fanlog import JournalLogger, LoggersCollection
 from fanlog.reader import read_run
 
+pytestmark = pytest.mark.slow  # the CLI runs as a subprocess
+
 EPOCHS, BATCHES = 3, 6
 RUN_ID = "cli-main-run"
 DDP_RUN_ID = "cli-ddp-run"

@@ -238,6 +238,7 @@ def test_get_mlflow_logger_finds_it_in_a_collection() -> None:
     assert get_mlflow_logger(ConsoleLogger()) is None
 
 
+@pytest.mark.slow
 def test_wandb_watch_kind_and_offline_mode(tmp_path: Path) -> None:
     wandb_logger = WandBLogger(savedir=str(tmp_path), log_freq="batch", offline_mode=True, settings=QUIET)
     logger = LoggersCollection([wandb_logger, ConsoleLogger(savedir=str(tmp_path), stream=io.StringIO())])

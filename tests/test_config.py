@@ -149,6 +149,7 @@ def test_schema_is_generated_from_the_signatures() -> None:
     assert errors and "matches none" in errors[0]
 
 
+@pytest.mark.slow
 def test_schema_cli_prints_and_checks(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "fanlog.config", "--schema"], capture_output=True,
                          text=True, check=True, timeout=120)  # fmt: skip

@@ -9,7 +9,11 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 import fanlog
+
+pytestmark = pytest.mark.slow  # each test runs a child process
 
 CHILD = textwrap.dedent(
     """

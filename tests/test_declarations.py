@@ -137,6 +137,7 @@ def test_spec_redacts_secrets_and_flags_what_json_cannot_hold(tmp_path: Path) ->
     assert "S3cretPw" not in text and "tok-123" not in text and "host" in text
 
 
+@pytest.mark.slow
 def test_the_journal_records_each_backends_declaration(tmp_path: Path) -> None:
     """What `fanlog show` reads instead of a class name: needs_delivery, declared."""
     out = tmp_path / "notes"
@@ -263,6 +264,7 @@ def test_a_tracker_option_may_not_repeat_a_common_one() -> None:
             backend_class = ClashingBackend
 
 
+@pytest.mark.slow
 def test_tracker_kinds_are_registered_by_their_module_when_asked_for() -> None:
     code = (
         "import sys\nfrom fanlog.kinds import get_kind\n"
@@ -276,6 +278,7 @@ def test_tracker_kinds_are_registered_by_their_module_when_asked_for() -> None:
     assert get_kind("prov_documents").normalize.__module__ == "fanlog.backends.prov"
 
 
+@pytest.mark.slow
 def test_config_needs_neither_click_nor_a_tracker_library() -> None:
     code = (
         "import sys\nfrom fanlog.config import from_config, json_schema\n"

@@ -95,6 +95,7 @@ def raised(call: Callable[[], Any]) -> BaseException:
     raise AssertionError("no error raised")
 
 
+@pytest.mark.slow
 def test_default_classifier_tells_transient_from_permanent(tmp_path: Path) -> None:
     """Real errors from real sockets, HTTP answers and files, classified without a tracker."""
     import requests
@@ -607,7 +608,7 @@ def wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
 
 
 def wandb_rows(savedir: Path) -> list[dict[str, Any]]:
-    from fanlog.testing.wandb import read_transaction_log
+    from support.wandb_log import read_transaction_log
 
     (path,) = glob.glob(str(savedir / "wandb" / "**" / "offline-run-*" / "run-*.wandb"), recursive=True)
     deadline = time.monotonic() + 60

@@ -6,9 +6,12 @@ import re
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
 import fanlog
+
+pytestmark = pytest.mark.slow  # the demo runs as a subprocess
 
 
 def test_demo_trains_logs_and_says_where_to_look(tmp_path):

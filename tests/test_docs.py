@@ -55,6 +55,7 @@ def test_every_nav_page_is_written() -> None:
     assert missing_pages() == []
 
 
+@pytest.mark.slow
 def test_docs_build_strict(tmp_path: Path) -> None:
     pytest.importorskip("mkdocs")
     pytest.importorskip("material")

@@ -162,6 +162,7 @@ def test_sync_to_a_server_that_never_answers_fails_and_keeps_the_cursor(tmp_path
     assert report.journals[0].start == 0 and report.pending == 10  # still all to send
 
 
+@pytest.mark.slow
 def test_fanlog_sets_the_mlflow_request_timeout_unless_the_user_did(tmp_path: Path) -> None:
     code = "from fanlog.backends.mlflow import MLflowBackend\nimport os\nMLflowBackend().prepare()\n" \
            "print(os.environ['MLFLOW_HTTP_REQUEST_TIMEOUT'], os.environ['MLFLOW_HTTP_REQUEST_MAX_RETRIES'])"
@@ -219,6 +220,7 @@ class BlockingLogger(BackendLogger):
         return self.instance
 
 
+@pytest.mark.slow
 def test_a_call_that_never_returns_counts_as_down(tmp_path: Path) -> None:
     hanging = HangingServer()
     host, port = hanging.url.removeprefix("http://").split(":")

@@ -104,6 +104,7 @@ def test_bad_steps_and_batch_indices_are_clear_errors(logger: Any, field: str, n
     assert [r.key for r in read_run(logger.journal_path).records] == ["before", "after"]
 
 
+@pytest.mark.slow
 def test_numpy_batch_indices_export_as_numbers(tmp_path: Path) -> None:
     savedir = tmp_path / "sd"
     logger = JournalLogger(savedir=str(savedir), log_freq="batch", job_id="np")

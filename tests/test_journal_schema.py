@@ -90,6 +90,7 @@ def test_the_writer_records_each_kinds_storage_once(user_kinds_run: Path) -> Non
     assert meta(user_kinds_run)["schema_version"] == SCHEMA_VERSION == 2
 
 
+@pytest.mark.slow
 def test_a_fresh_process_reads_user_kinds_it_never_registered(user_kinds_run: Path) -> None:
     records = json.loads(python(READ_BACK, str(user_kinds_run.parent.parent)).stdout)
     assert len(records) == 15
@@ -102,6 +103,7 @@ def test_a_fresh_process_reads_user_kinds_it_never_registered(user_kinds_run: Pa
         assert by_kind["note", step] == {"text": f"n{step}"}
 
 
+@pytest.mark.slow
 def test_export_in_a_fresh_process_decodes_user_kinds(user_kinds_run: Path) -> None:
     run_dir = str(user_kinds_run.parent.parent)
     lines = fanlog_cli("export", run_dir, "--kind", "all", "--format", "jsonl").stdout.splitlines()
@@ -156,6 +158,7 @@ def small_run(savedir: Path, job_id: str, records: int = 4) -> Path:
     return Path(logger.journal_path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", [3, 99])
 def test_every_reader_refuses_a_journal_of_a_newer_fanlog(tmp_path: Path, version: int) -> None:
     journal = small_run(tmp_path / "sd", f"newer-{version}")
@@ -275,6 +278,7 @@ def test_resolve_run_names_what_it_found(tmp_path: Path) -> None:
         layout.resolve_run("gamma", str(tmp_path / "empty"))
 
 
+@pytest.mark.slow
 def test_the_writer_alive_rule(tmp_path: Path) -> None:
     host = os.uname().nodename
     assert writer_alive(os.getpid(), host) is True

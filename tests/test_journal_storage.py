@@ -284,6 +284,7 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
         subprocess.run(["umount", "-l", str(point)], check=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cause", ["files-area-blocked", "disk-full"])
 def test_an_artifact_that_cannot_be_captured_is_an_error_never_the_original(
     tmp_path: Path, tmpfs: Callable[[str], Path], cause: str

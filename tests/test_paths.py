@@ -154,6 +154,7 @@ def test_odd_save_dir_through_trackers_and_every_command(
     assert len(accumulator.Scalars("loss")) == 12
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ODD_NAMES)
 def test_savedir_level_commands(name: str, tmp_path: Path) -> None:
     savedir = tmp_path / name
@@ -280,6 +281,7 @@ def _other_sqlite_at(path: Path) -> None:
     _other_sqlite(path)
 
 
+@pytest.mark.slow
 def test_bad_journal_error_is_json_friendly_in_ls(tmp_path: Path) -> None:
     journal = _good_journal(tmp_path / "sd")
     _empty(journal)

@@ -142,6 +142,7 @@ SIGTERM_CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_sigterm_passes_its_grace_and_never_changes_the_settings(tmp_path: Path) -> None:
     child = subprocess.Popen(
         [sys.executable, "-c", SIGTERM_CHILD, str(tmp_path / "sd"), TESTS],

@@ -67,7 +67,7 @@ def offline_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
 
 
 def wait_for_wandb_exit(savedir: Path, timeout: float = 60) -> str:
-    from fanlog.testing.wandb import read_transaction_log
+    from support.wandb_log import read_transaction_log
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -363,6 +363,7 @@ def test_set_enabled_false_turns_redaction_off(tmp_path: Path, fresh_secrets: No
     assert records[1].options == {"token": "RawOpt"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("switch", ["0", "false", "off"])
 def test_env_var_turns_redaction_off_for_the_process(switch: str, tmp_path: Path) -> None:
     script = (
@@ -408,7 +409,7 @@ def test_every_class_of_secret_reaches_no_tracker(
     from fanlog.backends.mlflow import MLflowLogger
     from fanlog.backends.tensorboard import TensorBoardLogger
     from fanlog.backends.wandb import WandBLogger
-    from fanlog.testing.wandb import read_transaction_log
+    from support.wandb_log import read_transaction_log
 
     savedir = tmp_path / "sd"
     constructor_secrets = ("CtorTagPw1", "ctorTok-2", "CtorDescTok3")

@@ -236,7 +236,7 @@ def test_sync_to_offline_wandb_keeps_steps_and_sends_nothing_twice(
     import glob
 
     from fanlog.backends.wandb import STEP_METRIC
-    from fanlog.testing.wandb import read_transaction_log
+    from support.wandb_log import read_transaction_log
 
     for name in ("WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_IDENTITY_TOKEN_FILE"):
         monkeypatch.delenv(name, raising=False)

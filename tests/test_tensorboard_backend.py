@@ -302,6 +302,7 @@ def test_exception_marks_session_failed(tmp_path: Path) -> None:
     assert acc.Scalars("loss")[0].value == 1.0
 
 
+@pytest.mark.slow
 def test_works_without_torch_and_never_imports_tensorflow(tmp_path: Path) -> None:
     """In a fresh interpreter where torch cannot be imported: tensorboard's own writer only."""
     script = f"""
@@ -327,6 +328,7 @@ print([(e.step, e.value) for e in acc.Scalars("x")])
     assert done.stdout.strip() == "[(5, 2.0)]"
 
 
+@pytest.mark.slow
 def test_import_fanlog_imports_no_tracker() -> None:
     script = (
         "import sys, fanlog\n"

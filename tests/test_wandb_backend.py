@@ -3,7 +3,7 @@
 No mocks and no network: every run is a real offline W&B run (the wandb-core
 service writes ``run-<id>.wandb``), read back as W&B's protobuf ``Record``
 messages (``wandb.proto.wandb_internal_pb2``) by
-:func:`fanlog.testing.wandb.read_transaction_log`. wandb 0.31 ships no Python
+``support.wandb_log.read_transaction_log``. wandb 0.31 ships no Python
 reader for the file framing (the old ``wandb.sdk.internal.datastore`` is gone);
 that function walks it, checking each chunk's CRC, and is tested here against a
 file with records larger than one 32 KiB block.
@@ -36,7 +36,9 @@ from fanlog.backends.wandb import (
 )
 from fanlog.errors import PartialDelivery
 from fanlog.record import Record, RunInfo, RunStatus
-from fanlog.testing.wandb import read_transaction_log
+from support.wandb_log import read_transaction_log
+
+pytestmark = pytest.mark.slow  # every W&B run starts W&B's service process
 
 QUIET = {"x_disable_stats": True, "x_disable_meta": True, "x_disable_machine_info": True,
          "console": "off", "disable_git": True, "disable_code": True,

@@ -69,7 +69,9 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any] | Sequence[An
             )
     if isinstance(source, (Mapping, list, tuple)):
         return source
-    path = os.fspath(source)
+    if not isinstance(source, (str, bytes, os.PathLike)):
+        raise ConfigError(f"config: expected a path, a mapping or a list, got {type(source).__name__}")
+    path = os.fsdecode(source)
     if not os.path.isfile(path):
         raise ConfigError(f"configuration file {path!r} does not exist")
     import yaml
@@ -248,7 +250,7 @@ def _entry_model(cls: type) -> type[BaseModel]:
 
 def _collection_model(cls: type) -> type[BaseModel]:
     """A collection's options: its class's, less its members and what the members decide."""
-    fields = {
+    fields: dict[str, Any] = {
         name: (field.annotation, field)
         for name, field in _entry_model(cls).model_fields.items()
         if name not in (MEMBERS_KEY, *COLLECTION_FIXED)
@@ -322,7 +324,12 @@ def json_schema() -> dict[str, Any]:
     return schema
 
 
-if __name__ == "__main__":  # `python -m fanlog.config`, the same as `fanlog config`
+def _main() -> None:
+    """`python -m fanlog.config`, the same as `fanlog config`."""
     from fanlog.cli.config import config_command
 
     config_command()
+
+
+if __name__ == "__main__":
+    _main()

@@ -7,11 +7,11 @@ installed and need no server (MLflow's local store, TensorBoard) join in.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import warnings
 from typing import Any
 
+from fanlog.backends import installed
 from fanlog.journal.layout import run_dir_of
 from fanlog.logger import Logger, LoggersCollection
 
@@ -20,12 +20,12 @@ def optional_trackers(savedir: str, log_freq: int | str) -> tuple[list[Logger], 
     """Loggers for the trackers that are installed, and the commands that open their UIs."""
     loggers: list[Logger] = []
     hints: list[str] = []
-    if importlib.util.find_spec("mlflow") is not None and "MLFLOW_TRACKING_URI" not in os.environ:
+    if installed("mlflow") and "MLFLOW_TRACKING_URI" not in os.environ:
         from fanlog.backends.mlflow import MLflowLogger, default_tracking_uri
 
         loggers.append(MLflowLogger(savedir=savedir, experiment_name="fanlog-demo", log_freq=log_freq))
         hints.append(f"mlflow ui --backend-store-uri {default_tracking_uri(savedir)}")
-    if importlib.util.find_spec("tensorboard") is not None:
+    if installed("tensorboard"):
         from fanlog.backends.tensorboard import TensorBoardLogger
 
         tb_dir = os.path.join(savedir, "tensorboard")  # where TensorBoardLogger puts its events
@@ -41,7 +41,8 @@ def train(logger: Logger, epochs: int, batches: int, seed: int = 0) -> dict[str,
     torch.manual_seed(seed)
     inputs = torch.randn(batches * 32, 8)
     targets = torch.sin(inputs @ torch.randn(8, 1) / 8**0.5)  # unit-variance argument: learnable
-    model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
+    hidden = torch.nn.Linear(8, 32)
+    model = torch.nn.Sequential(hidden, torch.nn.Tanh(), torch.nn.Linear(32, 1))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5)
     logger.save_hyperparameters(
@@ -66,7 +67,7 @@ def train(logger: Logger, epochs: int, batches: int, seed: int = 0) -> dict[str,
         logger.log(scheduler.get_last_lr()[0], "train/lr", step=epoch)
         scheduler.step()
         logger.end_epoch()
-    weights = model[0].weight.detach()
+    weights = hidden.weight.detach()
     logger.log(weights, "layer0/weights", kind="histogram", step=epochs)
     logger.log(model, "model", kind="model")
     return {"final_epoch_loss": epoch_loss, "steps": float(step)}

@@ -30,7 +30,7 @@ from typing import Any
 
 from fanlog import journal as journal_module
 from fanlog import lifecycle
-from fanlog.journal import Journal, Pending, open_writer
+from fanlog.journal import Journal, Pending, SetAside, open_writer
 from fanlog.journal import lock as writer_lock
 from fanlog.journal.capture import Captured, CaptureFailed, capture
 from fanlog.pipeline import Pipeline, PipelineSettings
@@ -71,7 +71,7 @@ class ForkedPipeline:
 
     def _write(self, record: Pending) -> None:
         journal = self._open()
-        aside: list[tuple] = []
+        aside: list[SetAside] = []
         rows = journal.encode([record], journal.last_seq + 1, self._failed, aside)
         try:
             journal.insert(rows, aside, on_error=self._failed, on_escaped=self._escaped)

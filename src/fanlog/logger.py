@@ -28,7 +28,7 @@ from fanlog.backend import JOURNAL_ONLY_BIT, AllKinds, Backend
 from fanlog.diagnostics import warn_once
 from fanlog.errors import BackendError, LoggerNotStartedError
 from fanlog.journal import Pending
-from fanlog.kinds import _REGISTRY, Kind, get_kind
+from fanlog.kinds.registry import _REGISTRY, Kind, get_kind
 from fanlog.options import BackendContext
 from fanlog.pipeline import PipelineSettings
 from fanlog.rank import detect_rank, detect_world_size, run_id_for_job
@@ -343,7 +343,7 @@ class Logger(ABC):
         if step is not None and (type(step) is not int or not 0 <= step <= INT64_MAX):
             step = check_index(step, "step", identifier)
         value = gate.normalize(item, identifier)
-        run = self._run
+        run: Run = self._run  # type: ignore[assignment]  # a gate exists only while a run does
         if step is None:  # next() of a per-key itertools.count: unique even across threads
             step = next(run.counters.get(identifier) or run.counter(identifier))
         else:
@@ -351,7 +351,8 @@ class Logger(ABC):
             if run.counters:  # a given step moves the key's automatic count
                 run.counters.pop(identifier, None)
         options = _options(kwargs, kind, identifier) if kwargs else None
-        record = (gate.name, identifier, value, step, batch_idx, run.epoch, time.time(), mask, options)
+        record: Pending = (  # type: ignore[assignment]  # a plain tuple, for speed (see Pending)
+            gate.name, identifier, value, step, batch_idx, run.epoch, time.time(), mask, options)
         if run.attention:  # a warning or a strict error waits, or the run was closed
             self._submit_and_attend(run, record)
         else:

@@ -354,7 +354,7 @@ class Pipeline:
             target = self.accepted
             down_after = self.settings.down_after
             delivered = all(
-                self._wait(lambda e=e: e.delivered >= target or e.closed or e.down(down_after),
+                self._wait(lambda e=e: e.delivered >= target or e.closed or e.down(down_after),  # type: ignore[misc]
                            deadline)
                 and e.delivered >= target
                 for e in self._delivering

@@ -218,7 +218,8 @@ def scrub_text(text: str) -> str:
     spans = sorted(span for span in _secret_spans(text, lowered, present) if span[1] > span[0])
     if not spans:
         return text
-    pieces, done = [], 0
+    pieces: list[str] = []
+    done = 0
     for start, stop in spans:
         if start > done or not pieces:  # a new secret (overlapping ones are replaced once)
             pieces += [text[done:start], REDACTED]
@@ -340,6 +341,7 @@ def _redact(value: Any, inside: set[int]) -> Any:
     if id(value) in inside:
         raise CircularReferenceError()
     inside.add(id(value))
+    result: dict[str, Any] | list[Any]
     if isinstance(value, Mapping):
         result = {}
         for key, item in value.items():

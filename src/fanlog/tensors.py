@@ -6,6 +6,7 @@ torch is never imported here: a tensor can only exist if the user imported torch
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -34,6 +35,25 @@ class DeviceSnapshot(Deferred):
         self._event.synchronize()
         array = self._host.numpy()
         return float(array.reshape(-1)[0]) if self.scalar else array
+
+
+class DeferredMapping(Deferred):
+    """A mapping of numbers with device snapshots among its values, all resolved on the writer."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = dict(values)
+
+    def resolve(self) -> dict[str, Any]:
+        return {k: v.resolve() if isinstance(v, Deferred) else v for k, v in self._values.items()}
+
+
+def numbers_mapping(values: Mapping[str, float | Deferred]) -> dict[str, float] | Deferred:
+    """`values` as plain floats, or, when some are device snapshots, one Deferred for them all:
+    a JSON kind (``system``, ``carbon``) can then hold device tensors without a sync."""
+    floats = {k: v for k, v in values.items() if not isinstance(v, Deferred)}
+    return floats if len(floats) == len(values) else DeferredMapping(values)
 
 
 def torch_module() -> Any | None:
@@ -83,7 +103,7 @@ def snapshot_tensor(tensor: Any, scalar: bool = False) -> Any:
     try:
         return _copy(torch, data, scalar)
     except (TypeError, RuntimeError, NotImplementedError) as exc:
-        data = _strided(data, exc)
+        data = _strided(torch, data, exc)
     try:
         return _copy(torch, data, scalar)
     except (TypeError, RuntimeError, NotImplementedError) as exc:
@@ -101,7 +121,7 @@ def _copy(torch: Any, data: Any, scalar: bool) -> Any:
     return DeviceSnapshot(host, event, scalar)
 
 
-def _strided(data: Any, exc: BaseException) -> Any:
+def _strided(torch: Any, data: Any, exc: BaseException) -> Any:
     """The plain dense tensor behind a sparse or quantized one (a slow path: only on failure)."""
     if data.is_meta:
         raise TensorDataError("a meta tensor has no data") from None
@@ -109,6 +129,6 @@ def _strided(data: Any, exc: BaseException) -> Any:
         raise TensorDataError("a nested tensor has no single shape") from None
     if data.is_quantized:
         return data.dequantize()
-    if data.layout is not torch_module().strided:
+    if data.layout is not torch.strided:
         return data.to_dense()
     raise TensorDataError(f"its values cannot be copied: {exc}") from None

@@ -1,4 +1,5 @@
-"""Checks of `log()`'s `step` and `batch_idx`, run only when the fast path's test fails.
+"""Checks of what `log()` is given that the fast path does not settle: `step`, `batch_idx`, and
+artifact paths that are not regular files or directories.
 
 `log()` accepts a plain ``int`` in range without calling anything here. Everything else
 is either converted to an ``int`` (numpy integers, 0-d integer tensors, and for ``step``
@@ -10,6 +11,8 @@ fail on a whole batch, or stored a numpy integer as an 8-byte blob).
 from __future__ import annotations
 
 import operator
+import os
+import stat
 from typing import Any
 
 import numpy as np
@@ -66,3 +69,23 @@ def _refused(value: Any, name: str, identifier: str) -> TypeError:
         f"log(identifier={identifier!r}): expected {name} as an int >= 0 (a Python or numpy "
         f"integer, or a one-element integer tensor{floats}); got {describe(value)}"
     )
+
+
+def refuse_special(path: str, identifier: str) -> None:
+    """A ValueError for a FIFO, socket or device: reading one could block or never end."""
+    mode = os.stat(path).st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise ValueError(
+            f"log(kind='artifact', identifier={identifier!r}): expected a regular file or a "
+            f"directory; {path!r} is a {_file_type(mode)}"
+        )
+
+
+def _file_type(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    return "special file"

@@ -26,7 +26,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field
 
@@ -145,7 +145,7 @@ class AzureMLBackend(MLflowBackend):
     """An MLflow backend whose store is an AzureML workspace (job mode or from a VM)."""
 
     name = "azureml"
-    Options = AzureMLOptions
+    Options: ClassVar[type[AzureMLOptions]] = AzureMLOptions
     options: AzureMLOptions
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -251,7 +251,7 @@ class AzureMLBackend(MLflowBackend):
         if not self.job_mode and not self._connected:
             if self.credential is None:
                 self.credential = default_credential(self.options.interactive)
-            if self.tracking_uri == _PENDING:
+            if self.tracking_uri == _PENDING or self.tracking_uri is None:
                 self.tracking_uri = self._lookup_tracking_uri()
             self._register_credential(self.tracking_uri)
             self._connected = True
@@ -272,6 +272,7 @@ class AzureMLBackend(MLflowBackend):
             return
         from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
+        assert self.tracking_uri is not None  # prepare() set it
         with _use_tracking_uri(self.tracking_uri):
             super()._write_one(record)
 

@@ -430,7 +430,7 @@ class _WorkerState:
             return None
         from torch.utils.data import DataLoader, Dataset
 
-        class RecordedDataset(_Sized, Dataset):  # type: ignore[misc]
+        class RecordedDataset(_Sized, Dataset):
             """yprov4ml tells a Dataset from a DataLoader by isinstance."""
 
         dataset = RecordedDataset(int(rows))

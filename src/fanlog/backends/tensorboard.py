@@ -93,7 +93,7 @@ def record_writer(handle: Any) -> Any:
     try:
         import google_crc32c
     except ImportError:
-        google_crc32c = None
+        google_crc32c = None  # type: ignore[assignment]
     if google_crc32c is not None and google_crc32c.implementation == "c":
         return FastRecordWriter(handle, google_crc32c.value)
     from tensorboard.summary.writer.record_writer import RecordWriter

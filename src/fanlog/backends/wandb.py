@@ -56,7 +56,7 @@ _INIT_LOCK = threading.Lock()
 """Two W&B loggers opening at once must not both claim to be the global run."""
 
 
-def has_credentials(environ: dict[str, str] | None = None) -> bool:
+def has_credentials(environ: Mapping[str, str] | None = None) -> bool:
     """True if W&B would find an API key: environment or .netrc. Reads files only, no network."""
     env = os.environ if environ is None else environ
     if env.get("WANDB_API_KEY") or env.get("WANDB_IDENTITY_TOKEN_FILE"):

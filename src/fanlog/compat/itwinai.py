@@ -37,6 +37,7 @@ from fanlog.logger import EmptyLogger as _EmptyLogger
 from fanlog.logger import LogFreq, Logger, Workers
 from fanlog.logger import LoggersCollection as _LoggersCollection
 from fanlog.record import Record
+from fanlog.tensors import Deferred, numbers_mapping
 
 __all__ = [
     "BASE_EXP_NAME", "ConsoleLogger", "EmptyLogger", "Logger", "LoggersCollection", "MLFlowLogger",
@@ -63,7 +64,7 @@ ITWINAI_KINDS: dict[str, tuple[str, ...]] = {
 TENSORBOARD_FRAMEWORKS = ("pytorch", "tensorflow")
 
 
-def normalize_carbon(item: Any, identifier: str) -> dict[str, float]:
+def normalize_carbon(item: Any, identifier: str) -> dict[str, float] | Deferred:
     """Carbon footprint figures: a mapping of numbers, or one number (kg CO2-eq).
 
     fanlog does not measure emissions itself; None records that nothing was measured.
@@ -71,7 +72,7 @@ def normalize_carbon(item: Any, identifier: str) -> dict[str, float]:
     if item is None:
         return {}
     if isinstance(item, Mapping):
-        return {str(k): float(normalize_metric(v, f"{identifier}/{k}")) for k, v in item.items()}
+        return numbers_mapping({str(k): normalize_metric(v, f"{identifier}/{k}") for k, v in item.items()})
     if isinstance(item, numbers.Real) and not isinstance(item, bool):
         return {"emissions_kg": float(item)}
     raise bad_item("carbon", identifier, "None, a number (kg CO2-eq) or a mapping of numbers", item)

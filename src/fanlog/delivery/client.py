@@ -186,7 +186,7 @@ class AgentProcess:
         try:
             with open(self.log_path, "ab") as log_file:
                 self.process = subprocess.Popen(
-                    [sys.executable, "-m", "fanlog.delivery.agent"], stdin=theirs,
+                    [sys.executable, "-m", "fanlog.delivery.agent"], stdin=theirs.fileno(),
                     stdout=subprocess.DEVNULL, stderr=log_file, start_new_session=True,
                     env=_agent_environment(), close_fds=True,
                 )  # fmt: skip

@@ -105,6 +105,7 @@ class BatchDelivery:
 
     def _attempt(self, records: list[Record]) -> tuple[int, BaseException | None]:
         """One `write`: how many records it settled, and the error that stopped it."""
+        cause: BaseException | None
         try:
             with self._watch():
                 self.backend.write(records)

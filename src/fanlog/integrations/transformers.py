@@ -137,6 +137,7 @@ class FanlogCallback(TrainerCallback):
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                 **kwargs: Any) -> None:
+        assert args.output_dir is not None  # TrainingArguments.__post_init__ sets it
         path = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
         if not (args.should_save and os.path.isdir(path)):
             return
@@ -252,6 +253,7 @@ class FanlogCallback(TrainerCallback):
         """Where models wait for the journal's copy: in `output_dir` (the checkpoints' file
         system, so hard links work), removed when the run ends with everything delivered."""
         if self._staging is None:
+            assert args.output_dir is not None  # TrainingArguments.__post_init__ sets it
             os.makedirs(args.output_dir, exist_ok=True)
             self._staging = tempfile.mkdtemp(prefix=".fanlog-staging-", dir=args.output_dir)
         return self._staging

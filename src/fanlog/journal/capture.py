@@ -21,11 +21,12 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import stat
 import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from fanlog.validate import refuse_special
 
 CAPTURE_MODES = ("auto", "link", "copy")
 LINK_MIN_BYTES = 16 * 2**20
@@ -94,16 +95,6 @@ def place(captured: Captured, journal_dir: str, files_name: str, seq: int) -> st
     return relative
 
 
-def refuse_special(path: str, identifier: str) -> None:
-    """A ValueError for a FIFO, socket or device: reading one could block or never end."""
-    mode = os.stat(path).st_mode
-    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        raise ValueError(
-            f"log(kind='artifact', identifier={identifier!r}): expected a regular file or a "
-            f"directory; {path!r} is a {_file_type(mode)}"
-        )
-
-
 def _copier(mode: str, identifier: str) -> Callable[[str, str], tuple[int, int] | None]:
     def link_or_copy(source: str, target: str) -> tuple[int, int] | None:
         refuse_special(source, identifier)
@@ -122,13 +113,3 @@ def _copier(mode: str, identifier: str) -> Callable[[str, str], tuple[int, int] 
 def _stamp(path: str) -> tuple[int, int]:
     info = os.stat(path)
     return info.st_size, info.st_mtime_ns
-
-
-def _file_type(mode: int) -> str:
-    if stat.S_ISFIFO(mode):
-        return "FIFO"
-    if stat.S_ISSOCK(mode):
-        return "socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "device"
-    return "special file"

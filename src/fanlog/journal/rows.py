@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from itertools import chain
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from fanlog.errors import describe
 
@@ -47,7 +47,17 @@ class Pending(NamedTuple):
 Row = tuple[int, str, str, int, int | None, int | None, float, int, float | None, Any, str | None]
 """An encoded record, a plain tuple of the ``records`` columns in order: seq, kind, key, step,
 batch_idx, epoch, time, mask, num, payload, options (JSON text)."""
-SEQ, KIND, KEY, STEP, BATCH_IDX, EPOCH, TIME, MASK, NUM, PAYLOAD, OPTIONS = range(11)
+SEQ: Final = 0
+KIND: Final = 1
+KEY: Final = 2
+STEP: Final = 3
+BATCH_IDX: Final = 4
+EPOCH: Final = 5
+TIME: Final = 6
+MASK: Final = 7
+NUM: Final = 8
+PAYLOAD: Final = 9
+OPTIONS: Final = 10
 
 
 class SetAside(NamedTuple):

@@ -66,5 +66,7 @@ def owner_meta(journal_path: str, meta: dict[str, Any]) -> dict[str, Any]:
         parent_meta = read_meta(parent_path)
     except Exception:  # noqa: BLE001 - the parent's journal is gone or unreadable
         return meta
-    owner = {k: parent_meta[k] for k in ("status", "pid", "host", "backends") if k in parent_meta}
+    owner: dict[str, Any] = {
+        k: parent_meta[k] for k in ("status", "pid", "host", "backends") if k in parent_meta
+    }
     return {**meta, **owner}

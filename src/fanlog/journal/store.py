@@ -28,7 +28,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
-from fanlog import kinds as kinds_registry
 from fanlog.journal import lock as writer_lock
 from fanlog.journal import schema
 from fanlog.journal.codec import decode_value, encode_value
@@ -61,6 +60,7 @@ from fanlog.journal.rows import (
     safe_repr,
     storable_text,
 )
+from fanlog.kinds import registry as kinds_registry
 from fanlog.record import Record
 from fanlog.secrets import scrub_text
 
@@ -112,6 +112,9 @@ class Journal:
     A writer (opened by :func:`open_writer`) holds the journal's writer lock until `close()`.
     Any other instance only reads, and writes delivery cursors.
     """
+
+    _conn: sqlite3.Connection
+    _lock: threading.Lock
 
     def __init__(
         self, path: str, readonly: bool = False, lock: writer_lock.WriterLock | None = None
@@ -264,7 +267,7 @@ class Journal:
         if self._storages.get(kind.name) != kind.storage:
             self._record_kind(kind)
         num, payload = encode_value(kind, value, self.run_dir, seq, key, self.files)
-        if options is not None and type(options) is not str:  # log() gives JSON text already
+        if options is not None and not isinstance(options, str):  # log() gives JSON text already
             options = options_json(options)
         return (seq, kind.name, key, step, batch_idx, epoch, when, mask, num, payload, options)
 
@@ -360,7 +363,7 @@ class Journal:
             else:
                 escaped.append((row[KEY], fixed[KEY]))
                 return
-        self._set_aside(SetAside(row, *(row[i] for i in (KIND, KEY, STEP, BATCH_IDX, TIME)),
+        self._set_aside(SetAside(row, row[KIND], row[KEY], row[STEP], row[BATCH_IDX], row[TIME],
                                  safe_repr(exc)))  # fmt: skip
         refused.append((exc, row[KEY]))
 

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from fanlog.errors import bad_item, describe
-from fanlog.journal.capture import refuse_special
-from fanlog.kinds import Kind, register_kind
+from fanlog.kinds.registry import Kind, register_kind
 from fanlog.secrets import REDACTED, CircularReferenceError, is_secret_key, redact, scrub_text
 from fanlog.tensors import Deferred, TensorDataError, is_tensor, snapshot_tensor, tensor_shape, torch_module
+from fanlog.validate import refuse_special
 
 
 def normalize_metric(item: Any, identifier: str) -> float | Deferred:

@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from fanlog.errors import bad_item
-from fanlog.kinds import Kind, register_kind
 from fanlog.kinds.core import normalize_metric, normalize_model, snapshot_json
+from fanlog.kinds.registry import Kind, register_kind
 from fanlog.secrets import REDACTED, is_secret_key, scrub_text
-from fanlog.tensors import torch_module
+from fanlog.tensors import Deferred, numbers_mapping, torch_module
 
 
 def normalize_tag(item: Any, identifier: str) -> str:
@@ -63,10 +63,10 @@ def _describe_dataset(item: Any, identifier: str) -> dict[str, Any]:
     return description
 
 
-def normalize_system(item: Any, identifier: str) -> dict[str, float]:
+def normalize_system(item: Any, identifier: str) -> dict[str, float] | Deferred:
     """System usage now: given as a mapping of numbers, or measured when `item` is None."""
     if isinstance(item, Mapping):
-        return {str(k): normalize_metric(v, f"{identifier}/{k}") for k, v in item.items()}
+        return numbers_mapping({str(k): normalize_metric(v, f"{identifier}/{k}") for k, v in item.items()})
     if item is not None:
         raise bad_item("system", identifier, "None (measure now) or a mapping of numbers", item)
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -94,17 +94,17 @@ def _count_flops(model: Any, inputs: Any) -> float:
     return float(counter.get_total_flops())
 
 
-def normalize_flops_per_batch(item: Any, identifier: str) -> float:
+def normalize_flops_per_batch(item: Any, identifier: str) -> float | Deferred:
     """FLOPs of one forward pass: a number, or a (model, batch) pair counted now."""
     if isinstance(item, tuple) and len(item) == 2:
         return _count_flops(*item)
     try:
-        return float(normalize_metric(item, identifier))  # type: ignore[arg-type]
+        return normalize_metric(item, identifier)
     except TypeError:
         raise bad_item("flops_pb", identifier, "a number or a (model, batch) pair", item) from None
 
 
-def normalize_flops_per_epoch(item: Any, identifier: str) -> float:
+def normalize_flops_per_epoch(item: Any, identifier: str) -> float | Deferred:
     """FLOPs of one epoch: a number, or (model, dataloader), counted as batches × first batch."""
     if isinstance(item, tuple) and len(item) == 2:
         model, loader = item
@@ -112,18 +112,18 @@ def normalize_flops_per_epoch(item: Any, identifier: str) -> float:
         inputs = batch[0] if isinstance(batch, (list, tuple)) else batch
         return _count_flops(model, inputs) * len(loader)
     try:
-        return float(normalize_metric(item, identifier))  # type: ignore[arg-type]
+        return normalize_metric(item, identifier)
     except TypeError:
         raise bad_item(
             "flops_pe", identifier, "a number or a (model, dataloader) pair", item
         ) from None
 
 
-def normalize_execution_time(item: Any, identifier: str) -> float:
+def normalize_execution_time(item: Any, identifier: str) -> float | Deferred:
     """Seconds: a number, or None for the seconds since the process started."""
     if item is None:
         return time.process_time()
-    return float(normalize_metric(item, identifier))  # type: ignore[arg-type]
+    return normalize_metric(item, identifier)
 
 
 for _kind in (

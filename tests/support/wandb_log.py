@@ -1,10 +1,11 @@
-"""Read what an offline W&B run stored, from its ``run-<id>.wandb`` transaction log (a test helper).
+"""Read what an offline W&B run stored, from its ``run-<id>.wandb`` transaction log.
 
 wandb 0.31 has no Python reader for the file's framing (a leveldb-style log: a 7-byte
 ``:W&B`` header, then 32 KiB blocks of chunks, each with a crc32 over type and data, a
 uint16 length and a uint8 type FULL/FIRST/MIDDLE/LAST), so this walks it and parses each
 record with W&B's own protobuf ``wandb_internal_pb2.Record``. fanlog's tests and benchmarks
-use it to check what an offline run really holds; fanlog itself never calls it.
+use it to check what an offline run really holds; fanlog itself never calls it, so it lives
+here rather than in the package (the core names no tracker).
 """
 
 from __future__ import annotations
