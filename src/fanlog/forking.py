@@ -56,6 +56,7 @@ class ForkedPipeline:
         self.journal: Journal | None = None
         self.dropped = self.unstored = 0
         self.closed = threading.Event()
+        self.status: RunStatus | None = None
         self._run = run
         self._writing = False
         """True while this thread is inside the journal: a SIGTERM handler that interrupts it must
@@ -95,10 +96,14 @@ class ForkedPipeline:
     def flush(self, timeout: float | None = None) -> bool:
         return True  # every call is committed already
 
-    def interrupt(self, status: RunStatus | None = None, within: float = 0.0) -> None:
+    flush_journal = flush
+
+    def interrupt(self, status: RunStatus | None = None, within: float = 0.0,
+                  drain: bool = False) -> None:  # fmt: skip
         return None
 
     def close(self, status: RunStatus, timeout: float | None = None) -> bool:
+        self.status = status
         if self._writing:  # a signal handler interrupted a write: leave the journal as it is
             self.closed.set()
             return False

@@ -270,15 +270,14 @@ class Logger(ABC):
 
     @contextlib.contextmanager
     def start_logging(self, rank: int | None = None) -> Iterator[Logger]:
-        """Context manager: create, yield, destroy (FAILED on an exception, KILLED on Ctrl-C)."""
+        """Context manager: create, yield, destroy. The run ends failed on an exception or a
+        ``sys.exit()`` other than 0 or None, killed on Ctrl-C (or an exit a SIGTERM handler
+        of the user's raised), finished otherwise (see :func:`fanlog.lifecycle.exit_status`)."""
         self.create_logger_context(rank=rank)
         try:
             yield self
-        except KeyboardInterrupt:
-            self.destroy_logger_context(RunStatus.KILLED)
-            raise
-        except BaseException:
-            self.destroy_logger_context(RunStatus.FAILED)
+        except BaseException as exc:
+            self.destroy_logger_context(lifecycle.exit_status(exc))
             raise
         self.destroy_logger_context(RunStatus.FINISHED)
 
@@ -287,6 +286,7 @@ class Logger(ABC):
         run = self._live()
         if run is None:
             return True
+        lifecycle.install_signal_handlers()  # a no-op unless on the main thread, the first time
         done = run.flush(timeout)
         run.attend(stacklevel=2)
         return done

@@ -161,9 +161,12 @@ class Pipeline:
         self._next_retry = 0.0
         self._closing = False
         self._close_status = RunStatus.FINISHED
+        self._interrupted = False
         self._close_deadline = float("inf")
         self._drain_deadline = float("inf")
         self.closed = threading.Event()
+        self.status: RunStatus | None = None
+        """The status the run was closed with (None until then)."""
         self._wake_writer = threading.Event()
         self._progress = threading.Condition()
         self._stop_dispatch = threading.Event()
@@ -234,6 +237,11 @@ class Pipeline:
         deadline = None if timeout is None else time.monotonic() + timeout
         return self._drain(lambda: deadline) and self._wait_delivered(lambda: deadline)
 
+    def flush_journal(self, timeout: float | None = None) -> bool:
+        """Wait until every record submitted so far is committed (or held in the spill)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return self._drain(lambda: deadline)
+
     def _drain(self, deadline: Callable[[], float | None]) -> bool:
         """Wait until the writer has taken every record submitted so far."""
         target_count = self.submitted
@@ -264,14 +272,16 @@ class Pipeline:
             self._progress.wait(0.1 if remaining is None else min(remaining, 0.1))
         return True
 
-    def interrupt(self, status: RunStatus | None = None, within: float = 0.0) -> None:
+    def interrupt(self, status: RunStatus | None = None, within: float = 0.0,
+                  drain: bool = False) -> None:  # fmt: skip
         """Called from a signal handler while `close()` runs: stop waiting for trackers after
-        `within` seconds. With a `status` (SIGTERM), the run closes with it, and the journal
-        drain gets `within` seconds as well."""
+        `within` seconds, and close with `status` if given. With `drain` (SIGTERM), the
+        journal drain gets `within` seconds as well; else (Ctrl-C) it goes on."""
         deadline = time.monotonic() + within
         self._close_deadline = min(self._close_deadline, deadline)
         if status is not None:
-            self._close_status = status
+            self._close_status, self._interrupted = status, True
+        if drain:
             self._drain_deadline = min(self._drain_deadline, deadline)
 
     def close(self, status: RunStatus, timeout: float | None = None) -> bool:
@@ -282,8 +292,11 @@ class Pipeline:
         wait for trackers short.
         """
         timeout = self.settings.close_timeout if timeout is None else timeout
-        self._close_status = status
-        self._drain_deadline = self._close_deadline = time.monotonic() + timeout
+        if not self._interrupted:  # a signal that landed before the close decided already
+            self._close_status = status
+        until = time.monotonic() + timeout
+        self._drain_deadline = min(self._drain_deadline, until)
+        self._close_deadline = min(self._close_deadline, until)
         drained = self._drain(lambda: self._drain_deadline)
         complete = drained and self._wait_delivered(lambda: self._close_deadline)
         self._closing = True
@@ -291,7 +304,7 @@ class Pipeline:
         self._wake_writer.set()
         self._writer.join(_remaining(self._drain_deadline))
         self._wait_for_dispatchers()
-        status = self._close_status
+        status = self.status = self._close_status
         for entry in self.slots:
             if not getattr(entry.backend, "needs_delivery", True):
                 entry.closed = True

@@ -51,8 +51,12 @@ class Sink(Protocol):
 
     def submit(self, record: Pending) -> None: ...
     def capture(self, source: str, identifier: str) -> Captured | CaptureFailed: ...
+    status: RunStatus | None
+
     def flush(self, timeout: float | None = None) -> bool: ...
-    def interrupt(self, status: RunStatus | None = None, within: float = 0.0) -> None: ...
+    def flush_journal(self, timeout: float | None = None) -> bool: ...
+    def interrupt(self, status: RunStatus | None = None, within: float = 0.0,
+                  drain: bool = False) -> None: ...  # fmt: skip
     def close(self, status: RunStatus, timeout: float | None = None) -> bool: ...
     def problems(self) -> list[str]: ...
 
@@ -254,30 +258,37 @@ class Run:
         if self.status is not None:
             return True
         status = RunStatus(status)
-        lifecycle.unregister(self)
-        try:
-            if status is RunStatus.FINISHED and self.accumulators:
-                self._emit_last_epoch()
-        finally:  # a strict-mode error raised while logging them is raised after the close
-            complete = self._close(status, timeout)
+        timeout = lifecycle.close_limit(timeout)
+        # Signals are deferred from here on: a Ctrl-C now is raised after the close, and the
+        # run leaves the exit handlers' list only once nothing can stop its close.
+        with lifecycle.protected_close(self.pipeline):
+            lifecycle.unregister(self)
+            try:
+                if status is RunStatus.FINISHED and self.accumulators:
+                    self._emit_last_epoch()
+            finally:  # a strict-mode error raised while logging them is raised after the close
+                complete = self._close(status, timeout)
         return complete
 
     def close_for_exit(self, status: RunStatus, timeout: float | None) -> None:
         """:class:`fanlog.lifecycle.Closable`: close at interpreter exit or on SIGTERM."""
         self.destroy(status, timeout)
 
+    def make_durable(self, timeout: float) -> None:
+        """:class:`fanlog.lifecycle.Closable`: commit the writer's backlog (SIGUSR1)."""
+        self.pipeline.flush_journal(timeout)
+
     def _close(self, status: RunStatus, timeout: float | None) -> bool:
         close_timeout = self.settings.close_timeout
         limit = close_timeout if timeout is None else min(timeout, close_timeout)
         pipeline = self.pipeline
-        with lifecycle.protected_close(pipeline):  # a Ctrl-C now is raised after the close
-            complete = pipeline.close(status, limit)
-            self._warn_notices(stacklevel=4)
-            self.status = status
-            self.attention = True
-            for gates in self._gate_caches:
-                gates.clear()
-            self._summarise(complete)
+        complete = pipeline.close(status, limit)
+        self._warn_notices(stacklevel=4)
+        self.status = pipeline.status or status
+        self.attention = True
+        for gates in self._gate_caches:
+            gates.clear()
+        self._summarise(complete)
         return complete
 
     def _emit_last_epoch(self) -> None:
