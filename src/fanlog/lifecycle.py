@@ -101,6 +101,8 @@ _by_signal = False
 caused by SIGTERM or SIGHUP, so the runs close as killed."""
 _in_user_handler: set[int] = set()
 """Signals whose user handler is running (it may chain back to fanlog's)."""
+_deferring = False
+"""Set while starting() holds signals back on the main thread."""
 _NO_EXIT = object()
 _exit_request: Any = _NO_EXIT
 """The argument of the last ``sys.exit()`` call (_NO_EXIT while there was none)."""
@@ -116,7 +118,8 @@ def register(run: Closable) -> None:
     if first:
         atexit.register(_close_at_exit)
         _watch_sys_exit()
-    install_signal_handlers(chain_new=True)
+    if not _deferring:  # else starting() installs them once it restores the handlers
+        install_signal_handlers(chain_new=True)
 
 
 def unregister(run: Closable) -> None:
@@ -299,6 +302,62 @@ def protected_close(pipeline: Interruptible) -> Iterator[None]:
     finally:
         with _lock:
             _closing.discard(pipeline)
+
+
+@contextlib.contextmanager
+def starting() -> Iterator[None]:
+    """Around opening a run (a few milliseconds): every signal with a Python handler (Ctrl-C,
+    SIGTERM, a handler of the user's) is deferred, then handled once the run is complete and
+    registered, so that what it does (raise KeyboardInterrupt, close the runs) finds a whole
+    run to close, never half a journal, a lock or a thread nobody owns."""
+    global _deferring
+    if threading.current_thread() is not threading.main_thread() or _deferring:
+        yield
+        return
+    received: list[int] = []
+
+    def defer(signum: int, frame: Any) -> None:
+        if signum not in received:
+            received.append(signum)
+
+    originals = _python_handlers()  # taken before any is replaced: restored whatever happens
+    try:
+        _deferring = True
+        for signum in originals:
+            signal.signal(signum, defer)
+        yield
+    finally:
+        _deferring = False
+        _restore(list(originals.items()))
+    install_signal_handlers(chain_new=True)  # what register() left to this moment
+    for signum in received:  # as they would have run; one that raises ends the start
+        handler = signal.getsignal(signum)
+        if callable(handler):
+            handler(signum, sys._getframe())
+
+
+def _python_handlers() -> dict[int, Any]:
+    """The signals whose disposition is a Python callable (those Python runs on this thread)."""
+    handlers = {}
+    for signum in signal.valid_signals():
+        try:
+            handler = signal.getsignal(signum)
+        except (OSError, ValueError):  # signals Python cannot query
+            continue
+        if callable(handler):
+            handlers[signum] = handler
+    return handlers
+
+
+def _restore(handlers: list[tuple[int, Any]]) -> None:
+    """Put `handlers` back; one that runs (and raises) meanwhile stops none of the others."""
+    if not handlers:
+        return
+    (signum, handler), rest = handlers[0], handlers[1:]
+    try:
+        signal.signal(signum, handler)
+    finally:
+        _restore(rest)
 
 
 @contextlib.contextmanager

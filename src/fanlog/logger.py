@@ -248,9 +248,16 @@ class Logger(ABC):
         info = self._run_info(run_id_for_job(self.job_id))
         _check_writable(self.savedir)
         members = self._make_backends(options)
-        run = Run.open(info, members, self.settings, strict=self.strict, log=self.log)
-        self._attach(run)
-        lifecycle.register(run)
+        run: Run | None = None
+        try:
+            with lifecycle.starting():  # a Ctrl-C is raised once the run is whole
+                run = Run.open(info, members, self.settings, strict=self.strict, log=self.log)
+                self._attach(run)
+                lifecycle.register(run)
+        except BaseException as exc:
+            if run is not None:  # interrupted (Ctrl-C, a handler that raised): close what started
+                run.destroy(lifecycle.exit_status(exc))
+            raise
         self._started_in = None
         return self
 

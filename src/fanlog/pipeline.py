@@ -327,6 +327,24 @@ class Pipeline:
         refused = any(e.rejected for e in self.slots)
         return complete and not self.spill and not refused and all(e.closed for e in self.slots)
 
+    def abort(self) -> None:
+        """Undo a start that was interrupted: stop the threads that started (a tracker run a
+        dispatcher opened is closed killed), close the journal and release its lock."""
+        now = time.monotonic()
+        self._close_status, self._interrupted = RunStatus.KILLED, True
+        self._close_deadline = self._drain_deadline = now + 1.0
+        self._closing = True
+        self._stop_dispatch.set()
+        self._wake_writer.set()
+        if self._writer.is_alive():
+            self._writer.join(1.0)
+        self._wait_for_dispatchers()
+        if not self._writer.is_alive():
+            _safe(self.journal.set_meta, {"status": RunStatus.KILLED.value, "ended": time.time()})
+            self._close_journal()
+        self.status = RunStatus.KILLED
+        self.closed.set()
+
     def _close_journal(self) -> None:
         """Close the journal; after a lost -wal file, count what really reached the database."""
         expected = self.journal.count() if self.journal.wal_lost else None

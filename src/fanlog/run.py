@@ -137,7 +137,16 @@ class Run:
             raise
         pipeline = run.pipeline
         assert isinstance(pipeline, Pipeline)  # a new run's own, not a forked child's
-        pipeline.start()
+        try:  # an interruption (Ctrl-C, a signal handler that raises) leaves nothing running
+            run._start(pipeline, journal, [name for _, name, _ in members])
+        except BaseException:
+            pipeline.abort()
+            raise
+        return run
+
+    def _start(self, pipeline: Pipeline, journal: Journal, backends: list[str]) -> None:
+        """Write the run's meta, then start the threads."""
+        info = self.info
         journal.set_meta(
             {
                 "run_id": info.run_id,
@@ -149,11 +158,11 @@ class Run:
                 "status": "running",
                 "pid": os.getpid(),
                 "host": os.uname().nodename,
-                "backends": [name for _, name, _ in members],
+                "backends": backends,
                 "journal_mode": "exclusive" if journal.exclusive else "wal",
             }
         )
-        return run
+        pipeline.start()
 
     # ------------------------------------------------------------------ steps and epochs
     def counter(self, identifier: str) -> Iterator[int]:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from fanlog import kinds as kinds_registry
+from fanlog.errors import BadJournalError
 from fanlog.journal import lock as writer_lock
 from fanlog.journal import schema
 from fanlog.journal.codec import decode_value, encode_value
@@ -35,6 +36,7 @@ from fanlog.journal.connection import (
     JournalBusyError,
     check_journal_file,
     connect,
+    is_blank,
     is_damage,
     is_outage,
     size,
@@ -42,6 +44,7 @@ from fanlog.journal.connection import (
 )
 from fanlog.journal.fsinfo import is_network, journal_fs_type
 from fanlog.journal.layout import files_name, journal_file, make_private_dirs
+from fanlog.journal.schema import NewerJournalError
 from fanlog.record import Record
 from fanlog.secrets import scrub_text
 
@@ -132,6 +135,13 @@ def open_writer(rank_dir: str) -> Journal:
         if lock is not None:
             try:
                 return Journal(path, lock=lock)
+            except NewerJournalError:
+                lock.release()
+                raise
+            except BadJournalError as exc:
+                lock.release()
+                raise BadJournalError(path, f"{exc.reason}; move it away (or delete it) to log "
+                                            "this run and rank here") from exc  # fmt: skip
             except BaseException:
                 lock.release()
                 raise
@@ -163,8 +173,9 @@ class Journal:
         if shared is not None:  # the writer holds the file exclusively: use its connection
             self._conn, self._lock, self._owns_connection = shared._conn, shared._lock, False
         else:
-            if readonly or size(self.path) > 0:  # never add tables to a file that is not a journal
-                check_journal_file(self.path)  # nor to one from a newer fanlog
+            if readonly or (size(self.path) > 0 and not is_blank(self.path)):
+                check_journal_file(self.path)  # never add tables to a file that is not a journal,
+                # nor to one from a newer fanlog; a blank one is a journal whose creation stopped
             self._lock = threading.Lock()  # one connection per Journal; threads take turns
             self._open(readonly)
         try:
