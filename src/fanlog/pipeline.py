@@ -96,6 +96,14 @@ class BackendSlot:
     """(seq, kind, key, reason) of the records the backend refused for good, in this process."""
     abandoned: bool = False
     """Set when destroy stopped waiting for a call that stalled; the thread stops after it."""
+    trusted: bool = False
+    """Set while the tracker's last delivery pass stored a record: its refusals are about
+    the records (see BatchDelivery)."""
+    attempts: int = 0
+    """Delivery attempts that ended (flush waits for a fresh one before it calls a failing
+    tracker down: it may be back up since its last retry)."""
+    wake: threading.Event = field(default_factory=threading.Event)
+    """Set to cut the dispatcher's backoff short (flush, close)."""
 
     def __post_init__(self) -> None:
         self.watch = CallWatch(self.backend.work_clock)
@@ -104,10 +112,11 @@ class BackendSlot:
     def bit(self) -> int:
         return 1 << self.slot
 
-    def down(self, after: float) -> bool:
-        """Failing without a success for `after` seconds, or stalled that long in one call."""
+    def down(self, after: float, tried: int = -1) -> bool:
+        """Failing without a success for `after` seconds (and, with `tried`, in an attempt
+        that ended after `tried` attempts had), or stalled that long in one call."""
         failing = self.failing_since is not None and time.monotonic() - self.failing_since >= after
-        return failing or self.watch.stalled_for() >= after
+        return (failing and self.attempts > tried) or self.watch.stalled_for() >= after
 
 
 class Pipeline:
@@ -235,7 +244,11 @@ class Pipeline:
         is not down (failing, or stalled in one call, for `down_after` seconds). False if the
         timeout came first or a backend is down."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        return self._drain(lambda: deadline) and self._wait_delivered(lambda: deadline)
+        done = self._drain(lambda: deadline) and self._wait_delivered(lambda: deadline)
+        self._check_wal()
+        if self.journal.file_lost is not None:
+            done = False  # nothing logged is durable any more
+        return done
 
     def flush_journal(self, timeout: float | None = None) -> bool:
         """Wait until every record submitted so far is committed (or held in the spill)."""
@@ -251,15 +264,21 @@ class Pipeline:
                               deadline)  # fmt: skip
 
     def _wait_delivered(self, deadline: Callable[[], float | None]) -> bool:
+        """Wait for every tracker to have what was accepted so far. A failing tracker gets
+        one attempt now (its backoff is cut short: it may be back up) before it counts as
+        down; one stalled in a call for `down_after` is down at once."""
         with self._progress:
             target = self.accepted
             down_after = self.settings.down_after
+            tried = {id(e): e.attempts for e in self._delivering}
+            for entry in self._delivering:
+                entry.wake.set()
             delivered = all(
-                self._wait(lambda e=e: e.delivered >= target or e.closed or e.down(down_after),
-                           deadline)
+                self._wait(lambda e=e: e.delivered >= target or e.closed
+                           or e.down(down_after, tried[id(e)]), deadline)
                 and e.delivered >= target
                 for e in self._delivering
-            )
+            )  # fmt: skip
             return delivered and not self.spill  # not durable while records exist only in memory
 
     def _wait(self, predicate: Callable[[], bool], deadline: Callable[[], float | None]) -> bool:
@@ -298,9 +317,12 @@ class Pipeline:
         self._drain_deadline = min(self._drain_deadline, until)
         self._close_deadline = min(self._close_deadline, until)
         drained = self._drain(lambda: self._drain_deadline)
-        complete = drained and self._wait_delivered(lambda: self._close_deadline)
+        if drained:
+            self._wait_delivered(lambda: self._close_deadline)
         self._closing = True
         self._stop_dispatch.set()
+        for entry in self.slots:
+            entry.wake.set()
         self._wake_writer.set()
         self._writer.join(_remaining(self._drain_deadline))
         self._wait_for_dispatchers()
@@ -324,8 +346,12 @@ class Pipeline:
         else:
             self._close_journal()
         self.closed.set()
+        # judged after the dispatchers' last attempts: a tracker back up in time got it all
+        delivered = all(e.delivered >= self.committed for e in self._delivering)
         refused = any(e.rejected for e in self.slots)
-        return complete and not self.spill and not refused and all(e.closed for e in self.slots)
+        lost = self.journal.file_lost is not None
+        return (drained and delivered and not self.spill and not refused and not self.unstored
+                and not lost and all(e.closed for e in self.slots))  # fmt: skip
 
     def abort(self) -> None:
         """Undo a start that was interrupted: stop the threads that started (a tracker run a
@@ -335,6 +361,8 @@ class Pipeline:
         self._close_deadline = self._drain_deadline = now + 1.0
         self._closing = True
         self._stop_dispatch.set()
+        for entry in self.slots:
+            entry.wake.set()
         self._wake_writer.set()
         if self._writer.is_alive():
             self._writer.join(1.0)
@@ -347,6 +375,10 @@ class Pipeline:
 
     def _close_journal(self) -> None:
         """Close the journal; after a lost -wal file, count what really reached the database."""
+        if self.journal.file_lost is not None:
+            _safe(self.journal.close)
+            self._warn(f"fanlog: {self.journal.file_lost}")
+            return
         expected = self.journal.count() if self.journal.wal_lost else None
         _safe(self.journal.close)
         if expected is None:
@@ -480,10 +512,12 @@ class Pipeline:
             while not entry.abandoned:
                 stopping = self._stop_dispatch.is_set()
                 if not entry.opened:
-                    if not self._attempt(entry, lambda: entry.backend.open(self.info)):
+                    opened = self._attempt(entry, lambda: entry.backend.open(self.info))
+                    entry.attempts += 1
+                    if not opened:
                         if stopping and self._give_up(entry):
                             return
-                        self._pause(delay, stopping)
+                        self._pause(entry, delay, stopping)
                         delay = min(delay * 2, settings.retry_max)
                         continue
                     entry.opened = True
@@ -494,7 +528,7 @@ class Pipeline:
                         continue
                     if stopping and self._give_up(entry):
                         return  # the rest waits in the journal for `fanlog sync`
-                    self._pause(delay, stopping)
+                    self._pause(entry, delay, stopping)
                     delay = min(delay * 2, settings.retry_max)
                     continue
                 if stopping and not self._writer.is_alive() and entry.delivered >= self.accepted:
@@ -511,12 +545,13 @@ class Pipeline:
             with self._progress:
                 self._progress.notify_all()
 
-    def _pause(self, delay: float, stopping: bool) -> None:
-        """Back off before a retry; while closing, never past the close deadline."""
+    def _pause(self, entry: BackendSlot, delay: float, stopping: bool) -> None:
+        """Back off before a retry (a flush or the close cuts it short); while closing, never
+        past the close deadline."""
         if stopping:
-            time.sleep(max(0.0, min(delay, self._close_deadline - time.monotonic())))
-        else:
-            self._stop_dispatch.wait(delay)
+            delay = max(0.0, min(delay, self._close_deadline - time.monotonic()))
+        entry.wake.wait(delay)
+        entry.wake.clear()
 
     def _give_up(self, entry: BackendSlot) -> bool:
         """While closing: stop retrying a backend that is down or out of time."""
@@ -551,8 +586,19 @@ class Pipeline:
             isolate=self._isolating(entry),
             watch=entry.watch,
             failed=lambda exc: self._failed(entry, exc),
+            trusted=entry.trusted,
         )
         error = delivery.run(batch)
+        entry.attempts += 1
+        entry.trusted = delivery.stored_any
+        if error is not None and delivery.refused_all:
+            refusal = RuntimeError(
+                f"{entry.name} refuses every record for one same reason, so the tracker (or a "
+                f"proxy before it) is not working; nothing is marked refused, and delivery is "
+                f"retried: {reason_of(error)}"
+            )  # fmt: skip
+            refusal.__cause__ = error
+            error = refusal
         if error is not None:
             entry.stuck = entry.stuck + 1 if entry.delivered == start else 1
             self._failed(entry, error, reader)

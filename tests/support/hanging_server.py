@@ -72,6 +72,10 @@ class TrackerProxy:
         self.delay = delay
         self.refuse = refuse
         self.refuse_status = refuse_status
+        self.refuse_every: tuple[str, int, str, bytes] | None = None
+        """(path part, status, content type, body): every request whose path contains the part
+        gets this answer (a proxy, a WAF or an old server that refuses a whole endpoint);
+        ``{n}`` in the body becomes a number that changes with each request."""
         self.refused: list[str] = []
         self.forwarded = 0
         self.in_flight = 0
@@ -131,6 +135,11 @@ class TrackerProxy:
         self._open.set()
 
     def _answer(self, method: str, path: str, headers: Any, body: bytes) -> tuple[int, list[Any], bytes]:
+        if self.refuse_every is not None and self.refuse_every[0] in path:
+            _, status, content_type, answer = self.refuse_every
+            self.refused.append(path)
+            answer = answer.replace(b"{n}", str(len(self.refused) * 7919).encode())
+            return status, [("Content-Type", content_type)], answer
         text = body.decode("utf-8", "replace")
         marker = next((m for m in self.refuse if m in text), None)
         if marker is not None:

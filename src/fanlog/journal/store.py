@@ -148,6 +148,15 @@ def open_writer(rank_dir: str) -> Journal:
         number += 1
 
 
+def _identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of `path`, None when it does not exist."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
 class Journal:
     """One journal file. The writer thread appends; dispatcher threads read and record delivery.
 
@@ -167,6 +176,9 @@ class Journal:
         self.exclusive = lock is not None and lock.mode == "exclusive"
         self.wal_lost: str | None = None
         """Set when the writer found its -wal file deleted or replaced (see check_wal)."""
+        self.file_lost: str | None = None
+        """Set when the writer found the journal file itself deleted or replaced (check_wal)."""
+        self._file_id: tuple[int, int] | None = None
         self._wal_id: tuple[int, int] | None = None
         self._owns_connection = True
         shared = None if lock is not None else _exclusive.get(os.path.realpath(self.path))
@@ -196,6 +208,7 @@ class Journal:
         """Storage forms of kinds this file does not record (written by fanlog before schema 2)."""
         if lock is not None:
             self._wal_id = self._wal_identity()
+            self._file_id = _identity(self.path)
             if self.exclusive:
                 _exclusive[os.path.realpath(self.path)] = self
 
@@ -381,19 +394,31 @@ class Journal:
 
     # ----------------------------------------------------------------- damage
     def _wal_identity(self) -> tuple[int, int] | None:
-        try:
-            info = os.stat(self.path + "-wal")
-        except OSError:
-            return None
-        return info.st_dev, info.st_ino
+        return _identity(self.path + "-wal")
 
     def check_wal(self) -> str | None:
-        """A message, once, if the writer's -wal file was deleted or replaced while it writes.
+        """A message, once each, if the journal file or its -wal file was deleted or replaced
+        while the writer writes (a cleanup script, a user's ``rm``).
 
-        The records stay in the file the writer still holds open and reach the database at
-        the final checkpoint; meanwhile other connections see an empty or broken journal.
+        A lost -wal file: the records stay in the file the writer still holds open and reach
+        the database at the final checkpoint; meanwhile other connections see an empty or
+        broken journal. A lost journal file: what the writer writes goes into a file that no
+        longer has a name, and is gone when the run closes.
         """
-        if self.lock is None or self.wal_lost is not None:
+        if self.lock is None:
+            return None
+        if self.file_lost is None and self._file_id is not None:
+            current = _identity(self.path)
+            if current != self._file_id:
+                what = "deleted" if current is None else "replaced"
+                self.file_lost = (
+                    f"the journal file {self.path!r} was {what} while the run was live; fanlog "
+                    "still writes into the file it holds open, which has no name any more and "
+                    "is gone when the run ends: the records are kept only by the trackers "
+                    "that received them, and flush() and destroy return False"
+                )
+                return self.file_lost
+        if self.wal_lost is not None or self.file_lost is not None:
             return None
         current = self._wal_identity()
         if self._wal_id is None:
