@@ -72,6 +72,10 @@ class TrackerProxy:
         self.delay = delay
         self.refuse = refuse
         self.refuse_status = refuse_status
+        self.drip: tuple[str, float] | None = None
+        """(path part, seconds): requests whose path contains the part get a 200 whose body
+        comes one byte every so many seconds (a server or link that crawls)."""
+        self.closed = threading.Event()
         self.refuse_every: tuple[str, int, str, bytes] | None = None
         """(path part, status, content type, body): every request whose path contains the part
         gets this answer (a proxy, a WAF or an old server that refuses a whole endpoint);
@@ -91,6 +95,9 @@ class TrackerProxy:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                if proxy.drip is not None and proxy.drip[0] in self.path:
+                    self._drip(proxy.drip[1])
+                    return
                 with proxy._lock:
                     proxy.in_flight += 1
                 try:
@@ -108,6 +115,21 @@ class TrackerProxy:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _drip(self, every: float) -> None:
+                """Answer 200 with a 1000-byte body, one byte every `every` seconds."""
+                try:
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                     b"Content-Length: 1000\r\n\r\n")  # fmt: skip
+                    self.wfile.flush()
+                    for _ in range(1000):
+                        if proxy.closed.wait(every):
+                            return
+                        self.wfile.write(b" ")
+                        self.wfile.flush()
+                except OSError:  # the client gave up
+                    pass
+                self.close_connection = True
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle  # noqa: N815
 
@@ -159,6 +181,7 @@ class TrackerProxy:
             connection.close()
 
     def close(self) -> None:
+        self.closed.set()
         self._open.set()
         self.server.shutdown()
         self.server.server_close()

@@ -244,13 +244,19 @@ def _gist(cause: BaseException) -> str:
     return re.sub(r"\d+", "#", reason_of(cause))[:300]
 
 
+BUSY_CPU_SHARE = 0.01
+"""Share of wall time a call must spend on CPU to count as working rather than waiting."""
+
+
 class CallWatch:
     """The backend call in progress on one dispatcher thread, and how long it has stalled.
 
-    A call stalls while its thread uses no CPU: blocked on a server that accepted the
-    connection and never answers, or on a hung file system. A call that is busy
-    (importing a library, serialising a model) is not stalled, however long it takes; nor
-    is one whose `work_clock` grows (a backend's worker process computing the answer).
+    A call stalls while its thread uses (almost) no CPU: blocked on a server that accepted
+    the connection and never answers, or that drips its answer a byte at a time, or on a
+    hung file system. A call that is busy (importing a library, serialising a model) is not
+    stalled, however long it takes; nor is one whose `work_clock` grows (a backend's worker
+    process computing the answer). Busy means at least :data:`BUSY_CPU_SHARE` of the wall
+    time between two looks spent on CPU: reading a dripped byte now and then is not busy.
     Where the platform cannot read another thread's CPU time, a call stalls from its start.
     """
 
@@ -260,13 +266,14 @@ class CallWatch:
         self._work_clock = work_clock
         self._cpu = 0.0
         self._busy_at = 0.0
+        self._looked_at = 0.0
 
     @contextlib.contextmanager
     def __call__(self) -> Iterator[None]:
         """Time one call; used on the dispatcher thread around each backend call."""
         self._clock = _cpu_clock(threading.get_ident())
         self._cpu = self._used() or 0.0
-        self._busy_at = time.monotonic()
+        self._busy_at = self._looked_at = time.monotonic()
         self.started = self._busy_at
         try:
             yield
@@ -280,8 +287,10 @@ class CallWatch:
             return 0.0
         now = time.monotonic()
         cpu = self._used()
-        if cpu is not None and cpu > self._cpu:
-            self._cpu, self._busy_at = cpu, now
+        if cpu is not None and now > self._looked_at:
+            if cpu - self._cpu >= BUSY_CPU_SHARE * (now - self._looked_at):
+                self._busy_at = now
+            self._cpu, self._looked_at = cpu, now
         return now - max(started, self._busy_at)
 
     def _used(self) -> float | None:
