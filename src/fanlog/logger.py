@@ -30,7 +30,7 @@ from fanlog.journal import Pending
 from fanlog.kinds import _REGISTRY, Kind, get_kind
 from fanlog.options import BackendContext
 from fanlog.pipeline import PipelineSettings
-from fanlog.rank import detect_rank, detect_world_size, run_id_for_job
+from fanlog.rank import check_run_id, detect_rank, detect_world_size, run_id_for_job
 from fanlog.record import RunInfo, RunStatus
 from fanlog.run import Run, Sink
 from fanlog.validate import INT64_MAX, check_index
@@ -161,7 +161,7 @@ class Logger(ABC):
         self.strict = strict
         self.experiment_name = experiment_name
         self.run_name = run_name
-        self.job_id = job_id
+        self.job_id = check_run_id(job_id) if job_id is not None else None
         self.name = name
         self.settings = _settings_from(pipeline)
         self.rank: int | None = None
