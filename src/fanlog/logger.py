@@ -159,8 +159,9 @@ class Logger(ABC):
             raise ValueError(f"unsupported must be one of {UNSUPPORTED_POLICIES}; got {unsupported!r}")
         self.unsupported = unsupported
         self.strict = strict
-        self.experiment_name = experiment_name
-        self.run_name = run_name
+        # names reach the journal, every tracker and their servers' logs: no secret in them
+        self.experiment_name = secrets.scrub_text(experiment_name) if experiment_name else experiment_name
+        self.run_name = secrets.scrub_text(run_name) if run_name else run_name
         self.job_id = check_run_id(job_id) if job_id is not None else None
         self.name = name
         self.settings = _settings_from(pipeline)

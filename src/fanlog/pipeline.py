@@ -40,6 +40,7 @@ from fanlog.errors import RecordRejected, reason_of
 from fanlog.journal import Journal, Pending, Row, connect
 from fanlog.journal.capture import CAPTURE_MODES, Captured, CaptureFailed, capture
 from fanlog.record import Record, RunInfo, RunStatus
+from fanlog.secrets import scrub_text
 
 log = logging.getLogger(__name__)
 
@@ -487,7 +488,7 @@ class Pipeline:
     @staticmethod
     def _warn(message: str) -> None:
         """A warning on the caller's thread (close); background threads use `_notify`."""
-        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        warnings.warn(scrub_text(message), RuntimeWarning, stacklevel=2)
 
     def _unstored(self, exc: BaseException, key: str) -> None:
         """One record could not be stored: it is set aside in the journal; count and report it."""
@@ -654,7 +655,7 @@ class Pipeline:
 
     def _rejected(self, entry: BackendSlot, reader: Journal, record: Record, exc: BaseException) -> None:
         """Mark a record the tracker refused for good, report it, and move past it."""
-        reason = reason_of(exc)
+        reason = scrub_text(reason_of(exc))
         try:
             reader.reject(entry.name, record.seq, reason)
         except Exception:  # noqa: BLE001 - journal not writable: kept in memory, reported below

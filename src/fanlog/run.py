@@ -33,6 +33,7 @@ from fanlog.journal import Journal, Pending, open_writer
 from fanlog.journal.capture import Captured, CaptureFailed
 from fanlog.pipeline import Pipeline, PipelineSettings
 from fanlog.record import RunInfo, RunStatus
+from fanlog.secrets import scrub_text
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +207,7 @@ class Run:
         """The pipeline's error callback, on a background thread: record the error, tell the
         user once per backend, and keep going."""
         errors = self.errors.setdefault(name, [])
-        errors.append(repr(exc))
+        errors.append(scrub_text(repr(exc)))  # a tracker's error may quote credentials
         del errors[:-50]
         if len(errors) == 1 and name != "journal":  # the pipeline words its journal's errors
             then = (
@@ -214,7 +215,7 @@ class Run:
                 if isinstance(exc, RecordRejected)
                 else "its records stay in the journal and are retried"
             )
-            self.notify(f"fanlog: backend {name!r} failed: {exc!r}; {then} (summary at destroy)")
+            self.notify(f"fanlog: backend {name!r} failed: {errors[-1]}; {then} (summary at destroy)")
         if self.strict:
             self.strict_error = exc
             self.attention = True
@@ -222,6 +223,7 @@ class Run:
     def notify(self, message: str) -> None:
         """Queue a warning for the caller's thread; called from background threads. Once the
         run is closed nobody calls again, so it is logged instead."""
+        message = scrub_text(message)
         if self.status is not None:
             log.warning("%s", message)
             return
@@ -316,4 +318,4 @@ class Run:
         for name, errors in self.errors.items():
             lines.append(f"  {name}: {len(errors)} error(s), last: {errors[-1]}")
         lines.extend(problems)
-        warnings.warn("\n".join(lines), RuntimeWarning, stacklevel=5)
+        warnings.warn(scrub_text("\n".join(lines)), RuntimeWarning, stacklevel=5)

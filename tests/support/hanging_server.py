@@ -72,6 +72,8 @@ class TrackerProxy:
         self.delay = delay
         self.refuse = refuse
         self.refuse_status = refuse_status
+        self.echo_headers = False
+        """Quote the request's headers in the answer to a refused request."""
         self.drip: tuple[str, float] | None = None
         """(path part, seconds): requests whose path contains the part get a 200 whose body
         comes one byte every so many seconds (a server or link that crawls)."""
@@ -167,8 +169,10 @@ class TrackerProxy:
         if marker is not None:
             self.refused.append(marker)
             code = "INVALID_PARAMETER_VALUE" if self.refuse_status < 500 else "INTERNAL_ERROR"
-            payload = json.dumps({"error_code": code,
-                                  "message": f"this server refuses {marker!r}"}).encode()  # fmt: skip
+            message = f"this server refuses {marker!r}"
+            if self.echo_headers:  # as some servers and proxies do, credentials included
+                message += f"; request headers: {dict(headers.items())}"
+            payload = json.dumps({"error_code": code, "message": message}).encode()
             return self.refuse_status, [("Content-Type", "application/json")], payload
         self.forwarded += 1
         connection = http.client.HTTPConnection(self.target.hostname, self.target.port, timeout=120)

@@ -372,7 +372,8 @@ class Journal:
         """Store what is known of a record that could not be stored (its value if possible)."""
         row, kind, key, step, batch_idx, when, reason = entry
         seq, num, payload, options = (row.seq, row.num, row.payload, row.options) if row else (None,) * 4
-        described = (kind, str(key), repr(step), repr(batch_idx), _float_or_none(when), reason)
+        described = (kind, str(key), repr(step), repr(batch_idx), _float_or_none(when),
+                     scrub_text(reason))  # an error may quote a URI with its credentials
         query = ("INSERT INTO unstored (seq, kind, key, step, batch_idx, time, reason, num, payload,"
                  " options) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
         try:
@@ -541,7 +542,7 @@ class Journal:
         with self._lock, self._conn:
             self._conn.execute(
                 "INSERT OR REPLACE INTO rejected (name, seq, reason, time) VALUES (?, ?, ?, ?)",
-                (name, seq, reason, time.time()),
+                (name, seq, scrub_text(reason), time.time()),  # a server may echo credentials
             )
 
     def unreject(self, name: str, seqs: Iterable[int]) -> None:

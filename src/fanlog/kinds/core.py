@@ -101,9 +101,10 @@ INT64 = (-(2**63), 2**63 - 1)
 def normalize_param(item: Any, identifier: str) -> Any:
     """A JSON primitive. Numpy scalars are unwrapped; other objects become JSON text or str().
 
-    Secrets are redacted by key and by value (see :mod:`fanlog.secrets`).
+    Secrets are redacted by key and by value (see :mod:`fanlog.secrets`); None and bools
+    (``use_auth_token=False``) are no secret whatever their key.
     """
-    if is_secret_key(identifier):
+    if is_secret_key(identifier) and not (item is None or isinstance(item, (bool, np.bool_))):
         return REDACTED
     if isinstance(item, np.generic):
         item = item.item()  # a Python scalar (complex, bytes and str included)
