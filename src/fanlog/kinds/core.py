@@ -170,7 +170,7 @@ def normalize_image(item: Any, identifier: str) -> np.ndarray | Deferred:
             raise bad_item("image", identifier, "a real-valued, regular tensor", item, TypeError)
         _check_image_shape(tensor_shape(item), identifier, item)
         try:
-            return snapshot_tensor(item)
+            return snapshot_tensor(_channels_last(item))
         except TensorDataError as exc:
             raise tensor_error("image", identifier, item, exc) from None
     if isinstance(item, np.ndarray):
@@ -179,6 +179,22 @@ def normalize_image(item: Any, identifier: str) -> np.ndarray | Deferred:
         _check_image_shape(item.shape, identifier, item)
         return item.copy()
     raise bad_item("image", identifier, "a PIL image, numpy array or tensor", item)
+
+
+def _channels_last(tensor: Any) -> Any:
+    """A tensor image in HWC (NHWC) order. torch's convention is channels first, so a shape
+    that reads both ways (3x3x3, 1x3x3, 3xHx4) is taken as CHW (NCHW); one whose first (for
+    a batch: second) dimension cannot be channels is already channels last. A numpy array is
+    left as it is: its convention is HWC (see to_hwc_uint8)."""
+    shape = tuple(tensor.shape)
+    try:
+        if len(shape) == 3 and _channels_ok(shape[0]):
+            return tensor.permute(1, 2, 0)
+        if len(shape) == 4 and _channels_ok(shape[1]):
+            return tensor.permute(0, 2, 3, 1)
+    except (RuntimeError, TypeError):  # a layout that cannot be viewed (sparse): as it is
+        pass
+    return tensor
 
 
 def _channels_ok(n: int) -> bool:
