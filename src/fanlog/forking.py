@@ -58,12 +58,17 @@ class ForkedPipeline:
         self.closed = threading.Event()
         self.status: RunStatus | None = None
         self._run = run
+        self._epoch_seen = run.epoch
+        """The parent's epoch last taken; a child that ends epochs itself keeps its own."""
         self._writing = False
         """True while this thread is inside the journal: a SIGTERM handler that interrupts it must
         not touch the journal (its lock is held by the very thread the handler runs on)."""
 
     # ------------------------------------------------------------ the Pipeline calls log() uses
     def submit(self, record: Pending) -> None:
+        if self._run.epoch == self._epoch_seen:  # a persistent worker follows the parent's epoch
+            epoch = self._run.epoch = self._epoch_seen = self._run.shared.epoch
+            record = (*record[:5], epoch, *record[6:])
         self._writing = True
         try:
             self._write(record)

@@ -15,6 +15,7 @@ caller's thread warns at its next ``log()``, ``flush()`` or destroy (see
 from __future__ import annotations
 
 import collections
+import copy
 import dataclasses
 import itertools
 import logging
@@ -34,6 +35,7 @@ from fanlog.journal.capture import Captured, CaptureFailed
 from fanlog.pipeline import Pipeline, PipelineSettings
 from fanlog.record import RunInfo, RunStatus
 from fanlog.secrets import scrub_text
+from fanlog.shared import DrawnSteps, SharedState
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,8 @@ class Run:
         drops the key's counter, so counting resumes after it."""
         self._counter_lock = threading.Lock()
         self.epoch = 0
+        self.shared = SharedState(os.path.join(info.run_dir, ".fanlog-steps.lock"))
+        """The epoch and step draws this run shares with the children it forks."""
         self.accumulators: dict[str, Accumulator] = {}
         """``on_epoch=True`` values of the open epoch, per key (see :mod:`fanlog.aggregation`)."""
         self.reduce_calls: dict[str, int] = {}
@@ -179,6 +183,7 @@ class Run:
         if self.accumulators:
             aggregation.end_epoch(self, log)
         self.epoch += 1
+        self.shared.set_epoch(self.epoch)  # persistent DataLoader workers read it
 
     def capture(self, source: str, identifier: str) -> Captured | CaptureFailed:
         """Take an artifact into the run now (see :meth:`fanlog.pipeline.Pipeline.capture`)."""
@@ -196,6 +201,9 @@ class Run:
         self.pipeline = pipeline
         self._counter_lock = threading.Lock()
         self._notices.clear()
+        if not isinstance(self.counters, DrawnSteps):  # every forked child draws its steps
+            bases = {key: next(copy.copy(count)) for key, count in self.counters.items()}
+            self.counters = DrawnSteps(self.shared, bases, self.steps)
 
     @property
     def owner_pid(self) -> int:
