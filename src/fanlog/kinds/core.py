@@ -39,7 +39,11 @@ def normalize_metric(item: Any, identifier: str) -> float | Deferred:
                 raise bad_item("metric", identifier, "a scalar (one-element array)", item, ValueError)
             if np.iscomplexobj(item) or item.dtype.kind not in "biuf":
                 raise bad_item("metric", identifier, "a real number", item)
-            return float(item.reshape(-1)[0])
+            scalar = item.reshape(-1)[0]
+            value = float(scalar)
+            if math.isinf(value) and np.isfinite(scalar):  # a long double beyond float64
+                raise OverflowError
+            return value
         if isinstance(item, numbers.Real):
             return float(item)
     except OverflowError:
@@ -164,7 +168,10 @@ def normalize_image(item: Any, identifier: str) -> np.ndarray | Deferred:
         if item.mode not in _PIL_MODES_AS_ARRAY:
             alpha = "A" in item.getbands() or "transparency" in item.info
             item = item.convert("RGBA" if alpha else "RGB")
-        return np.array(item)  # a copy: 16-bit and float modes keep their values
+        try:
+            return np.array(item)  # a copy: 16-bit and float modes keep their values
+        except OSError as exc:  # a lazily opened file that is truncated or damaged
+            raise bad_item("image", identifier, f"a readable image ({exc})", item, ValueError) from None
     if is_tensor(item):
         if item.is_nested or item.is_complex():
             raise bad_item("image", identifier, "a real-valued, regular tensor", item, TypeError)
@@ -312,7 +319,20 @@ def flatten_values(array: np.ndarray) -> np.ndarray:
 
 
 def check_relative_path(kind: str, identifier: str) -> str:
-    """Refuse identifiers that would write outside the run directory."""
+    """Refuse identifiers that would write outside the run directory, or that no file
+    system takes as a name (a NUL; a lone surrogate, as os.listdir gives for a name that is
+    not UTF-8)."""
+    try:
+        identifier.encode("utf-8")
+        unusable = "\x00" in identifier
+    except UnicodeEncodeError:
+        unusable = True
+    if unusable:
+        raise ValueError(
+            f"log(kind={kind!r}, identifier={identifier!r}): expected a file name in the run: "
+            "no NUL character and valid Unicode (decode a name read from a non-UTF-8 file "
+            "system with errors='replace')"
+        )
     path = PurePosixPath(identifier.replace("\\", "/"))
     if path.is_absolute() or ".." in path.parts:
         raise ValueError(
