@@ -611,12 +611,36 @@ class LoggersCollection(Logger):
         self.loggers = list(loggers)
         savedir = savedir or next((lg.savedir for lg in loggers), "mllogs")
         super().__init__(savedir=savedir, log_freq="batch", log_on_workers=-1, **kwargs)
+        self._warn_about_members()
 
     def members(self) -> list[TrackerLogger]:
-        found: list[TrackerLogger] = []
+        """The tracker loggers of this collection and of nested ones, each once."""
+        found: dict[int, TrackerLogger] = {}
         for logger in self.loggers:
-            found.extend(logger.members())
-        return found
+            for member in logger.members():
+                found.setdefault(id(member), member)
+        return list(found.values())
+
+    def _warn_about_members(self) -> None:
+        """Say what would otherwise surprise silently: a logger listed twice (it logs once),
+        and a journal member whose own savedir is not where the collection's journal is."""
+        seen: set[int] = set()
+        for logger in self.loggers:
+            for member in logger.members():
+                if id(member) in seen:
+                    named = f" {member.name!r}" if member.name else ""
+                    warnings.warn(f"fanlog: {type(member).__name__}{named} is listed more than once "
+                                  "in this LoggersCollection; it logs once", RuntimeWarning,
+                                  stacklevel=3)  # fmt: skip
+                seen.add(id(member))
+        for member in self.members():
+            journal_only = not getattr(member.backend_class, "needs_delivery", True)
+            own = os.path.abspath(member.savedir)
+            if journal_only and member.savedir != "mllogs" and own != os.path.abspath(self.savedir):
+                warnings.warn(f"fanlog: {type(member).__name__}(savedir={member.savedir!r}) is a member "
+                              "of a LoggersCollection: it records into the collection's journal in "
+                              f"{self.savedir!r}; nothing is written to {member.savedir!r}",
+                              RuntimeWarning, stacklevel=3)  # fmt: skip
 
     @property
     def supported_kinds(self) -> frozenset[str]:
