@@ -67,3 +67,15 @@ def test_a_long_double_within_float_range_and_infinities_are_kept(tmp_path: Path
         logger.log(value, "x", step=i)
     assert logger.destroy_logger_context() is True
     assert [v for _, v in fanlog.read_run(str(logger.journal_path)).metric("x")] == [1.5, np.inf, -np.inf]
+
+
+@pytest.mark.parametrize("below", ["", "sub", "sub/deeper"])
+def test_a_save_dir_blocked_by_a_file_names_the_file(tmp_path: Path, below: str) -> None:
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    savedir = blocker / below if below else blocker
+    logger = fanlog.JournalLogger(savedir=str(savedir))
+    with pytest.raises(OSError) as caught:
+        logger.create_logger_context(rank=0)
+    assert f"{str(blocker)!r} is a file, not a directory" in str(caught.value)
+    assert str(savedir) in str(caught.value) and not logger.is_active

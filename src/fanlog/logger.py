@@ -714,6 +714,24 @@ def _check_writable(savedir: str) -> None:
     try:
         os.makedirs(savedir, mode=0o700, exist_ok=True)
     except OSError as exc:
-        raise OSError(f"fanlog: cannot create the save dir {savedir!r}: {exc.strerror}") from exc
+        blocking = _file_in_the_way(savedir)
+        why = f"{blocking!r} is a file, not a directory" if blocking else exc.strerror
+        raise OSError(f"fanlog: cannot create the save dir {savedir!r}: {why}") from exc
     if not os.access(savedir, os.W_OK | os.X_OK):
         raise PermissionError(f"fanlog: the save dir {savedir!r} is not writable")
+
+
+def _file_in_the_way(path: str) -> str | None:
+    """The first existing non-directory on the way to `path` (itself included), if any."""
+    here = os.path.abspath(path)
+    parts = []
+    while True:
+        parts.append(here)
+        parent = os.path.dirname(here)
+        if parent == here:
+            break
+        here = parent
+    for candidate in reversed(parts):
+        if os.path.lexists(candidate) and not os.path.isdir(candidate):
+            return candidate
+    return None
