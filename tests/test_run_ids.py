@@ -13,7 +13,7 @@ import pytest
 from fanlog import JournalLogger, LoggersCollection, read_run
 from support.journals import fanlog_cli
 
-BAD_IDS = ["sweep/trial-3", "../../escaped", "..", ".", "x\x00y", "a\\b", "line\nbreak", "",
+BAD_IDS = ["sweep/trial-3", "../../escaped", "..", ".", "x\x00y", "a\\b", "line\nbreak",
            "   ", " padded", "x" * 201, "/abs"]  # fmt: skip
 
 
@@ -57,3 +57,12 @@ def test_good_run_ids_are_seen_by_every_reader(tmp_path: Path, good: str) -> Non
     assert len(read_run(savedir).metric("loss")) == 10
     listed = fanlog_cli("ls", str(savedir))
     assert listed.stdout.count("finished") == 1 and "10" in listed.stdout, listed.stdout
+
+
+def test_an_empty_job_id_means_not_given(tmp_path: Path) -> None:
+    logger = JournalLogger(savedir=tmp_path / "sd", job_id="", log_freq="batch")
+    logger.create_logger_context(rank=0)
+    logger.log(1.0, "loss", step=0)
+    assert logger.destroy_logger_context() is True
+    assert logger.run_info is not None and logger.run_info.run_id  # a generated id
+    assert len(read_run(tmp_path / "sd").metric("loss")) == 1

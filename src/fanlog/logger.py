@@ -160,9 +160,9 @@ class Logger(ABC):
         self.unsupported = unsupported
         self.strict = strict
         # names reach the journal, every tracker and their servers' logs: no secret in them
-        self.experiment_name = secrets.scrub_text(experiment_name) if experiment_name else experiment_name
-        self.run_name = secrets.scrub_text(run_name) if run_name else run_name
-        self.job_id = check_run_id(job_id) if job_id is not None else None
+        self.experiment_name = _scrubbed(experiment_name)
+        self.run_name = _scrubbed(run_name)
+        self.job_id = check_run_id(job_id) if job_id else None  # "" means: not given
         self.name = name
         self.settings = _settings_from(pipeline)
         self.rank: int | None = None
@@ -719,6 +719,11 @@ def _check_writable(savedir: str) -> None:
         raise OSError(f"fanlog: cannot create the save dir {savedir!r}: {why}") from exc
     if not os.access(savedir, os.W_OK | os.X_OK):
         raise PermissionError(f"fanlog: the save dir {savedir!r} is not writable")
+
+
+def _scrubbed(name: Any) -> Any:
+    """A run or experiment name without secrets (it reaches every tracker and its logs)."""
+    return secrets.scrub_text(name) if isinstance(name, str) else name
 
 
 def _file_in_the_way(path: str) -> str | None:

@@ -155,7 +155,7 @@ def run_id_for_job(job_id: str | None = None) -> str:
     launcher id, no collective runs, and a logger opened on some processes only (Accelerate's
     main process, rank 0 alone) never waits for the others.
     """
-    known = check_run_id(job_id) if job_id is not None else job_id_from_env()
+    known = check_run_id(job_id) if job_id else job_id_from_env()  # "" means: not given
     return known if known else agree_on(new_run_id())
 
 
