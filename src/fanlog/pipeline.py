@@ -44,6 +44,9 @@ from fanlog.secrets import scrub_text
 
 log = logging.getLogger(__name__)
 
+MIN_RETRY_GAP = 0.2
+"""Shortest time between two attempts of a failing tracker, when flush() cuts its backoff."""
+
 
 @dataclass
 class PipelineSettings:
@@ -101,6 +104,8 @@ class BackendSlot:
     """Set while the tracker's last delivery pass stored a record: its refusals are about
     the records (see BatchDelivery)."""
     attempts: int = 0
+    attempted_at: float = 0.0
+    """When the last attempt ended (time.monotonic)."""
     """Delivery attempts that ended (flush waits for a fresh one before it calls a failing
     tracker down: it may be back up since its last retry)."""
     wake: threading.Event = field(default_factory=threading.Event)
@@ -514,7 +519,7 @@ class Pipeline:
                 stopping = self._stop_dispatch.is_set()
                 if not entry.opened:
                     opened = self._attempt(entry, lambda: entry.backend.open(self.info))
-                    entry.attempts += 1
+                    entry.attempts, entry.attempted_at = entry.attempts + 1, time.monotonic()
                     if not opened:
                         if stopping and self._give_up(entry):
                             return
@@ -551,8 +556,11 @@ class Pipeline:
         past the close deadline."""
         if stopping:
             delay = max(0.0, min(delay, self._close_deadline - time.monotonic()))
-        entry.wake.wait(delay)
+        woken = entry.wake.wait(delay)
         entry.wake.clear()
+        gap = entry.attempted_at + MIN_RETRY_GAP - time.monotonic()  # however often flush wakes it
+        if woken and gap > 0 and not stopping:
+            time.sleep(gap)
 
     def _give_up(self, entry: BackendSlot) -> bool:
         """While closing: stop retrying a backend that is down or out of time."""
@@ -590,7 +598,7 @@ class Pipeline:
             trusted=entry.trusted,
         )
         error = delivery.run(batch)
-        entry.attempts += 1
+        entry.attempts, entry.attempted_at = entry.attempts + 1, time.monotonic()
         entry.trusted = delivery.stored_any
         if error is not None and delivery.refused_all:
             refusal = RuntimeError(
