@@ -137,6 +137,31 @@ def test_server_slower_than_down_after_counts_as_down_and_sync_completes(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("every", [0.2, 1.0])
+def test_server_that_drips_its_answer_counts_as_down_and_flush_returns(
+    tmp_path: Path, mlflow_server: Any, every: float
+) -> None:
+    """log-batch answers 200 with a body that comes one byte every `every` seconds: the call
+    reads now and then, but hardly works, so it stalls. flush() without a timeout and destroy
+    return False by themselves; `fanlog sync` completes the run later."""
+    proxy = TrackerProxy(mlflow_server.url)
+    proxy.drip = ("log-batch", every)
+    experiment = f"drip-{every}"
+    try:
+        said, stderr = run_child(tmp_path, proxy.url, experiment)
+        assert said["flush"] == "False" and said["destroy"] == "False"
+        assert "its tracker has not answered a call" in stderr
+        report = fanlog.sync(said["journal"], to="mlflow", tracking_uri=mlflow_server.url,
+                             progress=False)  # fmt: skip
+    finally:
+        proxy.close()
+    assert report.ok, report.summary()
+    client, run = mlflow_run(mlflow_server.url, experiment)
+    assert_all_there(client, run)
+    assert run.info.status == "FINISHED"
+
+
+@pytest.mark.slow
 def test_sync_to_a_server_that_never_answers_fails_and_keeps_the_cursor(tmp_path: Path) -> None:
     """`fanlog sync` has no flush() to return from: the request timeout (the user's value
     here, fanlog sets 30 s otherwise) makes it end with an error, the cursor unchanged."""

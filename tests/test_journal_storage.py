@@ -8,8 +8,10 @@ after log(), and real tmpfs mounts for a full disk.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -161,6 +163,50 @@ def test_a_wal_file_deleted_during_the_run_is_noticed(tmp_path: Path, how: str) 
     # the database (had any been lost, destroy would have said how many)
     assert count(path, "before") == count(path, "after") == 1000
     assert not any("missing from" in str(w.message) for w in caught)
+
+
+def lose_journal(path: str, how: str) -> None:
+    """What a cleanup script or a user's `rm` does to a live run's journal."""
+    if how == "main-deleted":
+        os.unlink(path)
+    elif how == "all-deleted":
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path + suffix)
+    elif how == "rank-dir-deleted":
+        shutil.rmtree(os.path.dirname(path))
+    elif how == "replaced-by-dir":
+        os.unlink(path)
+        os.mkdir(path)
+    elif how == "replaced-by-copy":  # `cp journal.sqlite x; mv x journal.sqlite`
+        shutil.copy(path, path + ".copy")
+        os.replace(path + ".copy", path)
+
+
+@pytest.mark.parametrize("how", ["main-deleted", "all-deleted", "rank-dir-deleted",
+                                 "replaced-by-dir", "replaced-by-copy"])  # fmt: skip
+def test_a_journal_file_deleted_during_the_run_is_said_and_never_reported_durable(
+    tmp_path: Path, how: str
+) -> None:
+    recording = RecordingLogger(savedir=str(tmp_path / "sd"))
+    logger = LoggersCollection([JournalLogger(savedir=str(tmp_path / "sd"), log_freq="batch"),
+                                recording], flush_interval=0.05)  # fmt: skip
+    logger.create_logger_context(rank=0)
+    for step in range(1000):
+        logger.log(float(step), "before", step=step)
+    assert logger.flush(timeout=30)
+    path = str(logger.journal_path)
+    lose_journal(path, how)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for step in range(1000):
+            logger.log(float(step), "after", step=step)
+        assert logger.flush(timeout=30) is False  # never True: the journal is gone
+        assert logger.destroy_logger_context() is False
+    loud = [str(w.message) for w in caught if "journal file" in str(w.message)]
+    assert loud and path in loud[0] and ("deleted" in loud[0] or "replaced" in loud[0]), loud
+    assert any(path in error for error in logger.delivery_errors()["journal"])
+    assert len(recording.instance.records) == 2000  # the tracker still got every record
 
 
 # ------------------------------------------------------------------ artifacts

@@ -119,15 +119,19 @@ def test_destroy_with_a_timeout_bounds_the_close_and_leaves_the_settings_alone(t
 
 SIGTERM_CHILD = textwrap.dedent(
     """
-    import json, os, signal, sys
+    import atexit, json, os, signal, sys
     sys.path.insert(0, sys.argv[2])
+
+    def report():  # registered before fanlog's closer, so it runs after it (atexit is LIFO)
+        print(json.dumps({"close_timeout": logger.settings.close_timeout,
+                          "active": logger.is_active}), flush=True)
+
+    atexit.register(report)
     from core_backends import RecordingBackend, RecordingLogger
     from fanlog import JournalLogger, LoggersCollection
 
-    def previous_handler(signum, frame):  # fanlog chains to it once its runs are closed
-        print(json.dumps({"close_timeout": logger.settings.close_timeout,
-                          "active": logger.is_active}), flush=True)
-        os._exit(0)
+    def previous_handler(signum, frame):  # the user's handler runs first; its exit closes the runs
+        sys.exit(0)
 
     signal.signal(signal.SIGTERM, previous_handler)
     dead = RecordingLogger(savedir=sys.argv[1], backend=RecordingBackend(always_fail=True))

@@ -56,13 +56,19 @@ class ForkedPipeline:
         self.journal: Journal | None = None
         self.dropped = self.unstored = 0
         self.closed = threading.Event()
+        self.status: RunStatus | None = None
         self._run = run
+        self._epoch_seen = run.epoch
+        """The parent's epoch last taken; a child that ends epochs itself keeps its own."""
         self._writing = False
         """True while this thread is inside the journal: a SIGTERM handler that interrupts it must
         not touch the journal (its lock is held by the very thread the handler runs on)."""
 
     # ------------------------------------------------------------ the Pipeline calls log() uses
     def submit(self, record: Pending) -> None:
+        if self._run.epoch == self._epoch_seen:  # a persistent worker follows the parent's epoch
+            epoch = self._run.epoch = self._epoch_seen = self._run.shared.epoch
+            record = (*record[:5], epoch, *record[6:])  # type: ignore[assignment]
         self._writing = True
         try:
             self._write(record)
@@ -95,10 +101,14 @@ class ForkedPipeline:
     def flush(self, timeout: float | None = None) -> bool:
         return True  # every call is committed already
 
-    def interrupt(self, status: RunStatus | None = None, within: float = 0.0) -> None:
+    flush_journal = flush
+
+    def interrupt(self, status: RunStatus | None = None, within: float = 0.0,
+                  drain: bool = False) -> None:  # fmt: skip
         return None
 
     def close(self, status: RunStatus, timeout: float | None = None) -> bool:
+        self.status = status
         if self._writing:  # a signal handler interrupted a write: leave the journal as it is
             self.closed.set()
             return False

@@ -31,7 +31,7 @@ from fanlog.journal import Pending
 from fanlog.kinds.registry import _REGISTRY, Kind, get_kind
 from fanlog.options import BackendContext
 from fanlog.pipeline import PipelineSettings
-from fanlog.rank import detect_rank, detect_world_size, run_id_for_job
+from fanlog.rank import check_run_id, detect_rank, detect_world_size, run_id_for_job
 from fanlog.record import RunInfo, RunStatus
 from fanlog.run import Run, Sink
 from fanlog.validate import INT64_MAX, check_index
@@ -161,9 +161,10 @@ class Logger(ABC):
             raise ValueError(f"unsupported must be one of {UNSUPPORTED_POLICIES}; got {unsupported!r}")
         self.unsupported = unsupported
         self.strict = strict
-        self.experiment_name = experiment_name
-        self.run_name = run_name
-        self.job_id = job_id
+        # names reach the journal, every tracker and their servers' logs: no secret in them
+        self.experiment_name = _scrubbed(experiment_name)
+        self.run_name = _scrubbed(run_name)
+        self.job_id = check_run_id(job_id) if job_id else None  # "" means: not given
         self.name = name
         self.settings = _settings_from(pipeline)
         self.rank: int | None = None
@@ -250,9 +251,16 @@ class Logger(ABC):
         info = self._run_info(run_id_for_job(self.job_id))
         _check_writable(self.savedir)
         members = self._make_backends(options)
-        run = Run.open(info, members, self.settings, strict=self.strict, log=self.log)
-        self._attach(run)
-        lifecycle.register(run)
+        run: Run | None = None
+        try:
+            with lifecycle.starting():  # a Ctrl-C is raised once the run is whole
+                run = Run.open(info, members, self.settings, strict=self.strict, log=self.log)
+                self._attach(run)
+                lifecycle.register(run)
+        except BaseException as exc:
+            if run is not None:  # interrupted (Ctrl-C, a handler that raised): close what started
+                run.destroy(lifecycle.exit_status(exc))
+            raise
         self._started_in = None
         return self
 
@@ -272,15 +280,14 @@ class Logger(ABC):
 
     @contextlib.contextmanager
     def start_logging(self, rank: int | None = None) -> Iterator[Logger]:
-        """Context manager: create, yield, destroy (FAILED on an exception, KILLED on Ctrl-C)."""
+        """Context manager: create, yield, destroy. The run ends failed on an exception or a
+        ``sys.exit()`` other than 0 or None, killed on Ctrl-C (or an exit a SIGTERM handler
+        of the user's raised), finished otherwise (see :func:`fanlog.lifecycle.exit_status`)."""
         self.create_logger_context(rank=rank)
         try:
             yield self
-        except KeyboardInterrupt:
-            self.destroy_logger_context(RunStatus.KILLED)
-            raise
-        except BaseException:
-            self.destroy_logger_context(RunStatus.FAILED)
+        except BaseException as exc:
+            self.destroy_logger_context(lifecycle.exit_status(exc))
             raise
         self.destroy_logger_context(RunStatus.FINISHED)
 
@@ -289,6 +296,7 @@ class Logger(ABC):
         run = self._live()
         if run is None:
             return True
+        lifecycle.install_signal_handlers()  # a no-op unless on the main thread, the first time
         done = run.flush(timeout)
         run.attend(stacklevel=2)
         return done
@@ -606,12 +614,36 @@ class LoggersCollection(Logger):
         self.loggers = list(loggers)
         savedir = savedir or next((lg.savedir for lg in loggers), "mllogs")
         super().__init__(savedir=savedir, log_freq="batch", log_on_workers=-1, **kwargs)
+        self._warn_about_members()
 
     def members(self) -> list[TrackerLogger]:
-        found: list[TrackerLogger] = []
+        """The tracker loggers of this collection and of nested ones, each once."""
+        found: dict[int, TrackerLogger] = {}
         for logger in self.loggers:
-            found.extend(logger.members())
-        return found
+            for member in logger.members():
+                found.setdefault(id(member), member)
+        return list(found.values())
+
+    def _warn_about_members(self) -> None:
+        """Say what would otherwise surprise silently: a logger listed twice (it logs once),
+        and a journal member whose own savedir is not where the collection's journal is."""
+        seen: set[int] = set()
+        for logger in self.loggers:
+            for member in logger.members():
+                if id(member) in seen:
+                    named = f" {member.name!r}" if member.name else ""
+                    warnings.warn(f"fanlog: {type(member).__name__}{named} is listed more than once "
+                                  "in this LoggersCollection; it logs once", RuntimeWarning,
+                                  stacklevel=3)  # fmt: skip
+                seen.add(id(member))
+        for member in self.members():
+            journal_only = not getattr(member.backend_class, "needs_delivery", True)
+            own = os.path.abspath(member.savedir)
+            if journal_only and member.savedir != "mllogs" and own != os.path.abspath(self.savedir):
+                warnings.warn(f"fanlog: {type(member).__name__}(savedir={member.savedir!r}) is a member "
+                              "of a LoggersCollection: it records into the collection's journal in "
+                              f"{self.savedir!r}; nothing is written to {member.savedir!r}",
+                              RuntimeWarning, stacklevel=3)  # fmt: skip
 
     @property
     def supported_kinds(self) -> frozenset[str]:
@@ -691,6 +723,29 @@ def _check_writable(savedir: str) -> None:
     try:
         os.makedirs(savedir, mode=0o700, exist_ok=True)
     except OSError as exc:
-        raise OSError(f"fanlog: cannot create the save dir {savedir!r}: {exc.strerror}") from exc
+        blocking = _file_in_the_way(savedir)
+        why = f"{blocking!r} is a file, not a directory" if blocking else exc.strerror
+        raise OSError(f"fanlog: cannot create the save dir {savedir!r}: {why}") from exc
     if not os.access(savedir, os.W_OK | os.X_OK):
         raise PermissionError(f"fanlog: the save dir {savedir!r} is not writable")
+
+
+def _scrubbed(name: Any) -> Any:
+    """A run or experiment name without secrets (it reaches every tracker and its logs)."""
+    return secrets.scrub_text(name) if isinstance(name, str) else name
+
+
+def _file_in_the_way(path: str) -> str | None:
+    """The first existing non-directory on the way to `path` (itself included), if any."""
+    here = os.path.abspath(path)
+    parts = []
+    while True:
+        parts.append(here)
+        parent = os.path.dirname(here)
+        if parent == here:
+            break
+        here = parent
+    for candidate in reversed(parts):
+        if os.path.lexists(candidate) and not os.path.isdir(candidate):
+            return candidate
+    return None

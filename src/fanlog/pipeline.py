@@ -46,6 +46,7 @@ from fanlog.journal.capture import CAPTURE_MODES, Captured, CaptureFailed, captu
 from fanlog.journal.rows import safe_repr
 from fanlog.journal.store import kind_name
 from fanlog.record import Record, RunInfo, RunStatus
+from fanlog.secrets import scrub_text
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ WRITE_BATCH = 2048
 (well under the 5 ms switch interval), and SQLite then inserts them in chunks without it."""
 WRITER_RETRIES = 5
 """Failures in a row (fanlog bugs, not bad records) after which the writer thread stops."""
+MIN_RETRY_GAP = 0.2
+"""Shortest time between two attempts of a failing tracker, when flush() cuts its backoff."""
 
 
 @dataclass
@@ -127,8 +130,19 @@ class BackendSlot:
     """The agent's last ``health`` row for this backend (see :mod:`fanlog.delivery.follow`)."""
     agent_gone: bool = False
     """The agent died and was not started again: nothing delivers this backend any more."""
+    trusted: bool = False
+    """Set while the tracker's last delivery pass stored a record: its refusals are about
+    the records (see BatchDelivery)."""
+    attempts: int = 0
+    """Delivery attempts that ended (flush waits for a fresh one before it calls a failing
+    tracker down: it may be back up since its last retry)."""
+    attempted_at: float = 0.0
+    """When the last attempt ended (time.monotonic)."""
     wake: threading.Event = field(default_factory=threading.Event)
-    """Set when there may be work (a commit, close): the dispatcher sleeps on it, no timer."""
+    """Set when there may be work (a commit, close): an idle dispatcher sleeps on it, no timer."""
+    hurry: threading.Event = field(default_factory=threading.Event)
+    """Set to cut the dispatcher's backoff short (flush, close); commits do not, so a failing
+    tracker is not retried faster because records keep arriving."""
 
     def __post_init__(self) -> None:
         self.watch = CallWatch(self.backend.work_clock)
@@ -137,13 +151,14 @@ class BackendSlot:
     def bit(self) -> int:
         return 1 << self.slot
 
-    def down(self, after: float) -> bool:
-        """Failing without a success for `after` seconds, or stalled that long in one call
-        (in the agent: as its ``health`` row says), or its agent is gone."""
+    def down(self, after: float, tried: int = -1) -> bool:
+        """Failing without a success for `after` seconds (and, with `tried`, in an attempt
+        that ended after `tried` attempts had), or stalled that long in one call (in the
+        agent: as its ``health`` row says), or its agent is gone."""
         if self.agent:
             return self.agent_gone or is_down(self.health, after)
         failing = self.failing_since is not None and time.monotonic() - self.failing_since >= after
-        return failing or self.watch.stalled_for() >= after
+        return (failing and self.attempts > tried) or self.watch.stalled_for() >= after
 
 
 class Pipeline:
@@ -197,6 +212,7 @@ class Pipeline:
         self._next_retry = 0.0
         self._closing = False
         self._close_status = RunStatus.FINISHED
+        self._interrupted = False
         self._close_deadline = float("inf")
         self._drain_deadline = float("inf")
         self.closed = threading.Event()
@@ -211,6 +227,8 @@ class Pipeline:
         self._escaped_keys: set[str] = set()
         self.writer_error: BaseException | None = None
         """Set when the writer thread failed repeatedly and stopped (a fanlog bug)."""
+        self.status: RunStatus | None = None
+        """The status the run was closed with (None until then)."""
         self._progress = threading.Condition()
         self._stop_dispatch = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="fanlog-writer", daemon=True)
@@ -337,7 +355,16 @@ class Pipeline:
         is not down (failing, or stalled in one call, for `down_after` seconds). False if the
         timeout came first or a backend is down."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        return self._drain(lambda: deadline) and self._wait_delivered(lambda: deadline)
+        done = self._drain(lambda: deadline) and self._wait_delivered(lambda: deadline)
+        self._check_wal()
+        if self.journal.file_lost is not None:
+            done = False  # nothing logged is durable any more
+        return done
+
+    def flush_journal(self, timeout: float | None = None) -> bool:
+        """Wait until every record submitted so far is committed (or held in the spill)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return self._drain(lambda: deadline)
 
     def _drain(self, deadline: Callable[[], float | None]) -> bool:
         """Wait until the writer has taken every record submitted so far. False if the time
@@ -350,15 +377,21 @@ class Pipeline:
             return self.written >= target_count
 
     def _wait_delivered(self, deadline: Callable[[], float | None]) -> bool:
+        """Wait for every tracker to have what was accepted so far. A failing tracker gets
+        one attempt now (its backoff is cut short: it may be back up) before it counts as
+        down; one stalled in a call for `down_after` is down at once."""
         with self._progress:
             target = self.accepted
             down_after = self.settings.down_after
+            tried = {id(e): e.attempts for e in self._delivering}
+            for entry in self._delivering:
+                entry.hurry.set()
             delivered = all(
-                self._wait(lambda e=e: e.delivered >= target or e.closed or e.down(down_after),  # type: ignore[misc]
-                           deadline)
+                self._wait(lambda e=e: e.delivered >= target or e.closed  # type: ignore[misc]
+                           or e.down(down_after, tried[id(e)]), deadline)
                 and e.delivered >= target
                 for e in self._delivering
-            )
+            )  # fmt: skip
         if self._agent_slots:
             delivered = self._wait_for_agent(deadline) and delivered
         return delivered and not self.spill  # not durable while records exist only in memory
@@ -373,14 +406,16 @@ class Pipeline:
             self._progress.wait(0.1 if remaining is None else min(remaining, 0.1))
         return True
 
-    def interrupt(self, status: RunStatus | None = None, within: float = 0.0) -> None:
+    def interrupt(self, status: RunStatus | None = None, within: float = 0.0,
+                  drain: bool = False) -> None:  # fmt: skip
         """Called from a signal handler while `close()` runs: stop waiting for trackers after
-        `within` seconds. With a `status` (SIGTERM), the run closes with it, and the journal
-        drain gets `within` seconds as well."""
+        `within` seconds, and close with `status` if given. With `drain` (SIGTERM), the
+        journal drain gets `within` seconds as well; else (Ctrl-C) it goes on."""
         deadline = time.monotonic() + within
         self._close_deadline = min(self._close_deadline, deadline)
         if status is not None:
-            self._close_status = status
+            self._close_status, self._interrupted = status, True
+        if drain:
             self._drain_deadline = min(self._drain_deadline, deadline)
 
     def close(self, status: RunStatus, timeout: float | None = None) -> bool:
@@ -391,17 +426,21 @@ class Pipeline:
         wait for trackers short.
         """
         timeout = self.settings.close_timeout if timeout is None else timeout
-        self._close_status = status
-        self._drain_deadline = self._close_deadline = time.monotonic() + timeout
+        if not self._interrupted:  # a signal that landed before the close decided already
+            self._close_status = status
+        until = time.monotonic() + timeout
+        self._drain_deadline = min(self._drain_deadline, until)
+        self._close_deadline = min(self._close_deadline, until)
         drained = self._drain(lambda: self._drain_deadline)
-        complete = drained and self._wait_delivered(lambda: self._close_deadline)
+        if drained:
+            self._wait_delivered(lambda: self._close_deadline)
         self._closing = True
         self._stop_dispatch.set()
-        self._wake_dispatchers()
+        self._wake_dispatchers(hurry=True)
         self.wake_writer()
         self._writer.join(_remaining(self._drain_deadline))
         self._wait_for_dispatchers()
-        status = self._close_status
+        status = self.status = self._close_status
         for entry in self.slots:
             if not getattr(entry.backend, "needs_delivery", True):
                 entry.closed = True
@@ -423,11 +462,38 @@ class Pipeline:
         else:
             self._close_journal()
         self.closed.set()
+        # judged after the dispatchers' last attempts: a tracker back up in time got it all
+        delivered = all(e.delivered >= self.committed for e in self._delivering)
         refused = any(e.rejected for e in self.slots)
-        return complete and not self.spill and not refused and all(e.closed for e in self.slots)
+        lost = self.journal.file_lost is not None
+        return (drained and delivered and not self.spill and not refused and not self.unstored
+                and not lost and all(e.closed for e in self.slots))  # fmt: skip
+
+    def abort(self) -> None:
+        """Undo a start that was interrupted: stop the threads that started (a tracker run a
+        dispatcher opened is closed killed), close the journal and release its lock."""
+        now = time.monotonic()
+        self._close_status, self._interrupted = RunStatus.KILLED, True
+        self._close_deadline = self._drain_deadline = now + 1.0
+        self._closing = True
+        self._stop_dispatch.set()
+        self._wake_dispatchers(hurry=True)
+        self.wake_writer()
+        if self._writer.is_alive():
+            self._writer.join(1.0)
+        self._wait_for_dispatchers()
+        if not self._writer.is_alive():
+            _safe(self.journal.set_meta, {"status": RunStatus.KILLED.value, "ended": time.time()})
+            self._close_journal()
+        self.status = RunStatus.KILLED
+        self.closed.set()
 
     def _close_journal(self) -> None:
         """Close the journal; after a lost -wal file, count what really reached the database."""
+        if self.journal.file_lost is not None:
+            _safe(self.journal.close)
+            self._warn(f"fanlog: {self.journal.file_lost}")
+            return
         expected = self.journal.count() if self.journal.wal_lost else None
         _safe(self.journal.close)
         if expected is None:
@@ -585,9 +651,11 @@ class Pipeline:
             self._progress.notify_all()
         self._wake_dispatchers()
 
-    def _wake_dispatchers(self) -> None:
+    def _wake_dispatchers(self, hurry: bool = False) -> None:
         for entry in self.slots:
             entry.wake.set()
+            if hurry:
+                entry.hurry.set()
 
     # ------------------------------------------------------------ journal fault path
     def _journal_failed(self, exc: BaseException) -> None:
@@ -640,7 +708,7 @@ class Pipeline:
     @staticmethod
     def _warn(message: str) -> None:
         """A warning on the caller's thread (close); background threads use `_notify`."""
-        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        warnings.warn(scrub_text(message), RuntimeWarning, stacklevel=2)
 
     def _unstored(self, exc: BaseException, key: str) -> None:
         """One record could not be stored: it is set aside in the journal; count and report it."""
@@ -665,10 +733,12 @@ class Pipeline:
             while not entry.abandoned:
                 stopping = self._stop_dispatch.is_set()
                 if not entry.opened:
-                    if not self._attempt(entry, lambda: entry.backend.open(self.info)):
+                    opened = self._attempt(entry, lambda: entry.backend.open(self.info))
+                    entry.attempts, entry.attempted_at = entry.attempts + 1, time.monotonic()
+                    if not opened:
                         if stopping and self._give_up(entry):
                             return
-                        self._pause(delay, stopping)
+                        self._pause(entry, delay, stopping)
                         delay = min(delay * 2, settings.retry_max)
                         continue
                     entry.opened = True
@@ -680,7 +750,7 @@ class Pipeline:
                         continue
                     if stopping and self._give_up(entry):
                         return  # the rest waits in the journal for `fanlog sync`
-                    self._pause(delay, stopping)
+                    self._pause(entry, delay, stopping)
                     delay = min(delay * 2, settings.retry_max)
                     continue
                 if stopping and not self._writer.is_alive() and entry.delivered >= self.accepted:
@@ -697,12 +767,16 @@ class Pipeline:
             with self._progress:
                 self._progress.notify_all()
 
-    def _pause(self, delay: float, stopping: bool) -> None:
-        """Back off before a retry; while closing, never past the close deadline."""
+    def _pause(self, entry: BackendSlot, delay: float, stopping: bool) -> None:
+        """Back off before a retry (a flush or the close cuts it short); while closing, never
+        past the close deadline."""
         if stopping:
-            time.sleep(max(0.0, min(delay, self._close_deadline - time.monotonic())))
-        else:
-            self._stop_dispatch.wait(delay)
+            delay = max(0.0, min(delay, self._close_deadline - time.monotonic()))
+        woken = entry.hurry.wait(delay)
+        entry.hurry.clear()
+        gap = entry.attempted_at + MIN_RETRY_GAP - time.monotonic()  # however often flush wakes it
+        if woken and gap > 0 and not stopping:
+            time.sleep(gap)
 
     def _give_up(self, entry: BackendSlot) -> bool:
         """While closing: stop retrying a backend that is down or out of time."""
@@ -737,8 +811,19 @@ class Pipeline:
             isolate=self._isolating(entry),
             watch=entry.watch,
             failed=lambda exc: self._failed(entry, exc),
+            trusted=entry.trusted,
         )
         error = delivery.run(batch)
+        entry.attempts, entry.attempted_at = entry.attempts + 1, time.monotonic()
+        entry.trusted = delivery.stored_any
+        if error is not None and delivery.refused_all:
+            refusal = RuntimeError(
+                f"{entry.name} refuses every record for one same reason, so the tracker (or a "
+                f"proxy before it) is not working; nothing is marked refused, and delivery is "
+                f"retried: {reason_of(error)}"
+            )  # fmt: skip
+            refusal.__cause__ = error
+            error = refusal
         if error is not None:
             entry.stuck = entry.stuck + 1 if entry.delivered == start else 1
             self._failed(entry, error, reader)
@@ -794,7 +879,7 @@ class Pipeline:
 
     def _rejected(self, entry: BackendSlot, reader: Journal, record: Record, exc: BaseException) -> None:
         """Mark a record the tracker refused for good, report it, and move past it."""
-        reason = reason_of(exc)
+        reason = scrub_text(reason_of(exc))
         try:
             reader.reject(entry.name, record.seq, reason)
         except Exception:  # noqa: BLE001 - journal not writable: kept in memory, reported below

@@ -10,6 +10,7 @@ same launcher, so a half-set environment cannot pair one launcher's rank with an
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 import uuid
@@ -96,15 +97,49 @@ def job_id_from_env() -> str | None:
     """An id every rank of one job sees alike, when the launcher provides one."""
     explicit = os.environ.get("FANLOG_RUN_ID")
     if explicit:
-        return explicit
+        return check_run_id(explicit, "the environment variable FANLOG_RUN_ID")
     slurm = os.environ.get("SLURM_JOB_ID")
     if slurm:
         step = os.environ.get("SLURM_STEP_ID")
-        return f"slurm-{slurm}" + (f".{step}" if step else "")
+        return check_run_id(f"slurm-{slurm}" + (f".{step}" if step else ""), "SLURM_JOB_ID")
     elastic = os.environ.get("TORCHELASTIC_RUN_ID")
     if elastic and elastic != "none":
-        return f"torchrun-{elastic}"
+        return check_run_id(f"torchrun-{elastic}", "TORCHELASTIC_RUN_ID")
     return None
+
+
+MAX_RUN_ID_LENGTH = 200
+_RUN_ID_REFUSED = re.compile(r"[/\\\x00-\x1f\x7f]")
+
+
+def check_run_id(run_id: object, source: str = "job_id") -> str:
+    """`run_id` if it can name the run's directory (``<savedir>/runs/<run_id>``); else a
+    ValueError that says where it came from and what is expected.
+
+    One path component, so that every reader (``fanlog ls``, ``sync``) finds the run and
+    nothing is written outside the save dir: no ``/`` or ``\\``, not ``.`` or ``..``, no NUL
+    or other control character, not empty, at most MAX_RUN_ID_LENGTH characters.
+    """
+    if not isinstance(run_id, str):
+        raise TypeError(f"{source} must be a str (a run id); got {type(run_id).__name__} {run_id!r}")
+    problem = None
+    if not run_id.strip():
+        problem = "it is empty"
+    elif run_id in (".", ".."):
+        problem = f"{run_id!r} is not a directory name of its own"
+    elif _RUN_ID_REFUSED.search(run_id):
+        problem = "it holds '/', '\\' or a control character (NUL, newline, ...)"
+    elif len(run_id) > MAX_RUN_ID_LENGTH:
+        problem = f"it is {len(run_id)} characters long (at most {MAX_RUN_ID_LENGTH})"
+    elif run_id != run_id.strip():
+        problem = "it starts or ends with white space"
+    if problem is not None:
+        raise ValueError(
+            f"{source} {run_id!r} cannot be a run id: {problem}. The run id names the run's "
+            "directory <savedir>/runs/<run id>, so it must be one directory name, such as "
+            "'sweep-trial-3'"
+        )
+    return run_id
 
 
 def new_run_id() -> str:
@@ -120,7 +155,7 @@ def run_id_for_job(job_id: str | None = None) -> str:
     launcher id, no collective runs, and a logger opened on some processes only (Accelerate's
     main process, rank 0 alone) never waits for the others.
     """
-    known = job_id or job_id_from_env()
+    known = check_run_id(job_id) if job_id else job_id_from_env()  # "" means: not given
     return known if known else agree_on(new_run_id())
 
 

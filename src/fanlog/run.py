@@ -15,6 +15,7 @@ caller's thread warns at its next ``log()``, ``flush()`` or destroy (see
 from __future__ import annotations
 
 import collections
+import copy
 import dataclasses
 import itertools
 import logging
@@ -33,6 +34,8 @@ from fanlog.journal import Journal, Pending, open_writer
 from fanlog.journal.capture import Captured, CaptureFailed
 from fanlog.pipeline import Pipeline, PipelineSettings
 from fanlog.record import RunInfo, RunStatus
+from fanlog.secrets import scrub_text
+from fanlog.shared import DrawnSteps, SharedState
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +56,12 @@ class Sink(Protocol):
 
     def submit(self, record: Pending) -> None: ...
     def capture(self, source: str, identifier: str) -> Captured | CaptureFailed: ...
+    status: RunStatus | None
+
     def flush(self, timeout: float | None = None) -> bool: ...
-    def interrupt(self, status: RunStatus | None = None, within: float = 0.0) -> None: ...
+    def flush_journal(self, timeout: float | None = None) -> bool: ...
+    def interrupt(self, status: RunStatus | None = None, within: float = 0.0,
+                  drain: bool = False) -> None: ...  # fmt: skip
     def close(self, status: RunStatus, timeout: float | None = None) -> bool: ...
     def problems(self) -> list[str]: ...
 
@@ -89,6 +96,8 @@ class Run:
         drops the key's counter, so counting resumes after it."""
         self._counter_lock = threading.Lock()
         self.epoch = 0
+        self.shared = SharedState(os.path.join(info.run_dir, ".fanlog-steps.lock"))
+        """The epoch and step draws this run shares with the children it forks."""
         self.accumulators: dict[str, Accumulator] = {}
         """``on_epoch=True`` values of the open epoch, per key (see :mod:`fanlog.aggregation`)."""
         self.reduce_calls: dict[str, int] = {}
@@ -135,6 +144,18 @@ class Run:
             raise
         pipeline = run.pipeline
         assert isinstance(pipeline, Pipeline)  # a new run's own, not a forked child's
+        try:  # an interruption (Ctrl-C, a signal handler that raises) leaves nothing running
+            run._start(pipeline, journal, [name for _, name, _ in members])
+        except BaseException:
+            pipeline.abort()
+            raise
+        if pipeline.agent is not None and strict:
+            run._check_agent(pipeline)
+        return run
+
+    def _start(self, pipeline: Pipeline, journal: Journal, backends: list[str]) -> None:
+        """Write the run's meta, then start the threads."""
+        info = self.info
         journal.set_meta(  # before the delivery agent starts: it reads the status
             {
                 "run_id": info.run_id,
@@ -146,7 +167,7 @@ class Run:
                 "status": "running",
                 "pid": os.getpid(),
                 "host": os.uname().nodename,
-                "backends": [name for _, name, _ in members],
+                "backends": backends,
                 "journal_mode": "exclusive" if journal.exclusive else "wal",
                 "delivery": pipeline.delivery,
             }
@@ -154,9 +175,6 @@ class Run:
         pipeline.start()
         if pipeline.agent is not None:
             journal.set_meta({"delivery": pipeline.delivery, "agent_pid": pipeline.agent.pid})
-            if strict:
-                run._check_agent(pipeline)
-        return run
 
     def _check_agent(self, pipeline: Pipeline) -> None:
         """Strict mode: wait for the delivery agent to build the trackers, and fail the start
@@ -180,6 +198,7 @@ class Run:
         if self.accumulators:
             aggregation.end_epoch(self, log)
         self.epoch += 1
+        self.shared.set_epoch(self.epoch)  # persistent DataLoader workers read it
 
     def capture(self, source: str, identifier: str) -> Captured | CaptureFailed:
         """Take an artifact into the run now (see :meth:`fanlog.pipeline.Pipeline.capture`)."""
@@ -197,6 +216,9 @@ class Run:
         self.pipeline = pipeline
         self._counter_lock = threading.Lock()
         self._notices.clear()
+        if not isinstance(self.counters, DrawnSteps):  # every forked child draws its steps
+            bases = {key: next(copy.copy(count)) for key, count in self.counters.items()}
+            self.counters = DrawnSteps(self.shared, bases, self.steps)
 
     @property
     def owner_pid(self) -> int:
@@ -208,7 +230,7 @@ class Run:
         """The pipeline's error callback, on a background thread: record the error, tell the
         user once per backend, and keep going."""
         errors = self.errors.setdefault(name, [])
-        errors.append(repr(exc))
+        errors.append(scrub_text(repr(exc)))  # a tracker's error may quote credentials
         del errors[:-50]
         if len(errors) == 1 and name != "journal":  # the pipeline words its journal's errors
             then = (
@@ -216,7 +238,7 @@ class Run:
                 if isinstance(exc, RecordRejected)
                 else "its records stay in the journal and are retried"
             )
-            self.notify(f"fanlog: backend {name!r} failed: {exc!r}; {then} (summary at destroy)")
+            self.notify(f"fanlog: backend {name!r} failed: {errors[-1]}; {then} (summary at destroy)")
         if self.strict:
             self.strict_error = exc
             self.attention = True
@@ -224,6 +246,7 @@ class Run:
     def notify(self, message: str) -> None:
         """Queue a warning for the caller's thread; called from background threads. Once the
         run is closed nobody calls again, so it is logged instead."""
+        message = scrub_text(message)
         if self.status is not None:
             log.warning("%s", message)
             return
@@ -269,30 +292,37 @@ class Run:
         if self.status is not None:
             return True
         status = RunStatus(status)
-        lifecycle.unregister(self)
-        try:
-            if status is RunStatus.FINISHED and self.accumulators:
-                self._emit_last_epoch()
-        finally:  # a strict-mode error raised while logging them is raised after the close
-            complete = self._close(status, timeout)
+        timeout = lifecycle.close_limit(timeout)
+        # Signals are deferred from here on: a Ctrl-C now is raised after the close, and the
+        # run leaves the exit handlers' list only once nothing can stop its close.
+        with lifecycle.protected_close(self.pipeline):
+            lifecycle.unregister(self)
+            try:
+                if status is RunStatus.FINISHED and self.accumulators:
+                    self._emit_last_epoch()
+            finally:  # a strict-mode error raised while logging them is raised after the close
+                complete = self._close(status, timeout)
         return complete
 
     def close_for_exit(self, status: RunStatus, timeout: float | None) -> None:
         """:class:`fanlog.lifecycle.Closable`: close at interpreter exit or on SIGTERM."""
         self.destroy(status, timeout)
 
+    def make_durable(self, timeout: float) -> None:
+        """:class:`fanlog.lifecycle.Closable`: commit the writer's backlog (SIGUSR1)."""
+        self.pipeline.flush_journal(timeout)
+
     def _close(self, status: RunStatus, timeout: float | None) -> bool:
         close_timeout = self.settings.close_timeout
         limit = close_timeout if timeout is None else min(timeout, close_timeout)
         pipeline = self.pipeline
-        with lifecycle.protected_close(pipeline):  # a Ctrl-C now is raised after the close
-            complete = pipeline.close(status, limit)
-            self._warn_notices(stacklevel=4)
-            self.status = status
-            self.attention = True
-            for gates in self._gate_caches:
-                gates.clear()
-            self._summarise(complete)
+        complete = pipeline.close(status, limit)
+        self._warn_notices(stacklevel=4)
+        self.status = pipeline.status or status
+        self.attention = True
+        for gates in self._gate_caches:
+            gates.clear()
+        self._summarise(complete)
         return complete
 
     def _emit_last_epoch(self) -> None:
@@ -311,4 +341,4 @@ class Run:
         for name, errors in self.errors.items():
             lines.append(f"  {name}: {len(errors)} error(s), last: {errors[-1]}")
         lines.extend(problems)
-        warnings.warn("\n".join(lines), RuntimeWarning, stacklevel=5)
+        warnings.warn(scrub_text("\n".join(lines)), RuntimeWarning, stacklevel=5)

@@ -40,7 +40,14 @@ _HARMLESS_KEY = re.compile(
     r"^_(?:\w+_)?(?:pad|eos|bos|unk|mask|sep|cls|special|start|end)_tokens?_$"
     r"|_token_(?:ids?|type|type_ids|count|limit)_$"
     r"|_(?:name|names|file|path|env|var|len|length)_$"
+    # settings about a secret-sounding thing, not the thing: sig_level, auth_method,
+    # token_budget, image_token_index, secret_santa_epochs, password_min_length
+    r"|_(?:index|budget|level|method|methods|mode|type|epochs|steps|size|count|dim|num|rate"
+    r"|ratio|enabled|required|min_length|max_length)_$"
+    r"|^_model_signature_$"
 )
+_ENV_KEY = re.compile(r"^(?:[A-Z][A-Z0-9]*_)+KEY$")
+"""An environment variable named ``<SERVICE>_KEY`` (KAGGLE_KEY, OPENAI_KEY, S3_KEY)."""
 _WORD_BREAK = re.compile(r"([a-z0-9])([A-Z])|([A-Z]+)([A-Z][a-z])")
 _NON_WORD = re.compile(r"[^a-z0-9]+")
 _EXTENSION = re.compile(r"^[A-Za-z]{1,4}$")
@@ -99,6 +106,18 @@ _SHAPES: tuple[tuple[tuple[str, ...], re.Pattern[str], bool], ...] = tuple(
         (("dapi",), r"(dapi(?<![A-Za-z0-9]dapi)[0-9a-f]{32}(?:-[0-9]+)?)", False),  # Databricks
         (("npm_",), r"(npm_(?<![A-Za-z0-9]npm_)[A-Za-z0-9]{36})", False),  # npm
         (("pypi-",), r"(pypi-(?<![A-Za-z0-9]pypi-)[A-Za-z0-9_-]{50,})", False),  # PyPI
+        # a .netrc entry: machine HOST login USER password X
+        (("machine",), r"(?<![a-z0-9_])(?:password|passwd)[ \t\r\n]+([^\s]{1,4096})", True),
+        # prose: "the password is X", "api key was X", "token is: X"
+        (("password", "passphrase", "api key", "secret", "token"),
+         r"(?:password|passphrase|api key|secret key|secret|token)[ \t]+(?:is|was)[ \t]*:?[ \t]+"
+         r"[\"'`]?([^\s\"'`]{4,4096})", True),
+        # an API key as a URL query parameter: ...?key=X
+        (("key=",), r"[?&](?:key|apikey|api-key)=([^&#\s\"']{1,4096})", True),
+        # mysql -pX (the password glued to the flag), curl -u user:X
+        (("mysql",), r"mysql(?:dump|admin)?\b[^\n]{0,200}?[ \t]-p([^\s]{1,4096})", False),
+        (("curl",), r"curl\b[^\n]{0,200}?[ \t](?:-u|--user)[ \t=]+[\"']?[^\s:\"']{1,256}:"
+                    r"([^\s\"']{1,4096})", False),
     )
 )  # fmt: skip
 _HEX_KEY_WORDS = ("wandb", "api", "key", "token", "secret", "passw", "login", "auth", "credential")
@@ -115,7 +134,8 @@ _ASSIGN = re.compile(r"[\"']?[ \t]{0,8}(?:=|:(?!//))[ \t]{0,8}([\"']?)")
 _FLAG_GAP = re.compile(r"[ \t]+(?=[^\s-])")
 _PLAIN_VALUE = re.compile(r"[^\s\"'&;,]+")
 _WORD_VALUE = re.compile(r"\"[^\"\n]*\"|'[^'\n]*'|[^\s\"']+")
-_QUOTED_VALUE = {'"': re.compile(r'[^"\n]{1,4096}'), "'": re.compile(r"[^'\n]{1,4096}")}
+_QUOTED_VALUE = {'"': re.compile(r'(?:[^"\\\n]|\\.){1,4096}'),  # to the closing quote,
+                 "'": re.compile(r"(?:[^'\\\n]|\\.){1,4096}")}  # over escaped ones
 _WORDS = frozenset({word for words, _, _ in _SHAPES for word in words} | set(_HEX_KEY_WORDS)
                    | set(_KEY_STEMS))  # fmt: skip
 """Every word some rule above needs; a text without one of them holds no built-in secret."""
@@ -198,7 +218,7 @@ def _judge_key(key: str) -> bool:
 def _secret_name(name: str) -> bool:
     if name in _allowed:
         return False
-    if any(p.search(name) for p in _extra_keys):
+    if any(p.search(name) for p in _extra_keys) or _ENV_KEY.match(name):
         return True
     words = "_" + _NON_WORD.sub("_", _WORD_BREAK.sub(r"\1\3_\2\4", name).lower()).strip("_") + "_"
     return bool(_SECRET_KEY.search(words)) and not _HARMLESS_KEY.search(words)
@@ -347,7 +367,8 @@ def _redact(value: Any, inside: set[int]) -> Any:
         for key, item in value.items():
             name = str(key)
             try:
-                result[name] = REDACTED if is_secret_key(name) else _redact(item, inside)
+                secret = is_secret_key(name) and not _no_secret(item)
+                result[name] = REDACTED if secret else _redact(item, inside)
             except CircularReferenceError as exc:
                 exc.where = f"[{key!r}]{exc.where}"
                 raise
@@ -366,14 +387,23 @@ def _redact_sequence(value: Any, inside: set[int]) -> list[Any]:
         except CircularReferenceError as exc:
             exc.where = f"[{index}]{exc.where}"
             raise
-    if isinstance(value, tuple) and len(out) == 2 and isinstance(out[0], str) and is_secret_key(out[0]):
-        out[1] = REDACTED  # ("password", X)
-        return out
+    if 2 <= len(out) <= 3 and isinstance(out[0], str) and is_secret_key(out[0]):
+        if len(out) == 2 and not _no_secret(out[1]):
+            out[1] = REDACTED  # ("password", X), ["AWS_SECRET_ACCESS_KEY", X] (JSON, YAML pairs)
+            return out
+        if len(out) == 3 and out[1] in ("=", ":"):
+            out[2] = REDACTED  # ("password", "=", X)
+            return out
     for index in range(len(out) - 1):
         flag = out[index]
         if isinstance(flag, str) and flag.startswith("-") and "=" not in flag and is_secret_key(flag):
             out[index + 1] = REDACTED  # ["--api-key", X]
     return out
+
+
+def _no_secret(value: Any) -> bool:
+    """Values that cannot be a secret whatever their key says (``use_auth_token: False``)."""
+    return value is None or isinstance(value, bool)
 
 
 def redact_options(options: dict[str, Any]) -> dict[str, Any]:

@@ -72,6 +72,16 @@ class TrackerProxy:
         self.delay = delay
         self.refuse = refuse
         self.refuse_status = refuse_status
+        self.echo_headers = False
+        """Quote the request's headers in the answer to a refused request."""
+        self.drip: tuple[str, float] | None = None
+        """(path part, seconds): requests whose path contains the part get a 200 whose body
+        comes one byte every so many seconds (a server or link that crawls)."""
+        self.closed = threading.Event()
+        self.refuse_every: tuple[str, int, str, bytes] | None = None
+        """(path part, status, content type, body): every request whose path contains the part
+        gets this answer (a proxy, a WAF or an old server that refuses a whole endpoint);
+        ``{n}`` in the body becomes a number that changes with each request."""
         self.refused: list[str] = []
         self.forwarded = 0
         self.in_flight = 0
@@ -87,6 +97,9 @@ class TrackerProxy:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                if proxy.drip is not None and proxy.drip[0] in self.path:
+                    self._drip(proxy.drip[1])
+                    return
                 with proxy._lock:
                     proxy.in_flight += 1
                 try:
@@ -104,6 +117,21 @@ class TrackerProxy:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _drip(self, every: float) -> None:
+                """Answer 200 with a 1000-byte body, one byte every `every` seconds."""
+                try:
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                     b"Content-Length: 1000\r\n\r\n")  # fmt: skip
+                    self.wfile.flush()
+                    for _ in range(1000):
+                        if proxy.closed.wait(every):
+                            return
+                        self.wfile.write(b" ")
+                        self.wfile.flush()
+                except OSError:  # the client gave up
+                    pass
+                self.close_connection = True
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle  # noqa: N815
 
@@ -131,13 +159,20 @@ class TrackerProxy:
         self._open.set()
 
     def _answer(self, method: str, path: str, headers: Any, body: bytes) -> tuple[int, list[Any], bytes]:
+        if self.refuse_every is not None and self.refuse_every[0] in path:
+            _, status, content_type, answer = self.refuse_every
+            self.refused.append(path)
+            answer = answer.replace(b"{n}", str(len(self.refused) * 7919).encode())
+            return status, [("Content-Type", content_type)], answer
         text = body.decode("utf-8", "replace")
         marker = next((m for m in self.refuse if m in text), None)
         if marker is not None:
             self.refused.append(marker)
             code = "INVALID_PARAMETER_VALUE" if self.refuse_status < 500 else "INTERNAL_ERROR"
-            payload = json.dumps({"error_code": code,
-                                  "message": f"this server refuses {marker!r}"}).encode()  # fmt: skip
+            message = f"this server refuses {marker!r}"
+            if self.echo_headers:  # as some servers and proxies do, credentials included
+                message += f"; request headers: {dict(headers.items())}"
+            payload = json.dumps({"error_code": code, "message": message}).encode()
             return self.refuse_status, [("Content-Type", "application/json")], payload
         self.forwarded += 1
         connection = http.client.HTTPConnection(self.target.hostname, self.target.port, timeout=120)
@@ -150,6 +185,7 @@ class TrackerProxy:
             connection.close()
 
     def close(self) -> None:
+        self.closed.set()
         self._open.set()
         self.server.shutdown()
         self.server.server_close()

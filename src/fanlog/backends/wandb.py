@@ -44,6 +44,10 @@ log = logging.getLogger("fanlog")
 
 STEP_METRIC = "fanlog/step"
 """The x-axis of every fanlog chart in W&B; W&B's own `_step` only counts rows."""
+RESERVED_KEYS = frozenset({STEP_METRIC, "_step", "_runtime", "_timestamp", "_wandb"})
+"""History keys whose values W&B (or fanlog's step) sets: a user's record under one of them
+is logged as ``user/<key>`` instead of being overwritten."""
+RENAMED_PREFIX = "user/"
 ROW_KINDS = frozenset({"metric", "text", "dict", "figure", "image", "histogram"})
 """Kinds that become a value in a `wandb.log` row; the others are config, artifacts or tags."""
 ARTIFACT_TYPES = {"artifact": "artifact", "model": "model", "best_model": "model", "torch": "torch"}
@@ -160,6 +164,7 @@ class WandBBackend(Backend):
         self._staging: str | None = None
         self._temporary: list[str] = []
         """Files staged for the row being built (W&B copies them when the row is logged)."""
+        self._renamed_keys: set[str] = set()
 
     # ------------------------------------------------------------------ lifecycle
     def prepare(self) -> None:
@@ -275,11 +280,12 @@ class WandBBackend(Backend):
                 if record.kind in ROW_KINDS:
                     if params:
                         done += self._update_config(params)
-                    if row and (record.step != row_step or record.key in row):
+                    key = self._row_key(record.key)
+                    if row and (record.step != row_step or key in row):
                         done += self._log_row(row, row_step, row_count)
                         row, row_count = {}, 0
                     try:
-                        row[record.key] = self.write_record(record)
+                        row[key] = self.write_record(record)
                     except Exception as exc:  # noqa: BLE001 - a retry would fail the same
                         self.reject(record, reason_of(exc))
                     row_step = record.step
@@ -322,6 +328,17 @@ class WandBBackend(Backend):
         return f"wandb {self.mode or 'auto'} project {self.project_name!r} in {where}"
 
     # ------------------------------------------------------------------ records
+    def _row_key(self, key: str) -> str:
+        """`key`, or ``user/<key>`` for a key W&B or fanlog sets in every row (said once)."""
+        if key not in RESERVED_KEYS:
+            return key
+        renamed = RENAMED_PREFIX + key
+        if key not in self._renamed_keys:
+            self._renamed_keys.add(key)
+            log.warning("fanlog wandb: %r is set by W&B (or by fanlog, for the step) in every "
+                        "row; logged as %r", key, renamed)  # a background thread: not warnings
+        return renamed
+
     def _log_row(self, row: dict[str, Any], step: int, count: int) -> int:
         row[STEP_METRIC] = step
         self.run.log(row)

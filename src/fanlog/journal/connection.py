@@ -73,10 +73,31 @@ def check_journal(conn: sqlite3.Connection, path: str) -> None:
             return
     except sqlite3.Error as exc:
         raise unreadable(path, exc) from exc
-    reason = ("it is an empty file, not a fanlog journal" if size(path) == 0 else
-              f"it is an SQLite database but not a fanlog journal (no {' or '.join(sorted(missing))} "
-              "table)")  # fmt: skip
+    if size(path) == 0:
+        reason = "it is an empty file, not a fanlog journal"
+    elif not schema.tables(conn):
+        reason = ("it is an SQLite database without tables: a logger was interrupted while it "
+                  "created this journal; the next logger of this run and rank reuses it")
+    else:
+        reason = (f"it is an SQLite database but not a fanlog journal (no "
+                  f"{' or '.join(sorted(missing))} table)")
     raise BadJournalError(path, reason)
+
+
+def is_blank(path: str) -> bool:
+    """True for an SQLite file without a single table: what a writer leaves when it is
+    interrupted (kill -9, Ctrl-C) after creating the file and before creating its tables.
+    Its writer lock's next holder gives it the tables (see Journal)."""
+    try:
+        conn = sqlite3.connect(readonly_uri(path), uri=True)
+    except sqlite3.Error:
+        return False
+    try:
+        return conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()
 
 
 def check_journal_file(path: str, thorough: bool = False) -> None:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
+from fanlog.errors import BadJournalError
 from fanlog.journal import lock as writer_lock
 from fanlog.journal import schema
 from fanlog.journal.codec import decode_value, encode_value
@@ -35,6 +36,7 @@ from fanlog.journal.connection import (
     JournalBusyError,
     check_journal_file,
     connect,
+    is_blank,
     is_damage,
     is_outage,
     size,
@@ -60,6 +62,7 @@ from fanlog.journal.rows import (
     safe_repr,
     storable_text,
 )
+from fanlog.journal.schema import NewerJournalError
 from fanlog.kinds import registry as kinds_registry
 from fanlog.record import Record
 from fanlog.secrets import scrub_text
@@ -100,10 +103,26 @@ def open_writer(rank_dir: str) -> Journal:
         if lock is not None:
             try:
                 return Journal(path, lock=lock)
+            except NewerJournalError:
+                lock.release()
+                raise
+            except BadJournalError as exc:
+                lock.release()
+                raise BadJournalError(path, f"{exc.reason}; move it away (or delete it) to log "
+                                            "this run and rank here") from exc  # fmt: skip
             except BaseException:
                 lock.release()
                 raise
         number += 1
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of `path`, None when it does not exist."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 class Journal:
@@ -128,14 +147,18 @@ class Journal:
         self.exclusive = lock is not None and lock.mode == "exclusive"
         self.wal_lost: str | None = None
         """Set when the writer found its -wal file deleted or replaced (see check_wal)."""
+        self.file_lost: str | None = None
+        """Set when the writer found the journal file itself deleted or replaced (check_wal)."""
+        self._file_id: tuple[int, int] | None = None
         self._wal_id: tuple[int, int] | None = None
         self._owns_connection = True
         shared = None if lock is not None else _exclusive.get(os.path.realpath(self.path))
         if shared is not None:  # the writer holds the file exclusively: use its connection
             self._conn, self._lock, self._owns_connection = shared._conn, shared._lock, False
         else:
-            if readonly or size(self.path) > 0:  # never add tables to a file that is not a journal
-                check_journal_file(self.path)  # nor to one from a newer fanlog
+            if readonly or (size(self.path) > 0 and not is_blank(self.path)):
+                check_journal_file(self.path)  # never add tables to a file that is not a journal,
+                # nor to one from a newer fanlog; a blank one is a journal whose creation stopped
             self._lock = threading.Lock()  # one connection per Journal; threads take turns
             self._open(readonly)
         try:
@@ -156,6 +179,7 @@ class Journal:
         """Storage forms of kinds this file does not record (written by fanlog before schema 2)."""
         if lock is not None:
             self._wal_id = self._wal_identity()
+            self._file_id = _identity(self.path)
             if self.exclusive:
                 _exclusive[os.path.realpath(self.path)] = self
 
@@ -376,7 +400,7 @@ class Journal:
         seq, num, payload, options = (row[SEQ], *row[NUM:]) if row else (None,) * 4
         described = (storable_text(kind), storable_text(key), storable_text(safe_repr(step)),
                      storable_text(safe_repr(batch_idx)), _float_or_none(when),
-                     storable_text(reason))  # fmt: skip
+                     storable_text(scrub_text(reason)))  # an error may quote a URI with its credentials
         query = f"INSERT INTO unstored ({_UNSTORED_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         try:
             self._conn.execute(query, (seq, *described, num, payload, options))
@@ -398,19 +422,31 @@ class Journal:
 
     # ----------------------------------------------------------------- damage
     def _wal_identity(self) -> tuple[int, int] | None:
-        try:
-            info = os.stat(self.path + "-wal")
-        except OSError:
-            return None
-        return info.st_dev, info.st_ino
+        return _identity(self.path + "-wal")
 
     def check_wal(self) -> str | None:
-        """A message, once, if the writer's -wal file was deleted or replaced while it writes.
+        """A message, once each, if the journal file or its -wal file was deleted or replaced
+        while the writer writes (a cleanup script, a user's ``rm``).
 
-        The records stay in the file the writer still holds open and reach the database at
-        the final checkpoint; meanwhile other connections see an empty or broken journal.
+        A lost -wal file: the records stay in the file the writer still holds open and reach
+        the database at the final checkpoint; meanwhile other connections see an empty or
+        broken journal. A lost journal file: what the writer writes goes into a file that no
+        longer has a name, and is gone when the run closes.
         """
-        if self.lock is None or self.wal_lost is not None:
+        if self.lock is None:
+            return None
+        if self.file_lost is None and self._file_id is not None:
+            current = _identity(self.path)
+            if current != self._file_id:
+                what = "deleted" if current is None else "replaced"
+                self.file_lost = (
+                    f"the journal file {self.path!r} was {what} while the run was live; fanlog "
+                    "still writes into the file it holds open, which has no name any more and "
+                    "is gone when the run ends: the records are kept only by the trackers "
+                    "that received them, and flush() and destroy return False"
+                )
+                return self.file_lost
+        if self.wal_lost is not None or self.file_lost is not None:
             return None
         current = self._wal_identity()
         if self._wal_id is None:
@@ -532,7 +568,7 @@ class Journal:
         with self._lock, self._conn:
             self._conn.execute(
                 "INSERT OR REPLACE INTO rejected (name, seq, reason, time) VALUES (?, ?, ?, ?)",
-                (name, seq, reason, time.time()),
+                (name, seq, scrub_text(reason), time.time()),  # a server may echo credentials
             )
 
     def unreject(self, name: str, seqs: Iterable[int]) -> None:

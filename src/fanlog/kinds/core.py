@@ -39,7 +39,11 @@ def normalize_metric(item: Any, identifier: str) -> float | Deferred:
                 raise bad_item("metric", identifier, "a scalar (one-element array)", item, ValueError)
             if np.iscomplexobj(item) or item.dtype.kind not in "biuf":
                 raise bad_item("metric", identifier, "a real number", item)
-            return float(item.reshape(-1)[0])
+            scalar = item.reshape(-1)[0]
+            value = float(scalar)
+            if math.isinf(value) and np.isfinite(scalar):  # a long double beyond float64
+                raise OverflowError
+            return value
         if isinstance(item, numbers.Real):
             return float(item)
     except OverflowError:
@@ -101,9 +105,10 @@ INT64 = (-(2**63), 2**63 - 1)
 def normalize_param(item: Any, identifier: str) -> Any:
     """A JSON primitive. Numpy scalars are unwrapped; other objects become JSON text or str().
 
-    Secrets are redacted by key and by value (see :mod:`fanlog.secrets`).
+    Secrets are redacted by key and by value (see :mod:`fanlog.secrets`); None and bools
+    (``use_auth_token=False``) are no secret whatever their key.
     """
-    if is_secret_key(identifier):
+    if is_secret_key(identifier) and not (item is None or isinstance(item, (bool, np.bool_))):
         return REDACTED
     if isinstance(item, np.generic):
         item = item.item()  # a Python scalar (complex, bytes and str included)
@@ -163,13 +168,16 @@ def normalize_image(item: Any, identifier: str) -> np.ndarray | Deferred:
         if item.mode not in _PIL_MODES_AS_ARRAY:
             alpha = "A" in item.getbands() or "transparency" in item.info
             item = item.convert("RGBA" if alpha else "RGB")
-        return np.array(item)  # a copy: 16-bit and float modes keep their values
+        try:
+            return np.array(item)  # a copy: 16-bit and float modes keep their values
+        except OSError as exc:  # a lazily opened file that is truncated or damaged
+            raise bad_item("image", identifier, f"a readable image ({exc})", item, ValueError) from None
     if is_tensor(item):
         if item.is_nested or item.is_complex():
             raise bad_item("image", identifier, "a real-valued, regular tensor", item, TypeError)
         _check_image_shape(tensor_shape(item), identifier, item)
         try:
-            return snapshot_tensor(item)
+            return snapshot_tensor(_channels_last(item))
         except TensorDataError as exc:
             raise tensor_error("image", identifier, item, exc) from None
     if isinstance(item, np.ndarray):
@@ -178,6 +186,22 @@ def normalize_image(item: Any, identifier: str) -> np.ndarray | Deferred:
         _check_image_shape(item.shape, identifier, item)
         return item.copy()
     raise bad_item("image", identifier, "a PIL image, numpy array or tensor", item)
+
+
+def _channels_last(tensor: Any) -> Any:
+    """A tensor image in HWC (NHWC) order. torch's convention is channels first, so a shape
+    that reads both ways (3x3x3, 1x3x3, 3xHx4) is taken as CHW (NCHW); one whose first (for
+    a batch: second) dimension cannot be channels is already channels last. A numpy array is
+    left as it is: its convention is HWC (see to_hwc_uint8)."""
+    shape = tuple(tensor.shape)
+    try:
+        if len(shape) == 3 and _channels_ok(shape[0]):
+            return tensor.permute(1, 2, 0)
+        if len(shape) == 4 and _channels_ok(shape[1]):
+            return tensor.permute(0, 2, 3, 1)
+    except (RuntimeError, TypeError):  # a layout that cannot be viewed (sparse): as it is
+        pass
+    return tensor
 
 
 def _channels_ok(n: int) -> bool:
@@ -295,7 +319,20 @@ def flatten_values(array: np.ndarray) -> np.ndarray:
 
 
 def check_relative_path(kind: str, identifier: str) -> str:
-    """Refuse identifiers that would write outside the run directory."""
+    """Refuse identifiers that would write outside the run directory, or that no file
+    system takes as a name (a NUL; a lone surrogate, as os.listdir gives for a name that is
+    not UTF-8)."""
+    try:
+        identifier.encode("utf-8")
+        unusable = "\x00" in identifier
+    except UnicodeEncodeError:
+        unusable = True
+    if unusable:
+        raise ValueError(
+            f"log(kind={kind!r}, identifier={identifier!r}): expected a file name in the run: "
+            "no NUL character and valid Unicode (decode a name read from a non-UTF-8 file "
+            "system with errors='replace')"
+        )
     path = PurePosixPath(identifier.replace("\\", "/"))
     if path.is_absolute() or ".." in path.parts:
         raise ValueError(
