@@ -231,7 +231,8 @@ def test_run_id_attaches_to_the_worker_run(mlflow_server: Any, tmp_path: Path) -
     assert first.run_id == active.info.run_id and first.is_initialized
     first.log(1.0, "gpu_power_W", step=0)
     first.destroy_logger_context()
-    monitor = MLFlowLogger(savedir=str(tmp_path / "b"), experiment_name="attach", tracking_uri=mlflow_server.url)
+    monitor = MLFlowLogger(savedir=str(tmp_path / "b"), experiment_name="attach",
+                           tracking_uri=mlflow_server.url)  # fmt: skip
     monitor.is_initialized = False
     again = monitor.create_logger_context(rank=0, parent_run_id="", run_id=first.run_id)
     assert again.info.run_id == first.run_id
@@ -262,7 +263,9 @@ def test_should_log_applies_log_on_workers(tmp_path: Path, workers: Any, rank: i
         logger.destroy_logger_context()
 
 
-def test_mlflow_surface_before_and_after_start(mlflow_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mlflow_surface_before_and_after_start(
+    mlflow_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
     from_env = MLFlowLogger(savedir=str(tmp_path))
     assert from_env.tracking_uri == mlflow_server.url
@@ -274,7 +277,8 @@ def test_mlflow_surface_before_and_after_start(mlflow_server: Any, tmp_path: Pat
     with pytest.raises(LoggerNotStartedError, match="has not been initialized"):
         from_env.destroy_logger_context()
     experiment_id = from_env.resolve_experiment_id()
-    assert experiment_id == MlflowClient(mlflow_server.url).get_experiment_by_name("unnamed-experiment").experiment_id
+    found = MlflowClient(mlflow_server.url).get_experiment_by_name("unnamed-experiment")
+    assert found is not None and experiment_id == found.experiment_id
     assert from_env.create_logger_context(rank=1) is None, "rank 1 does not log (log_on_workers=0)"
     assert from_env.is_initialized and not from_env.should_log()
     from_env.destroy_logger_context()
