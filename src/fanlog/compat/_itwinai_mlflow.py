@@ -131,8 +131,7 @@ class MLFlowLogger(ItwinaiSurface, _MLflowLogger):
         assert isinstance(backend, MLflowBackend)
         mlflow = self.mlflow
         mlflow.set_tracking_uri(self.tracking_uri)
-        experiment_id = self.resolve_experiment_id()
-        mlflow.set_experiment(experiment_id=experiment_id)
+        experiment_id = self.resolve_experiment_id()  # given to start_run: no global experiment
         run_id = options.get("run_id") or None
         parent = options.get("parent_run_id") or None
         active = mlflow.active_run()
