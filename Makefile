@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fanlog-installed
 
-.PHONY: demo test test-fast lint docs bench clean install
+.PHONY: demo test test-fast lint docs bench clean install test-itwinai
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,18 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider --fast
 
+# The second environment: itwinai 0.4.2 with its yprov4ml 2.0.9 (no torchvision), used by
+# tests/test_itwinai_real.py (itwinai's real TorchTrainer, yprov4ml 2.0.x) through FANLOG_ITWINAI_PYTHON.
+ITW_VENV ?= .venv-itwinai
+$(ITW_VENV)/bin/python:
+	$(PYTHON) -m venv $(ITW_VENV)
+	$(ITW_VENV)/bin/python -m pip install -q "torch==2.13.0"
+	$(ITW_VENV)/bin/python -m pip install -q --no-deps -r requirements/itwinai-nodeps.txt
+	$(ITW_VENV)/bin/python -m pip install -q "torch==2.13.0" -r requirements/itwinai-runtime.txt
+
+test-itwinai: $(STAMP) $(ITW_VENV)/bin/python
+	FANLOG_ITWINAI_PYTHON=$(abspath $(ITW_VENV))/bin/python $(PY) -m pytest -q -p no:cacheprovider tests/test_itwinai_real.py
+
 lint: $(STAMP)
 	$(PY) -m ruff check src tests bench tutorials
 # enabled once ruff format is adopted:
@@ -54,4 +66,4 @@ bench: $(STAMP)
 	$(PY) bench/bench_small_job.py --quick
 
 clean:
-	rm -rf $(VENV) mllogs site .pytest_cache
+	rm -rf $(VENV) $(ITW_VENV) mllogs site .pytest_cache

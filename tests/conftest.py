@@ -77,6 +77,10 @@ def _forget_mlflow_globals() -> Iterator[None]:
         mlflow.set_tracking_uri(None)
         while mlflow.active_run() is not None:
             mlflow.end_run()
+        # mlflow.set_experiment() (itwinai's trainer calls it; tests that mimic it too) sets a
+        # process-wide experiment that the next test's start_run() would look for.
+        mlflow.tracking.fluent._active_experiment_id = None
+        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
 
 
 # ----------------------------------------------------------------------------- --fast

@@ -115,7 +115,8 @@ ITWINAI_ARGS: dict[type, list[tuple[str, Any]]] = {
                         ("log_on_workers", 0)],
     Prov4MLLogger: [("prov_user_namespace", "www.example.org"), ("experiment_name", "experiment_name"),
                     ("provenance_save_dir", "mllogs/prov_logs"), ("save_after_n_logs", 100),
-                    ("create_graph", True), ("create_svg", True), ("log_on_workers", 0)],
+                    ("create_graph", True), ("create_svg", True), ("log_freq", "epoch"),
+                    ("log_on_workers", 0)],  # itwinai has log_freq here (issue 13)
     EmptyLogger: [("savedir", "mllogs"), ("log_freq", "epoch"), ("log_on_workers", 0)],
 }  # fmt: skip
 
@@ -207,7 +208,9 @@ def test_console_keeps_torch_and_artifact_in_the_journal_and_ignores_other_kinds
     assert torch.equal(torch.load(io.BytesIO(tensor.value), weights_only=True), torch.ones(2))
     (copied,) = run.of_kind("artifact")
     assert Path(copied.value).read_text() == "hello"
-    assert run.params == {}
+    # Adapted for issue 13 (was `run.params == {}`): the journal is the complete record of
+    # the run, so hyperparameters reach it even where itwinai's console drops them.
+    assert run.params == {"epochs": 3, "lr": 0.1}
     text = stream.getvalue()
     assert "ConsoleLogger: weights.pt (torch) saved in the journal" in text
     assert "ConsoleLogger: files/notes.txt (artifact)" in text

@@ -10,12 +10,14 @@ the user hand it to the caller's thread instead (see :meth:`fanlog.run.Run.notif
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import warnings
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 
 _seen: set[Hashable] = set()
 _lock = threading.Lock()
+_local = threading.local()
 
 
 def warn_once(
@@ -39,3 +41,21 @@ def warn_once(
         registry.add(marker)
     warnings.warn(message, category, stacklevel=stacklevel + 1)
     return True
+
+
+@contextlib.contextmanager
+def implied_kinds() -> Iterator[None]:
+    """Records logged inside this block come from an integration (a Lightning checkpoint or
+    graph), not from a call the user wrote: a tracker that cannot take their kind says so
+    once per run at debug level instead of warning. The user's own call of that kind still warns."""
+    depth = getattr(_local, "implied", 0)
+    _local.implied = depth + 1
+    try:
+        yield
+    finally:
+        _local.implied = depth
+
+
+def implied() -> bool:
+    """True inside :func:`implied_kinds` on this thread."""
+    return bool(getattr(_local, "implied", 0))

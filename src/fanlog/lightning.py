@@ -8,23 +8,26 @@ Lightning's own loggers only log on global rank 0 (``rank_zero_only``). This ada
 instead starts the fanlog run with the trainer's global rank and lets fanlog's
 ``log_on_workers`` decide, so ``log_on_workers=-1`` really logs on every rank.
 
-The hi-ml helpers :func:`log_on_epoch` and :func:`log_learning_rate` make the
-``LightningModule.log`` calls of a training step consistent across single- and
-multi-device runs.
+The hi-ml helpers :func:`log_on_epoch` and :func:`log_learning_rate`, with hi-ml's
+signatures, make the ``LightningModule.log`` calls of a training step consistent across
+single- and multi-device runs.
 """
 
 from __future__ import annotations
 
+import numbers
 import os
 from argparse import Namespace
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fanlog.backend import import_tracker
+from fanlog.diagnostics import implied_kinds
 from fanlog.logger import Logger as FanlogBaseLogger
 from fanlog.record import RunStatus
 
 _pl = import_tracker("lightning.pytorch", "lightning")
+import torch  # noqa: E402  (after Lightning: its absence is what the message above explains)
 from lightning.pytorch.loggers.logger import Logger as _LightningLogger  # noqa: E402
 from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
 
@@ -124,7 +127,9 @@ class FanlogLogger(_LightningLogger):
 
     @property
     def name(self) -> str:
-        return self._logger.experiment_name or "fanlog"
+        """The experiment's name: the logger's, else its MLflow member's, else the first
+        member's that has one, else ``"fanlog"`` (ModelCheckpoint's folder is named after it)."""
+        return experiment_name(self._logger)
 
     @property
     def version(self) -> str:
@@ -184,7 +189,8 @@ class FanlogLogger(_LightningLogger):
         if marked:
             model._jit_is_scripting = True
         try:
-            logger.log((model, example), "graph", kind="torch")
+            with implied_kinds():
+                logger.log((model, example), "graph", kind="torch")
         finally:
             if marked:
                 del model._jit_is_scripting
@@ -217,7 +223,9 @@ class FanlogLogger(_LightningLogger):
 
     # ------------------------------------------------------------------ checkpoints
     def _log_checkpoints(self, callback: Any) -> None:
-        """Log checkpoint files not logged yet (or changed since), best first."""
+        """Log checkpoint files not logged yet (or changed since), best first. They come from
+        the adapter, not from a call the user wrote: a member that cannot store artifacts
+        says so once per run at debug level."""
         logger = self.experiment
         if not logger.supports("artifact"):
             return
@@ -226,73 +234,106 @@ class FanlogLogger(_LightningLogger):
         for extra in (getattr(callback, "best_model_path", ""), getattr(callback, "last_model_path", "")):
             if extra and extra not in paths:
                 paths.append(extra)
-        for path in paths:
-            if not os.path.isfile(path):
-                continue
-            mtime = os.path.getmtime(path)
-            if self._logged_checkpoints.get(path) == mtime:
-                continue
-            self._logged_checkpoints[path] = mtime
-            score = best_k.get(path)
-            options: dict[str, Any] = {"artifact_path": "checkpoints"}
-            if score is not None:
-                options["score"] = float(score)
-                options["monitor"] = getattr(callback, "monitor", None)
-            logger.log(path, f"checkpoints/{os.path.basename(path)}", kind="artifact", **options)
+        with implied_kinds():
+            for path in paths:
+                if not os.path.isfile(path):
+                    continue
+                mtime = os.path.getmtime(path)
+                if self._logged_checkpoints.get(path) == mtime:
+                    continue
+                self._logged_checkpoints[path] = mtime
+                self._log_checkpoint(logger, callback, path, best_k.get(path))
+
+    def _log_checkpoint(self, logger: FanlogBaseLogger, callback: Any, path: str, score: Any) -> None:
+        """One checkpoint file, as ``checkpoints/<file name>`` with its score and monitor."""
+        options: dict[str, Any] = {"artifact_path": "checkpoints"}
+        if score is not None:
+            options["score"] = float(score)
+            options["monitor"] = getattr(callback, "monitor", None)
+        logger.log(path, f"checkpoints/{os.path.basename(path)}", kind="artifact", **options)
 
 
-def _world_size(module: Any) -> int:
-    trainer = getattr(module, "_trainer", None)
-    if trainer is not None:
-        return int(getattr(trainer, "world_size", 1))
-    import torch.distributed as dist
+def experiment_name(logger: FanlogBaseLogger) -> str:
+    """The name of the experiment `logger` writes to, for Lightning's ``Logger.name``."""
+    if logger.experiment_name:
+        return logger.experiment_name
+    members = logger.members()
+    mlflow = [m for m in members if m.backend_class.name == "mlflow" and m.experiment_name]
+    named = mlflow or [m for m in members if m.experiment_name]
+    return named[0].experiment_name if named else "fanlog"
 
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+class NoTrainerError(AssertionError, RuntimeError):
+    """No trainer is attached to the module: hi-ml asserts it (``AssertionError``), Lightning 2
+    raises ``RuntimeError`` for a detached module; this error is both."""
+
+
+def _trainer(module: Any) -> Any:
+    try:
+        return module.trainer
+    except RuntimeError:  # Lightning 2: "... is not attached to a `Trainer`"
+        return None
+
+
+def _as_tensor(value: Any, module: Any) -> Any:
+    """A plain number as a tensor on the module's device, with the dtype Lightning's
+    ``LightningModule.log`` gives it; tensors and metric objects unchanged."""
+    if isinstance(value, numbers.Number) and not isinstance(value, torch.Tensor):
+        from lightning.pytorch.trainer.connectors.logger_connector.result import _get_default_dtype
+
+        return torch.tensor(value, dtype=_get_default_dtype(), device=module.device)
+    return value
 
 
 def log_on_epoch(
     module: Any,
-    name_or_dict: str | Mapping[str, Any],
+    name: str | Mapping[str, Any] | None = None,
     value: Any = None,
-    reduce_fx: str | Any = "mean",
+    metrics: Mapping[str, Any] | None = None,
+    reduce_fx: Callable[..., Any] | str = torch.mean,
     sync_dist: bool | None = None,
 ) -> None:
-    """``module.log`` with ``on_epoch=True, on_step=False``; ``sync_dist`` defaults to world size > 1.
+    """hi-ml's helper: ``module.log_dict`` with ``on_epoch=True, on_step=False``; ``sync_dist``
+    defaults to "the trainer's world size > 1", so one device pays no synchronisation.
 
-    Keeps the calls of a training step consistent: on one device no synchronisation is
-    paid, on several the epoch value is reduced across them.
+    Call forms: ``(module, "loss", value)``, ``(module, name="loss", value=value)``,
+    ``(module, metrics={...})``, a name and metrics together, and fanlog's
+    ``(module, {"a": x, "b": y})``. Plain numbers become tensors as Lightning would make them.
     """
-    if isinstance(name_or_dict, Mapping):
-        if value is not None:
+    if isinstance(name, Mapping):
+        if value is not None or metrics is not None:
             raise ValueError("log_on_epoch: give either a dict of metrics or a name and a value")
-        metrics = dict(name_or_dict)
-    else:
-        if value is None:
-            raise ValueError(f"log_on_epoch: no value given for metric {name_or_dict!r}")
-        metrics = {name_or_dict: value}
+        metrics, name = name, None
+    if name is not None and value is None:
+        raise ValueError(f"log_on_epoch: no value given for metric {name!r}. Both or neither of "
+                         "'name' and 'value' must be provided.")  # fmt: skip
+    if name is None and value is not None:
+        raise ValueError("log_on_epoch: Both or neither of 'name' and 'value' must be provided.")
+    trainer = _trainer(module)
+    if trainer is None:
+        raise NoTrainerError("No trainer is set for this module.")
     if sync_dist is None:
-        sync_dist = _world_size(module) > 1
-    for name, item in metrics.items():
-        module.log(name, item, on_epoch=True, on_step=False, sync_dist=sync_dist, reduce_fx=reduce_fx)
+        sync_dist = trainer.world_size > 1
+    logged = dict(metrics or {})
+    if name is not None:
+        logged[name] = value
+    tensors = {key: _as_tensor(item, module) for key, item in logged.items()}
+    module.log_dict(tensors, on_epoch=True, on_step=False, sync_dist=sync_dist, reduce_fx=reduce_fx)
 
 
 def log_learning_rate(module: Any, name: str = "learning_rate") -> None:
-    """Log the learning rate of every scheduler (per epoch, through :func:`log_on_epoch`).
-
-    One scheduler with one parameter group is logged as `name`; otherwise each value is
-    ``name/<scheduler index>/<group index>``. Without schedulers, the optimizers' current
-    learning rates are logged the same way.
-    """
+    """hi-ml's helper: log every scheduler's learning rate per epoch (through
+    :func:`log_on_epoch`). One scheduler with one parameter group is logged as `name`;
+    otherwise each value is ``name/<scheduler index>/<group index>``. Without a scheduler,
+    a ``ValueError``, as in hi-ml."""
     schedulers = module.lr_schedulers()
     if schedulers is None:
-        optimizers = module.optimizers(use_pl_optimizer=False)
-        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
-        rates = [[group["lr"] for group in opt.param_groups] for opt in optimizers]
+        raise ValueError("Learning rate logging can only be used during training.")
+    single = not isinstance(schedulers, list)
+    schedulers = [schedulers] if single else schedulers
+    rates = [list(scheduler.get_last_lr()) for scheduler in schedulers]
+    if single and len(rates[0]) == 1:
+        logged = {name: rates[0][0]}
     else:
-        schedulers = schedulers if isinstance(schedulers, list) else [schedulers]
-        rates = [list(s.get_last_lr()) for s in schedulers]
-    if len(rates) == 1 and len(rates[0]) == 1:
-        values = {name: float(rates[0][0])}
-    else:
-        values = {f"{name}/{i}/{j}": float(lr) for i, lrs in enumerate(rates) for j, lr in enumerate(lrs)}
-    log_on_epoch(module, values)
+        logged = {f"{name}/{i}/{j}": lr for i, lrs in enumerate(rates) for j, lr in enumerate(lrs)}
+    log_on_epoch(module, metrics=logged)

@@ -18,11 +18,11 @@ import os
 import time
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import fields
 from typing import Any, ClassVar
 
-from fanlog import aggregation, lifecycle, secrets
+from fanlog import aggregation, diagnostics, lifecycle, secrets
 from fanlog import forking as _forking  # noqa: F401 - registers the fork hooks
 from fanlog.backend import JOURNAL_ONLY_BIT, AllKinds, Backend
 from fanlog.diagnostics import warn_once
@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 LogFreq = int | str
 Workers = int | list[int]
 UNSUPPORTED_POLICIES = ("warn", "raise", "ignore", "journal")
+PICKLE_FLUSH_TIMEOUT = 30.0
+"""Seconds pickling a started logger (a spawn) waits for its records to reach the trackers."""
 _BATCH, _EPOCH, _EVERY = 0, 1, 2
 
 
@@ -107,11 +109,13 @@ class _KindGate:
     name, which the record carries (a plain str: see :mod:`fanlog.journal.rows`).
     """
 
-    __slots__ = ("name", "normalize", "all_bits", "members", "every")
+    __slots__ = ("kind", "name", "normalize", "all_bits", "members", "every")
 
-    def __init__(self, kind: Kind, all_bits: int, members: list[tuple[int, int]],
+    def __init__(self, kind: Kind | None, all_bits: int, members: list[tuple[int, int]],
                  normalize: Callable[[Any, str], Any]) -> None:
-        self.name = kind.name
+        """`kind` None: a gate that lets nothing through (a kind a compat logger skips)."""
+        self.kind = kind
+        self.name = kind.name if kind is not None else ""
         self.normalize = normalize
         self.all_bits = all_bits
         self.members = [m for m in members if m[1]]
@@ -198,7 +202,11 @@ class Logger(ABC):
         return any(kind in m.supported_kinds for m in self.members())
 
     def should_log(self, batch_idx: int | None = None) -> bool:
-        """itwinai's rule: without batch_idx always; with it, by log_freq."""
+        """itwinai's rule: never on a rank `log_on_workers` leaves out; else without batch_idx
+        always, with it by log_freq. The rank is the one the run was started with, else the
+        launcher's. User code calls it to skip work (a figure) that no tracker would get."""
+        if not rank_logs(self.log_on_workers, self.worker_rank):
+            return False
         mode, every = self._freq
         if batch_idx is None or mode == _BATCH:
             return True
@@ -250,7 +258,7 @@ class Logger(ABC):
         self.rank = detect_rank(rank)
         info = self._run_info(run_id_for_job(self.job_id))
         _check_writable(self.savedir)
-        members = self._make_backends(options)
+        members = self._make_backends(options, info)
         run: Run | None = None
         try:
             with lifecycle.starting():  # a Ctrl-C is raised once the run is whole
@@ -260,6 +268,8 @@ class Logger(ABC):
         except BaseException as exc:
             if run is not None:  # interrupted (Ctrl-C, a handler that raised): close what started
                 run.destroy(lifecycle.exit_status(exc))
+            else:  # the members' own resources (e.g. a run the compat MLflow logger started)
+                _closed(members, RunStatus.FAILED)
             raise
         self._started_in = None
         return self
@@ -347,7 +357,7 @@ class Logger(ABC):
         if not mask:
             return
         if type(identifier) is not str or not identifier:
-            identifier = _plain_identifier(identifier, kind)
+            identifier = _plain_identifier(identifier, gate.kind)  # type: ignore[arg-type]
         if step is not None and (type(step) is not int or not 0 <= step <= INT64_MAX):
             step = check_index(step, "step", identifier)
         value = gate.normalize(item, identifier)
@@ -420,26 +430,34 @@ class Logger(ABC):
             experiment_name=self.experiment_name,
         )
 
-    def _make_backends(self, options: Mapping[str, Any]) -> list[tuple[object, str, Backend]]:
+    def _make_backends(
+        self, options: Mapping[str, Any], info: RunInfo
+    ) -> list[tuple[TrackerLogger, str, Backend]]:
         """(member, name, backend) for each member that logs on this rank: a fresh backend,
-        offered `options` and prepared on the caller's thread (a missing library fails here)."""
+        offered `options` (every member first, so that what one starts on the caller's thread,
+        such as an MLflow run, is there when the others prepare), then prepared on the
+        caller's thread (a missing library fails here)."""
         assert self.rank is not None
-        made: list[tuple[object, str, Backend]] = []
+        made: list[tuple[TrackerLogger, str, Backend]] = []
         taken: set[str] = set()
         honoured: set[str] = set()
-        for member in self.members():
-            member.rank = self.rank
-            member.backend = None
-            if not rank_logs(member.log_on_workers, self.rank):
-                continue
-            backend = member.make_backend()
-            if options:
-                honoured.update(backend.context_options(**options))
-            prepare = getattr(backend, "prepare", None)
-            if prepare is not None:
-                prepare()
-            member.backend = backend
-            made.append((member, _unique(member.name or backend.name, taken), backend))
+        try:
+            for member in self.members():
+                member.rank = self.rank
+                member.backend = None
+                if not rank_logs(member.log_on_workers, self.rank):
+                    continue
+                backend = member.make_backend()
+                made.append((member, _unique(member.name or backend.name, taken), backend))
+                honoured.update(member.start_context(backend, options, info))
+            for member, _, backend in made:
+                prepare = getattr(backend, "prepare", None)
+                if prepare is not None:
+                    prepare()
+                member.backend = backend
+        except BaseException:
+            _closed(made, RunStatus.FAILED)
+            raise
         ignored = sorted(set(options) - honoured)
         if ignored:
             message = "%s.create_logger_context(): no backend on rank %d takes the option(s) %s"
@@ -465,30 +483,35 @@ class Logger(ABC):
             bit = run.bits.get(member, 0)
             if not bit:
                 continue
-            if kind in member.supported_kinds:
-                # A kind the logger takes but its tracker does not store (compat.itwinai's)
+            if kind not in member.backend_class.supported_kinds:
+                # A kind the logger declares but its tracker does not store (compat.itwinai's)
                 # is kept in the journal only, as unsupported="journal" does for any kind.
-                stored = kind in member.backend_class.supported_kinds
-                bit = bit if stored else JOURNAL_ONLY_BIT
-            elif self.unsupported == "journal":
-                bit = JOURNAL_ONLY_BIT
-            else:
-                refused.append(type(member).__name__)
-                continue
+                if kind in member.supported_kinds or self.unsupported == "journal":
+                    bit = JOURNAL_ONLY_BIT
+                else:
+                    refused.append(type(member).__name__)
+                    continue
             all_bits |= bit
             mode, every = member._freq
             members.append((bit, 1 if mode == _BATCH else every))
         if refused and self.unsupported == "raise":  # not cached: raised on every call
             raise ValueError(f"{refused[0]} does not support kind {kind!r} (unsupported='raise')")
+        implied = refused and diagnostics.implied()
         if self.unsupported == "warn":
             for name in refused:
                 message = f"{name} does not support kind {kind!r}; those records are skipped for it"
-                warn_once(message, UserWarning, key=(name, kind), seen=run.warned, stacklevel=3)
+                if implied:  # an integration's record, not the user's call: said once, quietly
+                    if (name, kind, "debug") not in run.warned:
+                        run.warned.add((name, kind, "debug"))
+                        log.debug("%s (this run)", message)
+                else:
+                    warn_once(message, UserWarning, key=(name, kind), seen=run.warned, stacklevel=3)
         normalize = kind_obj.normalize
         if kind_obj.storage == "file":  # artifacts enter the run now, on the caller's thread
             normalize = functools.partial(_capture_artifact, kind_obj, run)
         gate = _KindGate(kind_obj, all_bits, members, normalize)
-        self._gates[kind] = gate
+        if not implied:  # else the user's own first call of this kind still warns
+            self._gates[kind] = gate
         return gate
 
     def _live_run(self, call: str) -> Run:
@@ -515,6 +538,9 @@ class Logger(ABC):
         state = self.__dict__.copy()
         run = self._live()
         if run is not None:
+            # What the run holds reaches the trackers first: the other process may attach to
+            # the same tracker run (MLflow finds rank 0's), which must exist by then.
+            run.flush(PICKLE_FLUSH_TIMEOUT)
             state["job_id"] = self.job_id or run.info.run_id
             state["_started_in"] = os.getpid()
         state.update(_run=None, _gates={})
@@ -577,6 +603,17 @@ class TrackerLogger(Logger):
     def make_backend(self) -> Backend:
         """A fresh backend for one run, built from this logger's declaration."""
         return self.backend_class(self.options, self.backend_context())
+
+    def start_context(self, backend: Backend, options: Mapping[str, Any], info: RunInfo) -> Sequence[str]:
+        """On the caller's thread, when a run of this rank starts: offer the unknown options
+        of ``create_logger_context()`` to `backend` (see ``Backend.context_options``) and return
+        the names it honours. A shell that must act on the caller's thread before the run
+        (compat.itwinai's MLflow starts the MLflow run there) overrides it."""
+        return backend.context_options(**options) if options else ()
+
+    def run_closed(self, status: RunStatus) -> None:
+        """Called once the run this member wrote to is closed, on the thread that closed it
+        (also when the run failed to start). Default: nothing."""
 
 
 BackendLogger = TrackerLogger
@@ -681,6 +718,15 @@ class EmptyLogger(Logger):
         return None
 
 
+def _closed(members: Sequence[tuple[TrackerLogger, str, Backend]], status: RunStatus) -> None:
+    """Tell members whose run did not start that it is over."""
+    for member, _, _ in members:
+        try:
+            member.run_closed(status)
+        except Exception:  # noqa: BLE001 - the failure being raised matters more
+            log.debug("%s.run_closed() failed", type(member).__name__, exc_info=True)
+
+
 def _unique(name: str, taken: set[str]) -> str:
     candidate, n = name, 1
     while candidate in taken:
@@ -690,11 +736,14 @@ def _unique(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def _plain_identifier(identifier: Any, kind: str) -> str:
-    """A str subclass (StrEnum, numpy.str_) as a plain str; anything else is refused."""
+def _plain_identifier(identifier: Any, kind: Kind) -> str:
+    """A str subclass (StrEnum, numpy.str_) as a plain str; None as the kind's default key
+    where it has one (``log(None, None, kind="system")``); anything else is refused."""
     if isinstance(identifier, str) and identifier:
         return str.__str__(identifier)
-    raise ValueError(f"log(kind={kind!r}): identifier must be a non-empty str; got {identifier!r}")
+    if identifier is None and kind.default_key:
+        return kind.default_key
+    raise ValueError(f"log(kind={kind.name!r}): identifier must be a non-empty str; got {identifier!r}")
 
 
 def _options(options: dict[str, Any], kind: str, identifier: str) -> str | dict[str, Any]:

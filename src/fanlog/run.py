@@ -323,7 +323,20 @@ class Run:
         for gates in self._gate_caches:
             gates.clear()
         self._summarise(complete)
+        self._tell_members(self.status)
         return complete
+
+    def _tell_members(self, status: RunStatus) -> None:
+        """Each member's ``run_closed`` hook, on this (the closing) thread; a failing hook is
+        logged, never raised: the run is closed either way."""
+        for member in self.bits:
+            closed = getattr(member, "run_closed", None)
+            if closed is None:
+                continue
+            try:
+                closed(status)
+            except Exception:  # noqa: BLE001
+                log.warning("fanlog: %s.run_closed() failed", type(member).__name__, exc_info=True)
 
     def _emit_last_epoch(self) -> None:
         """Log what ``on_epoch=True`` accumulated since the last end_epoch() (a final, open epoch)."""

@@ -13,6 +13,7 @@ SQLite store under the save dir, which works out of the box and is what
 from __future__ import annotations
 
 import contextlib
+import getpass
 import hashlib
 import io
 import json
@@ -21,6 +22,7 @@ import os
 import posixpath
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -60,6 +62,8 @@ TAG_RUN_ID = "fanlog.run_id"
 TAG_RANK = "fanlog.rank"
 TAG_DESCRIPTION = "mlflow.note.content"
 TAG_PARENT = "mlflow.parentRunId"
+CONTEXT_OPTIONS = ("run_id", "parent_run_id", "run_name")
+"""``create_logger_context()`` options the backend honours (itwinai's trainer passes them)."""
 
 # fanlog retries with backoff itself, and keeps what waits on disk; MLflow's own retries
 # (7, with backoff, minutes in all) would only hold one request of a dead server. MLflow's
@@ -85,6 +89,11 @@ def lowest_rank(log_on_workers: int | list[int]) -> int:
     if isinstance(log_on_workers, int):
         return max(log_on_workers, 0)
     return min(log_on_workers, default=0)
+
+
+def default_artifact_location(savedir: str | os.PathLike[str]) -> str:
+    """Where experiments of the default store keep their artifacts: ``<savedir>/mlartifacts``."""
+    return (Path(savedir).resolve() / "mlartifacts").as_uri()
 
 
 def default_tracking_uri(savedir: str | os.PathLike[str]) -> str:
@@ -131,7 +140,7 @@ def model_name(path: str) -> str:
     return re.sub(r"[/:.%\"']+", "-", safe_key(path)).strip("-") or "model"
 
 
-def _status_name(status: RunStatus) -> str:
+def status_name(status: RunStatus) -> str:
     return {RunStatus.FINISHED: "FINISHED", RunStatus.FAILED: "FAILED"}.get(status, "KILLED")
 
 
@@ -184,8 +193,11 @@ class MLflowBackend(Backend):
         self.tracking_uri = options.tracking_uri
         """The tracking URI, settled by prepare() (environment, active run, default store)."""
         self.requested_run_id = options.run_id
+        self.parent_run_id = options.parent_run_id
         self.experiment_name = context.experiment_name or "fanlog"
         self.run_name = context.run_name
+        self.source_tags: dict[str, str] = {}
+        """MLflow's context tags (user, source, git), found by prepare() on the caller's thread."""
         self.savedir = context.savedir
         self.run_description = scrub_text(options.run_description or "")
         self.tags = {str(k): scrub_text(str(v)) for k, v in redact(dict(options.tags or {})).items()}
@@ -208,11 +220,24 @@ class MLflowBackend(Backend):
         self._batch = _Batch()
 
     # ------------------------------------------------------------ caller thread
+    def context_options(self, **options: Any) -> Sequence[str]:
+        """itwinai's trainer options: ``run_id`` attaches to that run, ``parent_run_id`` makes
+        the run a child of that run (an empty string, as the trainer passes without an MLflow
+        logger, means none), ``run_name`` names it. They win over the logger's own options."""
+        if options.get("run_id"):
+            self.requested_run_id = str(options["run_id"])
+        if options.get("parent_run_id"):
+            self.parent_run_id = str(options["parent_run_id"])
+        if options.get("run_name"):
+            self.run_name = str(options["run_name"])
+        return [name for name in CONTEXT_OPTIONS if name in options]
+
     def prepare(self) -> None:
-        """Check that MLflow is installed and settle the tracking URI and the run to attach to.
-        No network, and no import of MLflow: a run the user started is found through an
-        MLflow the user imported already (its active run is per thread: looked up here)."""
+        """Check that MLflow is installed and settle the tracking URI, the run to attach to and
+        the source tags. No network, and no import of MLflow: a run the user started is found
+        through an MLflow the user imported already (its active run is per thread: looked up here)."""
         require_tracker("mlflow", "mlflow")
+        self.source_tags = source_tags()
         for name, value in HTTP_DEFAULTS.items():
             os.environ.setdefault(name, value)
         mlflow = sys.modules.get("mlflow")
@@ -228,13 +253,13 @@ class MLflowBackend(Backend):
                 self.tracking_uri = mlflow.get_tracking_uri()
             else:
                 self.tracking_uri = default_tracking_uri(self.savedir)
-                artifacts = Path(self.savedir).resolve() / "mlartifacts"
-                self._artifact_location = artifacts.as_uri()
+        if self.tracking_uri == default_tracking_uri(self.savedir):  # also when given explicitly
+            self._artifact_location = default_artifact_location(self.savedir)
         self._prepared = True
 
     def handoff(self) -> dict[str, Any]:
         return {"tracking_uri": self.tracking_uri, "requested_run_id": self.requested_run_id,
-                "active_run_id": self._active_run_id,
+                "active_run_id": self._active_run_id, "source_tags": self.source_tags,
                 "artifact_location": self._artifact_location}  # fmt: skip
 
     def take_handoff(self, state: Mapping[str, Any]) -> None:
@@ -244,6 +269,7 @@ class MLflowBackend(Backend):
         self.requested_run_id = state.get("requested_run_id")
         self._active_run_id = state.get("active_run_id")
         self._artifact_location = state.get("artifact_location")
+        self.source_tags = dict(state.get("source_tags") or {})
         self._prepared = True
 
     def info(self) -> dict[str, Any]:
@@ -275,15 +301,15 @@ class MLflowBackend(Backend):
         if self._staging is None:  # where bytes become files on their way to the artifact store
             self._staging = tempfile.mkdtemp(prefix="mlflow-", dir=run.run_dir)
         run_id = self.requested_run_id or self._active_run_id
-        if run_id is None and run.resumed:
+        if run_id is None and (run.resumed or _another_writer(run)):
             run_id = self._find_run(run.run_id, run.rank)
         if run_id is not None:
             self._attach(run_id, owned=run_id != self._active_run_id)
             return
-        tags = {TAG_RUN_ID: run.run_id, TAG_RANK: str(run.rank), **self.tags}
+        tags = {**self.source_tags, TAG_RUN_ID: run.run_id, TAG_RANK: str(run.rank), **self.tags}
         if self.run_description:
             tags[TAG_DESCRIPTION] = self.run_description
-        parent = self.options.parent_run_id
+        parent = self.parent_run_id
         name = self.run_name or run.run_name
         per_rank = self.options.per_rank_runs
         per_rank = per_rank if per_rank is not None else run.world_size > 1
@@ -639,11 +665,82 @@ class MLflowBackend(Backend):
     def close(self, status: RunStatus) -> None:
         try:
             if self.run_id is not None and self.owns_run:
-                self._client.set_terminated(self.run_id, status=_status_name(status))
+                self._client.set_terminated(self.run_id, status=status_name(status))
         finally:
             if self._staging is not None:
                 shutil.rmtree(self._staging, ignore_errors=True)
                 self._staging = None
+
+
+def _another_writer(run: RunInfo) -> bool:
+    """True if this rank of the run has another journal beside ours: a process that took the
+    run over (a ddp_spawn child of a logger started in the parent), whose MLflow run is the
+    one to go on with."""
+    from fanlog.journal.layout import journal_paths
+
+    try:
+        return len(journal_paths(run.run_dir)) > 1
+    except FileNotFoundError:  # a backend driven without a journal
+        return False
+
+
+def source_tags() -> dict[str, str]:
+    """The tags MLflow's own run context gives a run (``mlflow.tracking.context``), found
+    without importing MLflow: user, source name and type, the git commit, branch and remote
+    of the script when it is in a repository, and the JSON of ``MLFLOW_RUN_CONTEXT``."""
+    tags = {
+        "mlflow.user": _user(),
+        "mlflow.source.name": sys.argv[0] if sys.argv and sys.argv[0] else "<console>",
+        "mlflow.source.type": "LOCAL",
+    }
+    if sys.argv and sys.argv[0] and os.path.exists(sys.argv[0]):
+        tags.update(git_tags(os.path.abspath(sys.argv[0])))
+    extra = os.environ.get("MLFLOW_RUN_CONTEXT")
+    if extra:
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            tags.update({str(k): str(v) for k, v in json.loads(extra).items()})
+    return tags
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name in this environment
+        return "unknown"
+
+
+def git_tags(path: str) -> dict[str, str]:
+    """``mlflow.source.git.*`` for the repository holding `path`, as MLflow's GitRunContext
+    finds them; nothing if `path` is in no repository, is ignored by it, or git is missing."""
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", folder, *args], capture_output=True, text=True,
+                                  timeout=5, check=False)  # fmt: skip
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if not commit or git("check-ignore", "-q", path) is not None:
+        return {}
+    tags = {"mlflow.source.git.commit": commit}
+    branch = git("rev-parse", "--abbrev-ref", "HEAD")
+    if branch and branch != "HEAD":
+        tags["mlflow.source.git.branch"] = branch
+    remotes = (git("remote") or "").split()
+    url = git("remote", "get-url", remotes[0]) if remotes else None
+    if url:
+        tags["mlflow.source.git.repoURL"] = scrub_text(_without_credentials(url))
+    return tags
+
+
+def _without_credentials(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme and "@" in parts.netloc:
+        return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    return url
 
 
 @contextlib.contextmanager

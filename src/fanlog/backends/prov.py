@@ -1,10 +1,11 @@
 """yProv4ML backend: W3C PROV provenance documents of a training run, written by ``yprov4ml``.
 
-``yprov4ml`` (pinned to 3.2.4, the last release that imports on Python 3.11) keeps its
-state in one global object per process, saves models into the current working
+``yprov4ml`` (3.2.4, the last release that imports on Python 3.11, or itwinai's 2.0.9) keeps
+its state in one global object per process, saves models into the current working
 directory, and walks that directory for a ``requirements.txt`` when a run ends. So the
 backend never runs it in the training process: each run gets a small worker process
-(:mod:`fanlog.isolated`, serving :class:`_WorkerState`) whose working directory is a scratch
+(:mod:`fanlog.isolated`, serving :mod:`fanlog.backends.prov_worker`, which adapts each call
+to the installed version) whose working directory is a scratch
 folder inside fanlog's run directory. That gives every run a clean yprov4ml state, keeps the user's
 working directory untouched, and lets two ranks (or two loggers) write side by side.
 
@@ -19,7 +20,6 @@ import io
 import os
 import shutil
 import sys
-import traceback
 import warnings
 from collections.abc import Mapping, Sequence
 from importlib import metadata, util
@@ -37,15 +37,18 @@ from fanlog.options import BackendOptions
 from fanlog.record import Record, RunInfo, RunStatus
 
 YPROV4ML_VERSION = "3.2.4"
+"""fanlog's pin. itwinai's, 2.0.9 (any 2.0.x), works too: see :mod:`fanlog.backends.prov_worker`."""
 CONTEXTS = ("training", "validation", "testing")
 """The values of the ``context`` option (itwinai's contexts)."""
-
-_SOURCES = {
-    "flops_pb": "torch.utils.flop_counter",
-    "flops_pe": "torch.utils.flop_counter",
-    "execution_time": "std.time",
-}
+DEFAULTED_KINDS = frozenset({"metric", "param", "system", "flops_pb", "flops_pe", "execution_time", "model"})
+"""Kinds that take :attr:`Prov4MLBackend.default_context` when logged without a context
+(yprov4ml places models and datasets itself)."""
 _svg_warned = False
+
+
+def supported_version(version: str) -> bool:
+    """yprov4ml 2.0.x (itwinai's pin) or 3.2.4 (fanlog's); 3.2.5-3.2.8 do not import on Python 3.11."""
+    return version == YPROV4ML_VERSION or version.startswith("2.0.")
 
 
 def normalize_prov_documents(item: Any, identifier: str) -> dict[str, Any]:
@@ -103,6 +106,10 @@ class Prov4MLBackend(Backend):
     }  # fmt: skip
     """kind → the method that turns a record's value into what the worker process is sent."""
     max_batch = 500
+    default_context: str | None = None
+    """The context of a record logged without one: None puts it in the run's own activity
+    (on yprov4ml 2.0.x, which has no such place for it, the worker uses ``training``);
+    compat.itwinai's logger uses ``training``, as itwinai does."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -111,6 +118,8 @@ class Prov4MLBackend(Backend):
         self.create_graph = self.options.create_graph
         self.create_svg = self.options.create_svg
         self.experiment_dir: str | None = None
+        self.version: str | None = None
+        """The yprov4ml version prepare() found installed."""
         self.documents: list[str] = []
         """Files of the last provenance documents written (PROV-JSON, dot, svg)."""
         self._mlflow_target: tuple[str, str] | None = None
@@ -130,11 +139,17 @@ class Prov4MLBackend(Backend):
             version = metadata.version("yprov4ml")
         except metadata.PackageNotFoundError:
             version = "unknown"
-        if version != YPROV4ML_VERSION:
+        self.version = version
+        if not supported_version(version):
             warnings.warn(
-                f"fanlog's prov backend is tested with yprov4ml {YPROV4ML_VERSION}; found "
-                f"{version} (3.2.5-3.2.8 do not import on Python 3.11)",
+                f"fanlog's prov backend is tested with yprov4ml {YPROV4ML_VERSION} and 2.0.9; "
+                f"found {version} (3.2.5-3.2.8 do not import on Python 3.11)",
                 RuntimeWarning, stacklevel=3,
+            )  # fmt: skip
+        if self.options.create_rocrate and version.startswith("2."):
+            warnings.warn(
+                f"create_rocrate=True needs yprov4ml 3.2; {version} does not write the RO-Crate, "
+                "so it is skipped", RuntimeWarning, stacklevel=3,
             )  # fmt: skip
         if self.create_svg and shutil.which("dot") is None:
             global _svg_warned
@@ -236,6 +251,8 @@ class Prov4MLBackend(Backend):
         """A record as the plain tuple the worker understands (models as state_dict bytes)."""
         options = record.options or {}
         context = options.get("context")
+        if context is None and record.kind in DEFAULTED_KINDS:
+            context = self.default_context
         if context is not None and context not in CONTEXTS:
             raise RecordRejected(f"context must be one of {CONTEXTS}; got {context!r}", record.seq)
         extra = {"resumed": resumed, "time_ms": int(record.time * 1000)}
@@ -255,7 +272,8 @@ class Prov4MLBackend(Backend):
         return {
             "create_graph": bool(options.get("create_graph", self.create_graph)) or svg,
             "create_svg": svg,
-            "create_rocrate": bool(options.get("create_rocrate", self.options.create_rocrate)),
+            "create_rocrate": bool(options.get("create_rocrate", self.options.create_rocrate))
+            and not (self.version or "").startswith("2."),
         }
 
     def _publish(self, documents: list[str], record: Record) -> None:
@@ -304,162 +322,15 @@ def _state_dict_bytes(payload: bytes) -> bytes:
 
 
 class _Worker(Worker):
-    """The yprov4ml worker process of one run: :class:`_WorkerState` in :mod:`fanlog.isolated`."""
+    """The yprov4ml worker process of one run: :class:`~fanlog.backends.prov_worker.WorkerState`
+    in :mod:`fanlog.isolated`."""
 
     def __init__(self, workdir: str, rank: int, start_timeout: float, call_timeout: float) -> None:
         # yprov4ml reads the rank for its document from SLURM_PROCID (or torch.distributed,
         # which is not initialised in the worker). The first call ("start") has its own timeout.
-        super().__init__(f"{__name__}:_WorkerState", workdir, name="yprov4ml", call_timeout=call_timeout,
-                         env={"SLURM_PROCID": str(rank)}, final_op="end")  # fmt: skip
-
-
-# ---------------------------------------------------------------------------- the worker
-class _SavedModel:
-    """Stands in for the user's module in the worker: yprov4ml needs only its
-    ``state_dict()`` (to save it) and ``parameters()`` (to count them)."""
-
-    def __init__(self, state: dict[str, Any], params: list[str], cls: str) -> None:
-        self._state = state
-        self._params = params
-        self.class_name = cls
-
-    def state_dict(self) -> dict[str, Any]:
-        return self._state
-
-    def parameters(self) -> list[Any]:
-        return [self._state[name] for name in self._params if name in self._state]
-
-
-class _Sized:
-    """A Dataset of a known length, rebuilt from fanlog's dataset description."""
-
-    def __init__(self, length: int) -> None:
-        self.length = length
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> int:
-        return index
-
-
-class _WorkerState:
-    """Everything the worker does with yprov4ml, one request at a time."""
-
-    def __init__(self) -> None:
-        import torch
-        import yprov4ml
-        from yprov4ml.constants import PROV4ML_DATA
-
-        self.torch = torch
-        self.yprov4ml = yprov4ml
-        self.data = PROV4ML_DATA
-        self.metric_dirs: set[str] = set()
-
-    def start(self, options: dict[str, Any]) -> dict[str, Any]:
-        self.yprov4ml.start_run(**options)
-        return {"experiment_dir": os.path.abspath(self.data.EXPERIMENT_DIR)}
-
-    def write(self, items: list[tuple[Any, ...]]) -> dict[str, Any]:
-        done, documents = 0, []
-        try:
-            for index, item in enumerate(items):
-                written = self.apply(*item)
-                if written is not None:
-                    documents.append((index, written))
-                done += 1
-        except Exception:
-            return {"done": done, "documents": documents, "error": traceback.format_exc()}
-        return {"done": done, "documents": documents, "error": None}
-
-    def apply(
-        self, kind: str, key: str, value: Any, step: int, context: str | None, extra: dict[str, Any]
-    ) -> list[str] | None:
-        y = self.yprov4ml
-        if kind in ("metric", "flops_pb", "flops_pe", "execution_time"):
-            self.metric(key, value, context, step, _SOURCES.get(kind), extra["time_ms"])
-        elif kind == "param":
-            y.log_param(key, value, context=context)
-        elif kind == "system":
-            # yprov4ml's own reading (power, RAM, GPU) is taken now, so only in a live run;
-            # the values fanlog measured at the call are kept under `<key>/<name>`.
-            if not extra["resumed"]:
-                y.log_system_metrics(context=context, step=step)
-            for name, number in value.items():
-                self.metric(f"{key}/{name}", number, context, step, "fanlog", extra["time_ms"])
-        elif kind == "model":
-            self.ensure_dir(key)
-            y.save_model_version(key, self.model(value), context=context, step=step)
-        elif kind == "best_model":
-            self.ensure_dir(key)
-            y.log_model(key, self.model(value), context=context, is_input=False)
-        elif kind == "dataset":
-            y.log_dataset(key, self.dataset(value), context=context)
-        elif kind == "prov_documents":
-            return self.documents(value)
-        else:
-            raise ValueError(f"the prov backend does not handle kind {kind!r}")
-        return None
-
-    def metric(
-        self, key: str, value: float, context: str | None, step: int, source: str | None, ms: int
-    ) -> None:
-        # A key like "train/loss" becomes a file in a sub-folder that yprov4ml does not create.
-        folder = os.path.dirname(key)
-        if folder and folder not in self.metric_dirs:
-            os.makedirs(os.path.join(self.data.METRIC_DIR, folder), exist_ok=True)
-            self.metric_dirs.add(folder)
-        self.yprov4ml.log_metric(
-            key, float(value), context=context, step=step, source=source, timestamp=ms
-        )
-
-    def ensure_dir(self, key: str) -> None:
-        """yprov4ml saves `<key>_<n>.pt` in the working directory before copying it."""
-        folder = os.path.dirname(key)
-        if folder:
-            os.makedirs(folder, exist_ok=True)
-
-    def model(self, payload: bytes) -> _SavedModel:
-        saved = self.torch.load(io.BytesIO(payload), weights_only=True)
-        return _SavedModel(saved["state_dict"], saved["params"], saved["class"])
-
-    def dataset(self, description: dict[str, Any]) -> Any:
-        """A DataLoader or Dataset with the recorded size, for yprov4ml's statistics."""
-        rows = description.get("num_rows")
-        if rows is None:
-            return None
-        from torch.utils.data import DataLoader, Dataset
-
-        class RecordedDataset(_Sized, Dataset):
-            """yprov4ml tells a Dataset from a DataLoader by isinstance."""
-
-        dataset = RecordedDataset(int(rows))
-        if description.get("batch_size"):
-            return DataLoader(dataset, batch_size=int(description["batch_size"]))
-        return dataset
-
-    def documents(self, options: dict[str, Any]) -> list[str]:
-        """Write the PROV-JSON (and dot/svg/RO-Crate) now; yprov4ml keeps collecting."""
-        self.yprov4ml.end_run(
-            create_graph=bool(options.get("create_graph", True)) or bool(options.get("create_svg")),
-            create_svg=bool(options.get("create_svg", False)),
-            crate_ro_crate=bool(options.get("create_rocrate", False)),
-        )
-        stem = os.path.join(self.data.EXPERIMENT_DIR, f"prov_{self.data.PROV_JSON_NAME}")
-        found = [stem + ext for ext in (".json", ".dot", ".svg") if os.path.exists(stem + ext)]
-        crate = self.data.EXPERIMENT_DIR + ".zip"
-        if options.get("create_rocrate") and os.path.exists(crate):
-            found.append(crate)
-        return [os.path.abspath(path) for path in found]
-
-    def end(self, options: dict[str, Any]) -> dict[str, Any]:
-        self.yprov4ml.log_param("run_status", options["status"])
-        return {"documents": self.documents(options)}
-
-    def parent_gone(self) -> None:
-        """The training process went away without closing the run: keep what we have."""
-        if self.data.is_collecting:
-            self.end({"status": RunStatus.KILLED.value, "create_graph": False})
+        super().__init__("fanlog.backends.prov_worker:WorkerState", workdir, name="yprov4ml",
+                         call_timeout=call_timeout, env={"SLURM_PROCID": str(rank)},
+                         final_op="end")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- user-facing

@@ -4,17 +4,20 @@
     from fanlog.compat.itwinai import MLFlowLogger  # after
 
 Every class keeps itwinai's constructor arguments and defaults, the meaning of
-``log(item, identifier, kind, step, batch_idx, **kwargs)``, ``log_freq`` and
-``log_on_workers``, and itwinai's ``supported_kinds``. Like itwinai, a kind a logger
-does not support is ignored silently (fanlog's own loggers warn instead); pass
-``unsupported="warn"`` to get fanlog's behaviour. Any fanlog option (``strict``,
-``job_id``, ``flush_interval``, ...) may be added as a keyword.
+``log(item, identifier, kind, step, batch_idx, **kwargs)``, ``log_freq``,
+``log_on_workers`` and ``should_log``, itwinai's ``supported_kinds`` (as information),
+``is_initialized``, what ``create_logger_context(rank, **options)`` returns, and the
+keyword options itwinai's trainer passes to it (``run_id``, ``parent_run_id``, ``run_name``).
+The compat ``MLFlowLogger`` also has the MLflow surface itwinai's code reads (see
+:mod:`fanlog.compat._itwinai_mlflow`); ``ItwinaiLogger`` is itwinai's Lightning adapter
+(:mod:`fanlog.compat.itwinai_lightning`, imported on first use). Any fanlog option
+(``strict``, ``job_id``, ``flush_interval``, ...) may be added as a keyword.
 
-Where itwinai's kinds go beyond what fanlog's backend for that tracker stores (yProv4ML's
-``torch`` and ``carbon``), the core keeps the records in fanlog's journal with no tracker
-bit (as ``unsupported="journal"`` does for any kind), readable with :func:`fanlog.read_run`
-and deliverable later with ``fanlog sync``. The console prints where its ``torch`` and
-``artifact`` records are kept, as itwinai's console did.
+A kind a logger's tracker stores reaches it, whatever itwinai's ``supported_kinds`` says
+(itwinai's TensorBoard and Prov4ML loggers store hyperparameters their lists leave out); a
+kind it does not store is kept in fanlog's journal only (``unsupported="journal"``),
+readable with :func:`fanlog.read_run` and deliverable later with ``fanlog sync``. itwinai
+dropped those silently. docs/migration-itwinai.md lists every name and call form.
 """
 
 from __future__ import annotations
@@ -25,42 +28,26 @@ from typing import Any
 
 from fanlog.backends.console import ConsoleBackend
 from fanlog.backends.console import ConsoleLogger as _ConsoleLogger
-from fanlog.backends.mlflow import MLflowLogger as _MLflowLogger
 from fanlog.backends.mlflow import get_mlflow_logger
+from fanlog.backends.prov import Prov4MLBackend
 from fanlog.backends.prov import Prov4MLLogger as _Prov4MLLogger
 from fanlog.backends.tensorboard import TensorBoardLogger as _TensorBoardLogger
 from fanlog.backends.wandb import WandBLogger as _WandBLogger
+from fanlog.compat._itwinai_base import BASE_EXP_NAME, ItwinaiSurface, itwinai_defaults
+from fanlog.compat._itwinai_mlflow import MLFlowLogger
 from fanlog.errors import bad_item
 from fanlog.kinds import Kind, get_kind, register_kind
 from fanlog.kinds.core import normalize_metric
 from fanlog.logger import EmptyLogger as _EmptyLogger
 from fanlog.logger import LogFreq, Logger, Workers
 from fanlog.logger import LoggersCollection as _LoggersCollection
-from fanlog.record import Record
+from fanlog.record import Record, RunStatus
 from fanlog.tensors import Deferred, numbers_mapping
 
 __all__ = [
-    "BASE_EXP_NAME", "ConsoleLogger", "EmptyLogger", "Logger", "LoggersCollection", "MLFlowLogger",
-    "Prov4MLLogger", "TensorBoardLogger", "WandBLogger", "get_mlflow_logger",
-]  # fmt: skip
-
-BASE_EXP_NAME = "default_experiment"
-"""itwinai's default experiment (MLflow) and project (W&B) name."""
-
-ITWINAI_KINDS: dict[str, tuple[str, ...]] = {
-    "ConsoleLogger": ("torch", "artifact", "metric"),
-    "MLFlowLogger": (
-        "metric", "figure", "image", "artifact", "torch", "dict", "param", "text", "model", "dataset",
-    ),
-    "WandBLogger": ("watch", "metric", "figure", "image", "torch", "dict", "param", "text"),
-    "TensorBoardLogger": ("metric", "image", "text", "figure", "torch"),
-    "Prov4MLLogger": (
-        "metric", "flops_pb", "flops_pe", "system", "carbon", "execution_time", "model",
-        "best_model", "torch",
-    ),
-}  # fmt: skip
-"""``supported_kinds`` of each itwinai logger, as itwinai declares them."""
-
+    "BASE_EXP_NAME", "ConsoleLogger", "EmptyLogger", "Logger", "LoggersCollection",
+    "MLFlowLogger", "Prov4MLLogger", "TensorBoardLogger", "WandBLogger", "get_mlflow_logger",
+]  # fmt: skip  (ItwinaiLogger is resolved on first use: it imports Lightning)
 TENSORBOARD_FRAMEWORKS = ("pytorch", "tensorflow")
 
 
@@ -81,48 +68,43 @@ def normalize_carbon(item: Any, identifier: str) -> dict[str, float] | Deferred:
 try:
     get_kind("carbon")
 except ValueError:
-    register_kind(Kind("carbon", normalize_carbon, "json", doc="carbon footprint figures"))
-
-
-class _ItwinaiNames:
-    """itwinai's supported_kinds. A kind among them that the tracker does not store is kept
-    in the journal only (the gate gives it no tracker bit); others are ignored silently."""
-
-    itwinai_name: str = ""
-
-    @property
-    def supported_kinds(self) -> frozenset[str]:
-        return frozenset(ITWINAI_KINDS[self.itwinai_name])
+    register_kind(Kind("carbon", normalize_carbon, "json", doc="carbon footprint figures",
+                       default_key="carbon"))  # fmt: skip
 
 
 class _ConsoleBackend(ConsoleBackend):
-    """fanlog's console, and a line for each ``torch`` or ``artifact`` record (itwinai's
-    console saved those to files and said so; fanlog's journal already holds them)."""
+    """fanlog's console, a line for each ``torch`` or ``artifact`` record (itwinai's console
+    saved those to files and said so; fanlog's journal already holds them), and itwinai's
+    line for a "metric" that is not a number."""
 
-    writers = {**ConsoleBackend.writers, "torch": "_say_where", "artifact": "_say_where"}
+    writers = {**ConsoleBackend.writers, "torch": "_say_where", "artifact": "_say_where",
+               "text": "_text_or_metric"}  # fmt: skip
 
     def _say_where(self, record: Record) -> None:
         print(f"ConsoleLogger: {record.key} ({record.kind}) saved in the journal in "
               f"{self.run.run_dir}", file=self.stream, flush=True)  # fmt: skip
 
-
-ITWINAI_CLOSE_TIMEOUT = 120.0
-"""Seconds ``destroy_logger_context`` waits for delivery (fanlog's default is 30).
-
-itwinai logs synchronously, so its users expect the tracker to hold everything once
-``destroy_logger_context()`` returns; a tracker that is down still does not block longer.
-"""
+    def _text_or_metric(self, record: Record) -> None:
+        if record.options.get("itwinai_kind") == "metric":
+            print(f"ConsoleLogger: {record.key} = {record.value}", file=self.stream, flush=True)
+        else:
+            self._print_text(record)
 
 
-def _itwinai_defaults(options: dict[str, Any]) -> dict[str, Any]:
-    """itwinai's defaults for fanlog options: unsupported kinds ignored, a patient close."""
-    options.setdefault("unsupported", "ignore")
-    options.setdefault("close_timeout", ITWINAI_CLOSE_TIMEOUT)
-    return options
+def _is_metric(item: Any, identifier: str) -> bool:
+    """True if fanlog's metric kind takes `item` (a real number, as a scalar of any type)."""
+    if type(item) is float or type(item) is int:
+        return True
+    try:
+        normalize_metric(item, identifier)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
-class ConsoleLogger(_ItwinaiNames, _ConsoleLogger):
-    """itwinai's ``ConsoleLogger``: metrics on stdout; ``torch`` and ``artifact`` kept in the journal."""
+class ConsoleLogger(ItwinaiSurface, _ConsoleLogger):
+    """itwinai's ``ConsoleLogger``: metrics on stdout; ``torch`` and ``artifact`` kept in the
+    journal; a "metric" that is not a number printed as itwinai prints it (and kept as text)."""
 
     itwinai_name = "ConsoleLogger"
     backend_class = _ConsoleBackend
@@ -135,34 +117,26 @@ class ConsoleLogger(_ItwinaiNames, _ConsoleLogger):
         **fanlog_options: Any,
     ) -> None:
         super().__init__(savedir=savedir, log_freq=log_freq, log_on_workers=log_on_workers,
-                         **_itwinai_defaults(fanlog_options))  # fmt: skip
+                         **itwinai_defaults(fanlog_options))  # fmt: skip
 
-
-class MLFlowLogger(_ItwinaiNames, _MLflowLogger):
-    """itwinai's ``MLFlowLogger``: tracking URI from the argument, else ``MLFLOW_TRACKING_URI``,
-    else an SQLite store under `savedir` (itwinai used MLflow's file store there)."""
-
-    itwinai_name = "MLFlowLogger"
-
-    def __init__(
+    def log(
         self,
-        savedir: str = "mllogs",
-        experiment_name: str = BASE_EXP_NAME,
-        tracking_uri: str | None = None,
-        run_description: str | None = None,
-        run_name: str | None = None,
-        log_freq: LogFreq = "epoch",
-        log_on_workers: Workers = 0,
-        **fanlog_options: Any,
+        item: Any,
+        identifier: str,
+        kind: str = "metric",
+        step: int | None = None,
+        batch_idx: int | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            savedir=savedir, experiment_name=experiment_name, tracking_uri=tracking_uri,
-            run_description=run_description, run_name=run_name, log_freq=log_freq,
-            log_on_workers=log_on_workers, **_itwinai_defaults(fanlog_options),
-        )  # fmt: skip
+        """As itwinai: ``log("hello", "txt")`` prints ``ConsoleLogger: txt = hello``; the
+        journal keeps it as a ``text`` record marked ``itwinai_kind="metric"``."""
+        if kind == "metric" and not _is_metric(item, str(identifier)):
+            kind, item = "text", str(item)
+            kwargs["itwinai_kind"] = "metric"
+        super().log(item, identifier, kind, step=step, batch_idx=batch_idx, **kwargs)
 
 
-class WandBLogger(_ItwinaiNames, _WandBLogger):
+class WandBLogger(ItwinaiSurface, _WandBLogger):
     """itwinai's ``WandBLogger``; ``kind="watch"`` hooks ``wandb.watch`` into the model.
 
     Unlike itwinai, the step you give is kept (itwinai let W&B count its own steps).
@@ -181,7 +155,7 @@ class WandBLogger(_ItwinaiNames, _WandBLogger):
     ) -> None:
         super().__init__(
             savedir=savedir, project_name=project_name, log_freq=log_freq,
-            log_on_workers=log_on_workers, offline_mode=offline_mode, **_itwinai_defaults(fanlog_options),
+            log_on_workers=log_on_workers, offline_mode=offline_mode, **itwinai_defaults(fanlog_options),
         )  # fmt: skip
 
     live_kinds = {"watch": "_watch_kind"}
@@ -195,7 +169,7 @@ class WandBLogger(_ItwinaiNames, _WandBLogger):
             self.watch(item, **kwargs)
 
 
-class TensorBoardLogger(_ItwinaiNames, _TensorBoardLogger):
+class TensorBoardLogger(ItwinaiSurface, _TensorBoardLogger):
     """itwinai's ``TensorBoardLogger``. fanlog writes TensorBoard event files itself, so
     ``framework`` ("pytorch" or "tensorflow") is checked but needs neither library."""
 
@@ -210,16 +184,28 @@ class TensorBoardLogger(_ItwinaiNames, _TensorBoardLogger):
         **fanlog_options: Any,
     ) -> None:
         if str(framework).lower() not in TENSORBOARD_FRAMEWORKS:
-            raise ValueError(f"framework must be one of {TENSORBOARD_FRAMEWORKS}; got {framework!r}")
+            raise ValueError(
+                "Accepted values for TensorBoardLogger framework are 'tensorflow' and 'pytorch'. "
+                f"Received {framework!r}"
+            )
         super().__init__(savedir=savedir, log_freq=log_freq, log_on_workers=log_on_workers,
-                         **_itwinai_defaults(fanlog_options))  # fmt: skip
+                         **itwinai_defaults(fanlog_options))  # fmt: skip
         self.framework = str(framework).lower()
 
 
-class Prov4MLLogger(_ItwinaiNames, _Prov4MLLogger):
-    """itwinai's ``Prov4MLLogger`` (yProv4ML provenance documents)."""
+class _ItwinaiProvBackend(Prov4MLBackend):
+    """fanlog's yProv4ML backend with itwinai's default context."""
+
+    default_context = "training"
+
+
+class Prov4MLLogger(ItwinaiSurface, _Prov4MLLogger):
+    """itwinai's ``Prov4MLLogger`` (yProv4ML provenance documents, yprov4ml 2.0.x or 3.2.x).
+    A record without ``context=`` goes to itwinai's default context, ``training``; so do
+    the hyperparameters of ``save_hyperparameters``."""
 
     itwinai_name = "Prov4MLLogger"
+    backend_class = _ItwinaiProvBackend
 
     def __init__(
         self,
@@ -229,22 +215,27 @@ class Prov4MLLogger(_ItwinaiNames, _Prov4MLLogger):
         save_after_n_logs: int = 100,
         create_graph: bool = True,
         create_svg: bool = True,
+        log_freq: LogFreq = "epoch",
         log_on_workers: Workers = 0,
         **fanlog_options: Any,
     ) -> None:
         super().__init__(
             prov_user_namespace=prov_user_namespace, experiment_name=experiment_name,
             provenance_save_dir=provenance_save_dir, save_after_n_logs=save_after_n_logs,
-            create_graph=create_graph, create_svg=create_svg, log_on_workers=log_on_workers,
-            **_itwinai_defaults(fanlog_options),
+            create_graph=create_graph, create_svg=create_svg, log_freq=log_freq,
+            log_on_workers=log_on_workers, **itwinai_defaults(fanlog_options),
         )  # fmt: skip
 
 
-class LoggersCollection(_LoggersCollection):
-    """itwinai's ``LoggersCollection``: one call, every logger; unsupported kinds ignored."""
+class LoggersCollection(ItwinaiSurface, _LoggersCollection):
+    """itwinai's ``LoggersCollection``: one call, every logger; the members gate themselves,
+    so ``should_log()`` of the collection is always True, as in itwinai."""
 
     def __init__(self, loggers: list[Logger], **fanlog_options: Any) -> None:
-        super().__init__(loggers, **_itwinai_defaults(fanlog_options))
+        super().__init__(loggers, **itwinai_defaults(fanlog_options))
+
+    def should_log(self, batch_idx: int | None = None) -> bool:
+        return True
 
     live_kinds = {"watch": "_watch_members"}
 
@@ -259,7 +250,9 @@ class LoggersCollection(_LoggersCollection):
 
 
 class EmptyLogger(_EmptyLogger):
-    """itwinai's ``EmptyLogger``: accepts every call and logs nothing."""
+    """itwinai's ``EmptyLogger``: accepts every call, logs nothing, is never initialized."""
+
+    is_initialized = False
 
     def __init__(
         self,
@@ -270,3 +263,18 @@ class EmptyLogger(_EmptyLogger):
     ) -> None:
         super().__init__(savedir=savedir, log_freq=log_freq, log_on_workers=log_on_workers,
                          **fanlog_options)  # fmt: skip
+
+    def create_logger_context(self, rank: int | None = None, **kwargs: Any) -> None:  # type: ignore[override]
+        super().create_logger_context(rank=rank, **kwargs)
+
+    def destroy_logger_context(self, status: RunStatus | str = RunStatus.FINISHED) -> bool:
+        return True
+
+
+def __getattr__(name: str) -> Any:
+    """``ItwinaiLogger`` imports Lightning: only when it is asked for."""
+    if name == "ItwinaiLogger":
+        from fanlog.compat.itwinai_lightning import ItwinaiLogger
+
+        return ItwinaiLogger
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -95,9 +95,12 @@ def _count_flops(model: Any, inputs: Any) -> float:
 
 
 def normalize_flops_per_batch(item: Any, identifier: str) -> float | Deferred:
-    """FLOPs of one forward pass: a number, or a (model, batch) pair counted now."""
+    """FLOPs of one forward pass: a number, or a (model, batch) pair counted now; a batch that
+    is an (inputs, targets) pair, as itwinai passes it, is counted on its inputs."""
     if isinstance(item, tuple) and len(item) == 2:
-        return _count_flops(*item)
+        model, batch = item
+        inputs = batch[0] if isinstance(batch, (list, tuple)) else batch
+        return _count_flops(model, inputs)
     try:
         return normalize_metric(item, identifier)
     except TypeError:
@@ -129,7 +132,7 @@ def normalize_execution_time(item: Any, identifier: str) -> float | Deferred:
 for _kind in (
     Kind("tag", normalize_tag, "json", doc="a run tag"),
     Kind("dataset", normalize_dataset, "json", doc="a dataset description (MLflow log_input)"),
-    Kind("system", normalize_system, "json", doc="system usage metrics"),
+    Kind("system", normalize_system, "json", doc="system usage metrics", default_key="system"),
     Kind("flops_pb", normalize_flops_per_batch, "num", doc="FLOPs per batch"),
     Kind("flops_pe", normalize_flops_per_epoch, "num", doc="FLOPs per epoch"),
     Kind("execution_time", normalize_execution_time, "num", doc="seconds"),

@@ -25,6 +25,9 @@ class Kind:
     finalize: Callable[[Any], Any] | None = None
     """Writer-thread conversion applied after a Deferred snapshot resolves."""
     doc: str = ""
+    default_key: str | None = None
+    """The key of a record logged with ``identifier=None``, for a kind whose item says what
+    it is (itwinai logs ``log(None, None, kind="system")``); None: an identifier is required."""
 
 
 STORAGES = ("num", "json", "png", "npy", "file", "bytes")
