@@ -47,8 +47,7 @@ test-itwinai: $(STAMP) $(ITW_VENV)/bin/python
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests bench tutorials
-# enabled once ruff format is adopted:
-#	$(PY) -m ruff format --check src tests bench tutorials
+	$(PY) -m ruff format --check src tests bench tutorials
 	$(PY) -m mypy
 
 docs: $(STAMP)

@@ -43,11 +43,14 @@ def measure(url: str, savedir: str, metrics: int, every: float, seconds: float) 
     from fanlog import LoggersCollection, MLflowLogger, TensorBoardLogger
 
     logger = LoggersCollection(
-        [MLflowLogger(experiment_name="agent-footprint", tracking_uri=url, savedir=savedir,
-                      log_freq="batch"),
-         TensorBoardLogger(savedir=savedir + "/tb", log_freq="batch")],
+        [
+            MLflowLogger(
+                experiment_name="agent-footprint", tracking_uri=url, savedir=savedir, log_freq="batch"
+            ),
+            TensorBoardLogger(savedir=savedir + "/tb", log_freq="batch"),
+        ],
         delivery="agent",
-    )  # fmt: skip
+    )
     logger.create_logger_context()
     agent = logger._run.pipeline.agent  # noqa: SLF001 - a benchmark reads the agent's pid
     assert agent is not None and agent.pid is not None, "the run did not start a delivery agent"
@@ -67,9 +70,15 @@ def measure(url: str, savedir: str, metrics: int, every: float, seconds: float) 
     records = step * metrics
     agent_cpu = cpu_seconds(pid) - cpu_start
     logger.destroy_logger_context()
-    return {"records": records, "rate": records / seconds, "idle_rss": idle_rss, "peak_rss": peak,
-            "agent_cpu": agent_cpu, "us_per_record": 1e6 * agent_cpu / max(records, 1),
-            "trainer_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # fmt: skip
+    return {
+        "records": records,
+        "rate": records / seconds,
+        "idle_rss": idle_rss,
+        "peak_rss": peak,
+        "agent_cpu": agent_cpu,
+        "us_per_record": 1e6 * agent_cpu / max(records, 1),
+        "trainer_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def main() -> None:
@@ -92,12 +101,16 @@ def main() -> None:
         finally:
             if server is not None:
                 server.stop()
-    print("| records | records/s | agent RSS idle | agent RSS peak | agent CPU | CPU per record "
-          "| trainer max RSS |")  # fmt: skip
+    print(
+        "| records | records/s | agent RSS idle | agent RSS peak | agent CPU | CPU per record "
+        "| trainer max RSS |"
+    )
     print("|---|---|---|---|---|---|---|")
-    print(f"| {result['records']:.0f} | {result['rate']:.0f} | {result['idle_rss']:.0f} MiB | "
-          f"{result['peak_rss']:.0f} MiB | {result['agent_cpu']:.1f} s | "
-          f"{result['us_per_record']:.0f} µs | {result['trainer_rss']:.0f} MiB |")  # fmt: skip
+    print(
+        f"| {result['records']:.0f} | {result['rate']:.0f} | {result['idle_rss']:.0f} MiB | "
+        f"{result['peak_rss']:.0f} MiB | {result['agent_cpu']:.1f} s | "
+        f"{result['us_per_record']:.0f} µs | {result['trainer_rss']:.0f} MiB |"
+    )
 
 
 if __name__ == "__main__":

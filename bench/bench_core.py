@@ -42,11 +42,13 @@ def three_backend_collection(savedir: str) -> Any:
     from core_backends import NullLogger
     from fanlog import ConsoleLogger, JournalLogger, LoggersCollection
 
-    return LoggersCollection([
-        JournalLogger(savedir=savedir, log_freq="batch"),
-        ConsoleLogger(savedir=savedir, log_freq="batch", stream=open(os.devnull, "w"), live=False),
-        NullLogger(savedir=savedir, log_freq="batch"),
-    ])
+    return LoggersCollection(
+        [
+            JournalLogger(savedir=savedir, log_freq="batch"),
+            ConsoleLogger(savedir=savedir, log_freq="batch", stream=open(os.devnull, "w"), live=False),
+            NullLogger(savedir=savedir, log_freq="batch"),
+        ]
+    )
 
 
 def bench_log_cost(savedir: str) -> list[tuple[str, float, str]]:
@@ -117,27 +119,45 @@ def bench_import(runs: int = 7) -> tuple[float, float, list[str], float]:
     times, rss = [], []
     heavy: list[str] = []
     for _ in range(runs):
-        out = subprocess.run([sys.executable, "-c", IMPORT_PROBE], capture_output=True, text=True,
-                             check=True).stdout.split(maxsplit=2)
+        out = subprocess.run(
+            [sys.executable, "-c", IMPORT_PROBE], capture_output=True, text=True, check=True
+        ).stdout.split(maxsplit=2)
         times.append(float(out[0]))
         rss.append(float(out[1]))
         heavy = eval(out[2])  # noqa: S307 - our own probe's list literal
-    bare = subprocess.run([sys.executable, "-c", IMPORT_PROBE.replace("import fanlog;", "")],
-                          capture_output=True, text=True, check=True).stdout.split(maxsplit=2)
-    trace = subprocess.run([sys.executable, "-X", "importtime", "-c", "import fanlog"],
-                           capture_output=True, text=True, check=True).stderr
+    bare = subprocess.run(
+        [sys.executable, "-c", IMPORT_PROBE.replace("import fanlog;", "")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split(maxsplit=2)
+    trace = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import fanlog"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stderr
     modules = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in trace.splitlines()[1:]}
     heavy += [m for m in ("torch", "mlflow", "wandb", "tensorboard") if m in modules]
-    return statistics.median(times), statistics.median(rss) - float(bare[1]), sorted(set(heavy)), \
-        statistics.median(rss)
+    return (
+        statistics.median(times),
+        statistics.median(rss) - float(bare[1]),
+        sorted(set(heavy)),
+        statistics.median(rss),
+    )
 
 
 def bench_backlog_memory(savedir: str, count: int = 1_000_000) -> tuple[float, int, int]:
     """RSS growth while `count` records are logged to a backend that accepts nothing."""
     from core_backends import RecordingBackend, RecordingLogger
 
-    sleeper = RecordingLogger(savedir=savedir, backend=RecordingBackend(delay=3600, always_fail=True),
-                              job_id="backlog", close_timeout=1.0, down_after=0.1)
+    sleeper = RecordingLogger(
+        savedir=savedir,
+        backend=RecordingBackend(delay=3600, always_fail=True),
+        job_id="backlog",
+        close_timeout=1.0,
+        down_after=0.1,
+    )
     sleeper.create_logger_context()
     before = rss_mb()
     for i in range(count):
@@ -172,8 +192,13 @@ def main() -> None:
         rows.append(("RSS added by `import fanlog`", f"{rss_delta:.1f} MB (process {rss:.0f} MB)", "—"))
         rows.append(("heavy modules imported by `import fanlog`", ", ".join(heavy) or "none", "none"))
         growth, journaled, count = bench_backlog_memory(savedir, 100_000 if quick else 1_000_000)
-        rows.append((f"RSS growth, {count:,} records to a dead backend ({journaled:,} on disk)",
-                     f"{growth:.1f} MB", "≤ 100 MB"))
+        rows.append(
+            (
+                f"RSS growth, {count:,} records to a dead backend ({journaled:,} on disk)",
+                f"{growth:.1f} MB",
+                "≤ 100 MB",
+            )
+        )
     print(table(rows, ["measure", "result", "target"]))
 
 

@@ -91,19 +91,24 @@ def main() -> None:
         loss = step()
         writer.add_scalar("train/loss", loss.item(), i)  # .item() waits for the GPU every step
 
-    fan = LoggersCollection([
-        JournalLogger(savedir=workdir, log_freq="batch"),
-        TensorBoardLogger(savedir=f"{workdir}/tb", log_freq="batch"),
-        MLflowLogger(savedir=workdir, experiment_name="gpu-bench", log_freq="batch"),
-    ])
+    fan = LoggersCollection(
+        [
+            JournalLogger(savedir=workdir, log_freq="batch"),
+            TensorBoardLogger(savedir=f"{workdir}/tb", log_freq="batch"),
+            MLflowLogger(savedir=workdir, experiment_name="gpu-bench", log_freq="batch"),
+        ]
+    )
     fan.create_logger_context()
 
     def fanlog_pattern(i: int) -> None:
         loss = step()
         fan.log(loss, "train/loss", step=i, batch_idx=i)
 
-    variants = {"no logging": no_logging, "`.item()` + SummaryWriter.add_scalar": item_pattern,
-                "fanlog → journal + TensorBoard + MLflow": fanlog_pattern}
+    variants = {
+        "no logging": no_logging,
+        "`.item()` + SummaryWriter.add_scalar": item_pattern,
+        "fanlog → journal + TensorBoard + MLflow": fanlog_pattern,
+    }
     samples: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.rounds):
         for name, body in variants.items():
@@ -112,8 +117,10 @@ def main() -> None:
     writer.close()
     base = statistics.median(samples["no logging"])
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
-    print(f"device: {name}; width {args.width}, depth {args.depth}, batch {args.batch}, "
-          f"{args.rounds} rounds × {args.steps} steps per variant, interleaved")
+    print(
+        f"device: {name}; width {args.width}, depth {args.depth}, batch {args.batch}, "
+        f"{args.rounds} rounds × {args.steps} steps per variant, interleaved"
+    )
     print("| variant | step time, median of rounds (ms) | slowest round (ms) | overhead vs no logging |")
     print("|---|---|---|---|")
     for variant, times in samples.items():

@@ -35,10 +35,12 @@ from support.hanging_server import HangingServer, TrackerProxy  # noqa: E402
 from support.mlflow_server import MlflowServer, start_mlflow_server  # noqa: E402
 
 
-def scenario(name: str, url: str, workdir: Path, records: int, options: dict[str, Any],
-             server: MlflowServer | None) -> dict[str, Any]:  # fmt: skip
-    logger = MLflowLogger(savedir=str(workdir / name), tracking_uri=url, experiment_name=name,
-                          log_freq="batch", **options)  # fmt: skip
+def scenario(
+    name: str, url: str, workdir: Path, records: int, options: dict[str, Any], server: MlflowServer | None
+) -> dict[str, Any]:
+    logger = MLflowLogger(
+        savedir=str(workdir / name), tracking_uri=url, experiment_name=name, log_freq="batch", **options
+    )
     logger.create_logger_context(rank=0)
     for step in range(records):
         logger.log(float(step), "loss", step=step)
@@ -53,11 +55,13 @@ def scenario(name: str, url: str, workdir: Path, records: int, options: dict[str
     journal = logger.journal_path
     assert journal is not None
     result = {
-        "flush_returned": flushed, "flush_s": round(flush_s, 2),
-        "destroy_returned": closed, "destroy_s": round(destroy_s, 2),
+        "flush_returned": flushed,
+        "flush_s": round(flush_s, 2),
+        "destroy_returned": closed,
+        "destroy_s": round(destroy_s, 2),
         "in_journal": len(fanlog.read_run(journal).metrics),
         "reported_hung": any("has not answered" in str(w.message) for w in caught),
-    }  # fmt: skip
+    }
     if server is not None and not closed:
         report = fanlog.sync(journal, to="mlflow", tracking_uri=server.url, progress=False)
         import mlflow
@@ -95,8 +99,9 @@ def main() -> None:
                     result[name] = scenario(name, proxy.url, workdir, args.records, options, None)
                     proxy.wait_idle()
                     if not result[name]["destroy_returned"]:
-                        report = fanlog.sync(workdir / name, to="mlflow", tracking_uri=server.url,
-                                             progress=False)  # fmt: skip
+                        report = fanlog.sync(
+                            workdir / name, to="mlflow", tracking_uri=server.url, progress=False
+                        )
                         result[name]["sync_ok"] = report.ok
                 finally:
                     proxy.close()

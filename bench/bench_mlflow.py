@@ -56,8 +56,9 @@ def bench_log_metric(uri: str, experiment_id: str, n: int, sample: int) -> Resul
     close = timed(mlflow.end_run)
     scale = n / count
     note = f"{count} measured, scaled ×{scale:.3g}" if count < n else ""
-    return Result("`mlflow.log_metric` loop", caller * scale, caller * scale, close,
-                  stored(uri, run.info.run_id), note)  # fmt: skip
+    return Result(
+        "`mlflow.log_metric` loop", caller * scale, caller * scale, close, stored(uri, run.info.run_id), note
+    )
 
 
 def bench_log_metric_async(uri: str, experiment_id: str, n: int) -> Result:
@@ -72,8 +73,7 @@ def bench_log_metric_async(uri: str, experiment_id: str, n: int) -> Result:
     mlflow.flush_async_logging()
     durable = time.perf_counter() - started
     close = timed(mlflow.end_run)
-    return Result("`log_metric(synchronous=False)`", caller, durable, close,
-                  stored(uri, run.info.run_id))  # fmt: skip
+    return Result("`log_metric(synchronous=False)`", caller, durable, close, stored(uri, run.info.run_id))
 
 
 def bench_log_batch(uri: str, experiment_id: str, n: int) -> Result:
@@ -94,16 +94,22 @@ def bench_log_batch(uri: str, experiment_id: str, n: int) -> Result:
         client.log_batch(run.info.run_id, metrics=batch)
     caller = time.perf_counter() - started
     close = timed(lambda: client.set_terminated(run.info.run_id))
-    return Result("raw `MlflowClient.log_batch` (1000/request)", caller, caller, close,
-                  stored(uri, run.info.run_id))  # fmt: skip
+    return Result(
+        "raw `MlflowClient.log_batch` (1000/request)", caller, caller, close, stored(uri, run.info.run_id)
+    )
 
 
 def bench_fanlog(uri: str, experiment_name: str, n: int, savedir: str) -> Result:
     """`fanlog.MLflowLogger`: log() appends to a queue; the journal and MLflow are fed behind."""
     from fanlog.backends.mlflow import MLflowLogger
 
-    logger = MLflowLogger(savedir=savedir, tracking_uri=uri, experiment_name=experiment_name,
-                          run_name="fanlog", log_freq="batch")  # fmt: skip
+    logger = MLflowLogger(
+        savedir=savedir,
+        tracking_uri=uri,
+        experiment_name=experiment_name,
+        run_name="fanlog",
+        log_freq="batch",
+    )
     logger.create_logger_context()
     logger.flush(timeout=120)  # the run is open: every method starts with its run created
     started = time.perf_counter()
@@ -148,8 +154,12 @@ def table(results: list[Result], n: int) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=10_000, help="metrics per method")
-    parser.add_argument("--sync-sample", type=int, default=300,
-                        help="metrics the plain log_metric loop really sends (0: all n)")
+    parser.add_argument(
+        "--sync-sample",
+        type=int,
+        default=300,
+        help="metrics the plain log_metric loop really sends (0: all n)",
+    )
     parser.add_argument("--tracking-uri", help="an existing server (default: start one)")
     args = parser.parse_args()
 

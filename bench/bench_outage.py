@@ -56,16 +56,22 @@ def steps(logger: MLflowLogger, first: int, count: int, metrics: int, work: floa
 
 def summary(values: list[float]) -> dict[str, float]:
     array = np.asarray(values) * 1e6
-    return {"p50_us": round(float(np.percentile(array, 50)), 2),
-            "p99_us": round(float(np.percentile(array, 99)), 2),
-            "max_us": round(float(array.max()), 2)}  # fmt: skip
+    return {
+        "p50_us": round(float(np.percentile(array, 50)), 2),
+        "p99_us": round(float(np.percentile(array, 99)), 2),
+        "max_us": round(float(array.max()), 2),
+    }
 
 
 def overhead(workdir: Path, count: int, metrics: int, work: float) -> dict[str, Any]:
     server = start_mlflow_server(workdir / "server")
     try:
-        logger = MLflowLogger(savedir=str(workdir / "sd-overhead"), tracking_uri=server.url,
-                              experiment_name="bench-outage", log_freq="batch")  # fmt: skip
+        logger = MLflowLogger(
+            savedir=str(workdir / "sd-overhead"),
+            tracking_uri=server.url,
+            experiment_name="bench-outage",
+            log_freq="batch",
+        )
         logger.create_logger_context(rank=0)
         steps(logger, 0, 50, metrics, work)  # warm-up: imports, first requests
         logger.flush(timeout=120)
@@ -78,16 +84,26 @@ def overhead(workdir: Path, count: int, metrics: int, work: float) -> dict[str, 
         logger.destroy_logger_context()
     finally:
         server.stop()
-    result = {"up": summary(up), "down": summary(down), "steps_per_phase": count,
-              "metrics_per_step": metrics, "delivery_errors_while_down": errors}  # fmt: skip
+    result = {
+        "up": summary(up),
+        "down": summary(down),
+        "steps_per_phase": count,
+        "metrics_per_step": metrics,
+        "delivery_errors_while_down": errors,
+    }
     result["p99_ratio_down_over_up"] = round(result["down"]["p99_us"] / result["up"]["p99_us"], 2)
     return result
 
 
 def memory(workdir: Path, records: int) -> dict[str, Any]:
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: every delivery attempt fails
-    logger = MLflowLogger(savedir=str(workdir / "sd-memory"), tracking_uri=dead,
-                          experiment_name="bench-memory", log_freq="batch", close_timeout=1.0)
+    logger = MLflowLogger(
+        savedir=str(workdir / "sd-memory"),
+        tracking_uri=dead,
+        experiment_name="bench-memory",
+        log_freq="batch",
+        close_timeout=1.0,
+    )
     logger.create_logger_context(rank=0)
     logger.log(0.0, "warmup", step=0)
     logger.flush(timeout=2)
@@ -108,10 +124,17 @@ def memory(workdir: Path, records: int) -> dict[str, Any]:
     undelivered = pipeline.committed - min(e.delivered for e in pipeline.slots)
     dropped = logger.dropped
     logger.destroy_logger_context()
-    return {"records": records, "rss_before_mb": round(before, 1), "rss_after_mb": round(after, 1),
-            "rss_growth_mb": round(after - before, 1), "rss_peak_growth_mb": round(peak - before, 1),
-            "budget_mb": RSS_BUDGET_MB, "undelivered_in_journal": undelivered, "dropped": dropped,
-            "log_seconds": round(logged_in, 2)}  # fmt: skip
+    return {
+        "records": records,
+        "rss_before_mb": round(before, 1),
+        "rss_after_mb": round(after, 1),
+        "rss_growth_mb": round(after - before, 1),
+        "rss_peak_growth_mb": round(peak - before, 1),
+        "budget_mb": RSS_BUDGET_MB,
+        "undelivered_in_journal": undelivered,
+        "dropped": dropped,
+        "log_seconds": round(logged_in, 2),
+    }
 
 
 def main() -> None:

@@ -19,10 +19,14 @@ from typing import Any
 TEXT_1KB = ("epoch 3 done: loss=0.1234, accuracy=0.98, lr=3e-4, data=/scratch/imagenet/train\n" * 13)[:1024]
 TEXT_1MB = TEXT_1KB * 1024
 CONFIG = {
-    "lr": 3e-4, "batch_size": 256, "optimizer": {"name": "adamw", "betas": [0.9, 0.999]},
-    "data": {"path": "/scratch/imagenet", "workers": 8}, "model": "vit_b_16", "epochs": 90,
+    "lr": 3e-4,
+    "batch_size": 256,
+    "optimizer": {"name": "adamw", "betas": [0.9, 0.999]},
+    "data": {"path": "/scratch/imagenet", "workers": 8},
+    "model": "vit_b_16",
+    "epochs": 90,
     "wandb": {"project": "p", "api_key": "0123456789abcdef0123456789abcdef01234567"},
-}  # fmt: skip
+}
 
 
 def per_call_us(run: Callable[[int], None], calls: int, repeats: int) -> float:
@@ -39,15 +43,29 @@ def cases() -> list[tuple[str, Callable[[Any, int], None], int]]:
     """(name, log `n` times with this logger, calls per batch)."""
     return [
         ("metric (control: never redacted)", lambda lg, n: [lg.log(0.5, "loss") for _ in range(n)], 1000),
-        ("param, short str", lambda lg, n: [lg.log("adamw", "optimizer", kind="param") for _ in range(n)],
-         1000),
-        ("param, URL with a password", lambda lg, n: [
-            lg.log("postgres://u:pw@db/x", "database", kind="param") for _ in range(n)], 1000),
-        ("param, secret-looking key", lambda lg, n: [
-            lg.log("hunter2", "db_password", kind="param") for _ in range(n)], 1000),
+        (
+            "param, short str",
+            lambda lg, n: [lg.log("adamw", "optimizer", kind="param") for _ in range(n)],
+            1000,
+        ),
+        (
+            "param, URL with a password",
+            lambda lg, n: [lg.log("postgres://u:pw@db/x", "database", kind="param") for _ in range(n)],
+            1000,
+        ),
+        (
+            "param, secret-looking key",
+            lambda lg, n: [lg.log("hunter2", "db_password", kind="param") for _ in range(n)],
+            1000,
+        ),
         ("tag", lambda lg, n: [lg.log("baseline", "variant", kind="tag") for _ in range(n)], 1000),
-        ("metric with 2 keyword options", lambda lg, n: [
-            lg.log(0.5, "loss", kind="metric", prog_bar=True, note="warmup") for _ in range(n)], 1000),
+        (
+            "metric with 2 keyword options",
+            lambda lg, n: [
+                lg.log(0.5, "loss", kind="metric", prog_bar=True, note="warmup") for _ in range(n)
+            ],
+            1000,
+        ),
         ("dict, 7-key config", lambda lg, n: [lg.log(CONFIG, "config", kind="dict") for _ in range(n)], 200),
         ("text, 1 KB", lambda lg, n: [lg.log(TEXT_1KB, "notes", kind="text") for _ in range(n)], 200),
         ("text, 1 MB", lambda lg, n: [lg.log(TEXT_1MB, "log", kind="text") for _ in range(n)], 2),

@@ -125,8 +125,9 @@ def run_case(name: str, root: str) -> dict[str, Any]:
     env.pop("MLFLOW_TRACKING_URI", None)
     db = Path(savedir) / "mlflow.db"
     begin = time.time()
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, text=True, env=env)  # fmt: skip
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+    )
     visible = None
     while child.poll() is None and visible is None:
         if metric_rows(db):
@@ -137,8 +138,7 @@ def run_case(name: str, root: str) -> dict[str, Any]:
     ended = time.time()
     if visible is None and metric_rows(db):
         visible = ended  # seen only after the process ended
-    events = {line.split()[1]: float(line.split()[2]) for line in out.splitlines()
-              if line.startswith(MARK)}  # fmt: skip
+    events = {line.split()[1]: float(line.split()[2]) for line in out.splitlines() if line.startswith(MARK)}
     if child.returncode != 0 or "closed" not in events:
         raise RuntimeError(f"{name} failed (exit {child.returncode}): {out[-2000:]}")
     return {
@@ -164,15 +164,20 @@ def main() -> None:
             for name in names:
                 runs[name].append(run_case(name, root))
         for name in names:
-            results["cases"][name] = {k: round(statistics.median(r[k] for r in runs[name]), 2)
-                                      for k in runs[name][0]}  # fmt: skip
+            results["cases"][name] = {
+                k: round(statistics.median(r[k] for r in runs[name]), 2) for k in runs[name][0]
+            }
     results["load_after"] = os.getloadavg()
-    print("| case | process start → logger started (s) | → first record visible in MLflow (s) "
-          "| end of loop → closed run (s) | whole process (s) |")
+    print(
+        "| case | process start → logger started (s) | → first record visible in MLflow (s) "
+        "| end of loop → closed run (s) | whole process (s) |"
+    )
     print("|---|---|---|---|---|")
     for name, figures in results["cases"].items():
-        print(f"| {name} | {figures['started_s']} | {figures['first_visible_s']} | "
-              f"{figures['loop_end_to_closed_s']} | {figures['process_s']} |")
+        print(
+            f"| {name} | {figures['started_s']} | {figures['first_visible_s']} | "
+            f"{figures['loop_end_to_closed_s']} | {figures['process_s']} |"
+        )
     print(f"load average before {results['load_before']}, after {results['load_after']}")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))

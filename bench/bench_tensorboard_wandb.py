@@ -25,8 +25,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the .wandb reader
 
-QUIET_WANDB = {"x_disable_stats": True, "x_disable_meta": True, "x_disable_machine_info": True,
-               "console": "off", "disable_git": True, "x_save_requirements": False}  # fmt: skip
+QUIET_WANDB = {
+    "x_disable_stats": True,
+    "x_disable_meta": True,
+    "x_disable_machine_info": True,
+    "console": "off",
+    "disable_git": True,
+    "x_save_requirements": False,
+}
 
 
 @dataclass
@@ -68,8 +74,7 @@ def tb_raw(workdir: str, n: int) -> Result:
         writer.add_scalar("loss", value, step)
     caller, cpu = time.perf_counter() - start, time.thread_time() - cpu
     writer.close()
-    return tb_result("SummaryWriter.add_scalar", logdir, data, (caller, cpu),
-                     time.perf_counter() - start)
+    return tb_result("SummaryWriter.add_scalar", logdir, data, (caller, cpu), time.perf_counter() - start)
 
 
 def tb_fanlog(workdir: str, n: int) -> Result:
@@ -85,13 +90,10 @@ def tb_fanlog(workdir: str, n: int) -> Result:
     caller, cpu = time.perf_counter() - start, time.thread_time() - cpu
     logger.destroy_logger_context()
     logdir = logger.backend.logdir  # type: ignore[union-attr]
-    return tb_result("fanlog TensorBoardLogger.log", logdir, data, (caller, cpu),
-                     time.perf_counter() - start)  # fmt: skip
+    return tb_result("fanlog TensorBoardLogger.log", logdir, data, (caller, cpu), time.perf_counter() - start)
 
 
-def tb_result(
-    path: str, logdir: str, data: list[float], caller: tuple[float, float], total: float
-) -> Result:
+def tb_result(path: str, logdir: str, data: list[float], caller: tuple[float, float], total: float) -> Result:
     import numpy as np
 
     got = tb_scalars(logdir)
@@ -131,8 +133,7 @@ def wandb_raw(workdir: str, n: int) -> Result:
 
     savedir = os.path.join(workdir, "raw")
     os.makedirs(savedir)
-    run = wandb.init(mode="offline", dir=savedir, project="bench", settings=QUIET_WANDB,
-                     reinit="create_new")  # fmt: skip
+    run = wandb.init(mode="offline", dir=savedir, project="bench", settings=QUIET_WANDB, reinit="create_new")
     data = values(n)
     start, cpu = time.perf_counter(), time.thread_time()
     for value in data:
@@ -141,16 +142,24 @@ def wandb_raw(workdir: str, n: int) -> Result:
     run.finish()
     got = wandb_series(savedir, None)
     total = time.perf_counter() - start
-    return Result("W&B offline", "wandb.log", caller / n * 1e6, cpu / n * 1e6, total, len(got),
-                  got == list(enumerate(data)))  # fmt: skip
+    return Result(
+        "W&B offline",
+        "wandb.log",
+        caller / n * 1e6,
+        cpu / n * 1e6,
+        total,
+        len(got),
+        got == list(enumerate(data)),
+    )
 
 
 def wandb_fanlog(workdir: str, n: int) -> Result:
     from fanlog.backends.wandb import STEP_METRIC, WandBLogger
 
     savedir = os.path.join(workdir, "fanlog")
-    logger = WandBLogger(savedir=savedir, project_name="bench", mode="offline", log_freq="batch",
-                         settings=QUIET_WANDB)  # fmt: skip
+    logger = WandBLogger(
+        savedir=savedir, project_name="bench", mode="offline", log_freq="batch", settings=QUIET_WANDB
+    )
     logger.create_logger_context()
     data = values(n)
     log = logger.log
@@ -161,17 +170,22 @@ def wandb_fanlog(workdir: str, n: int) -> Result:
     logger.destroy_logger_context()
     got = wandb_series(savedir, STEP_METRIC)
     total = time.perf_counter() - start
-    return Result("W&B offline", "fanlog WandBLogger.log", caller / n * 1e6, cpu / n * 1e6,
-                  total, len(got),
-                  got == list(enumerate(data)))  # fmt: skip
+    return Result(
+        "W&B offline",
+        "fanlog WandBLogger.log",
+        caller / n * 1e6,
+        cpu / n * 1e6,
+        total,
+        len(got),
+        got == list(enumerate(data)),
+    )
 
 
 # ---------------------------------------------------------------- main
 def offline_environment(root: str) -> None:
     """W&B offline, silent, with all its directories under `root`: nothing leaves the machine."""
     os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_ERROR_REPORTING="false")
-    for name in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR",
-                 "WANDB_ARTIFACT_DIR"):  # fmt: skip
+    for name in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
         os.environ[name] = os.path.join(root, name.lower())
     os.environ.pop("WANDB_API_KEY", None)
 
@@ -197,15 +211,21 @@ def main() -> None:
             best_of(args.repeat, wandb_raw, root, args.n),
             best_of(args.repeat, wandb_fanlog, root, args.n),
         ]
-    print(f"{args.n} scalars per run, best of {args.repeat} (by caller wall time), on "
-          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}\n")
-    print("| tracker | call | µs/call caller wall | µs/call caller CPU | until stored (s) "
-          "| landed | same steps & values |")
+    print(
+        f"{args.n} scalars per run, best of {args.repeat} (by caller wall time), on "
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}\n"
+    )
+    print(
+        "| tracker | call | µs/call caller wall | µs/call caller CPU | until stored (s) "
+        "| landed | same steps & values |"
+    )
     print("|---|---|---:|---:|---:|---:|---|")
     for r in rows:
-        print(f"| {r.tracker} | {r.path} | {r.us_per_call:.2f} | {r.cpu_us_per_call:.2f} | "
-              f"{r.delivered_s:.2f} | "
-              f"{r.landed}/{args.n} | {'yes' if r.steps_ok else 'NO'} |")  # fmt: skip
+        print(
+            f"| {r.tracker} | {r.path} | {r.us_per_call:.2f} | {r.cpu_us_per_call:.2f} | "
+            f"{r.delivered_s:.2f} | "
+            f"{r.landed}/{args.n} | {'yes' if r.steps_ok else 'NO'} |"
+        )
 
 
 if __name__ == "__main__":

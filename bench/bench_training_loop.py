@@ -55,8 +55,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 RATES = {"1k": (1, 2), "2k": (20, 10), "10k": (5, 1), "40k": (20, 1)}
 """rate name -> (metrics per logging step, log on every n-th step)."""
 STEP_TARGET_S = 300e-6
-QUIET_WANDB = {"x_disable_stats": True, "x_disable_meta": True, "x_disable_machine_info": True,
-               "console": "off", "disable_git": True, "x_save_requirements": False}  # fmt: skip
+QUIET_WANDB = {
+    "x_disable_stats": True,
+    "x_disable_meta": True,
+    "x_disable_machine_info": True,
+    "console": "off",
+    "disable_git": True,
+    "x_save_requirements": False,
+}
 TRACKER_VARIANTS = ("thread", "agent", "lightning", "raw")
 
 
@@ -195,8 +201,7 @@ class Raw(Variant):
 
         self.client = mlflow.MlflowClient(url)
         experiment = self.client.get_experiment_by_name("bench-raw")
-        experiment_id = (experiment.experiment_id if experiment
-                         else self.client.create_experiment("bench-raw"))  # fmt: skip
+        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment("bench-raw")
         mlflow.set_tracking_uri(url)
         self.mlflow = mlflow
         self.mlflow_run = mlflow.start_run(experiment_id=experiment_id)
@@ -222,12 +227,12 @@ def fanlog_members(kind: str, url: str, workdir: str) -> list[Any]:
     members: list[Any] = [JournalLogger(savedir=workdir, log_freq="batch")]
     if kind != "journal":
         members += [
-            MLflowLogger(savedir=workdir, tracking_uri=url, experiment_name="bench-fanlog",
-                         log_freq="batch"),
+            MLflowLogger(savedir=workdir, tracking_uri=url, experiment_name="bench-fanlog", log_freq="batch"),
             TensorBoardLogger(savedir=workdir, log_freq="batch"),
-            WandBLogger(savedir=workdir, project_name="bench", mode="offline", log_freq="batch",
-                        settings=QUIET_WANDB),
-        ]  # fmt: skip
+            WandBLogger(
+                savedir=workdir, project_name="bench", mode="offline", log_freq="batch", settings=QUIET_WANDB
+            ),
+        ]
     return members
 
 
@@ -242,8 +247,7 @@ def agent_accepted() -> bool:
     return True
 
 
-def make_variant(name: str, metrics: int, url: str, workdir: str, thread_option: dict[str, Any]
-                 ) -> Variant:  # fmt: skip
+def make_variant(name: str, metrics: int, url: str, workdir: str, thread_option: dict[str, Any]) -> Variant:
     if name == "none":
         return NoLogging(metrics)
     if name == "journal":
@@ -317,8 +321,14 @@ def delta(after: dict[str, float], before: dict[str, float], prefix: str = "") -
     return sum(v - before.get(k, 0.0) for k, v in after.items() if k.startswith(prefix))
 
 
-def run_loop(step: Callable[[], float], variant: Variant, every: int, seconds: float,
-             gcw: GcWatch, server_pids: set[int]) -> dict[str, Any]:  # fmt: skip
+def run_loop(
+    step: Callable[[], float],
+    variant: Variant,
+    every: int,
+    seconds: float,
+    gcw: GcWatch,
+    server_pids: set[int],
+) -> dict[str, Any]:
     """Run steps for `seconds`, logging on every `every`-th step; measure."""
     times = array.array("d")
     log = variant.log
@@ -345,8 +355,11 @@ def run_loop(step: Callable[[], float], variant: Variant, every: int, seconds: f
     variant.close()
     ordered = sorted(times)
     return {
-        "steps": steps, "records": records, "seconds": elapsed,
-        "steps_per_s": steps / elapsed, "records_per_s": records / elapsed,
+        "steps": steps,
+        "records": records,
+        "seconds": elapsed,
+        "steps_per_s": steps / elapsed,
+        "records_per_s": records / elapsed,
         "p50_ms": ordered[len(ordered) // 2] * 1e3,
         "p99_ms": ordered[int(len(ordered) * 0.99)] * 1e3,
         "max_ms": ordered[-1] * 1e3,
@@ -354,9 +367,10 @@ def run_loop(step: Callable[[], float], variant: Variant, every: int, seconds: f
         "writer_cpu_s": delta(threads1, threads0, "fanlog-writer"),
         "threads_cpu_s": delta(threads1, threads0),
         "children_cpu_s": max(0.0, children1 - children0),
-        "gen2": gcw.full, "gc_longest_ms": gcw.longest * 1e3,
+        "gen2": gcw.full,
+        "gc_longest_ms": gcw.longest * 1e3,
         "lag_s": lag,
-    }  # fmt: skip
+    }
 
 
 def summarize(runs: list[dict[str, Any]], baseline: dict[str, Any] | None) -> dict[str, Any]:
@@ -366,12 +380,13 @@ def summarize(runs: list[dict[str, Any]], baseline: dict[str, Any] | None) -> di
     out = {
         "steps_per_s": round(med["steps_per_s"]),
         "records_per_s": round(med["records_per_s"]),
-        "p50_ms": round(med["p50_ms"], 3), "p99_ms": round(med["p99_ms"], 3),
+        "p50_ms": round(med["p50_ms"], 3),
+        "p99_ms": round(med["p99_ms"], 3),
         "max_ms": round(med["max_ms"], 1),
         "gen2_per_10k_steps": round(med["gen2"] / med["steps"] * 1e4, 2),
         "gc_longest_ms": round(med["gc_longest_ms"], 1),
         "lag_s": round(med["lag_s"], 2),
-    }  # fmt: skip
+    }
     if baseline is not None:
         out["ratio"] = round(med["steps_per_s"] / baseline["steps_per_s_raw"], 3)
         extra = med["trainer_cpu_per_step_us"] - baseline["trainer_cpu_per_step_us"]
@@ -388,10 +403,14 @@ def summarize(runs: list[dict[str, Any]], baseline: dict[str, Any] | None) -> di
 # ---------------------------------------------------------------- set-up
 def offline_wandb(root: str) -> None:
     """W&B offline and silent, every directory under `root`: nothing leaves the machine."""
-    os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_ERROR_REPORTING="false",
-                      MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true")  # fmt: skip
-    for name in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR",
-                 "WANDB_ARTIFACT_DIR"):  # fmt: skip
+    os.environ.update(
+        WANDB_MODE="offline",
+        WANDB_SILENT="true",
+        WANDB_ERROR_REPORTING="false",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        DO_NOT_TRACK="true",
+    )
+    for name in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
         os.environ[name] = os.path.join(root, name.lower())
     os.environ.pop("WANDB_API_KEY", None)
 
@@ -408,8 +427,7 @@ def process_tree(pid: int) -> set[int]:
 
 def pin(pids: set[int], core: int) -> None:
     for pid in pids:
-        subprocess.run(["taskset", "-a", "-cp", str(core), str(pid)], check=False,
-                       capture_output=True)  # fmt: skip
+        subprocess.run(["taskset", "-a", "-cp", str(core), str(pid)], check=False, capture_output=True)
 
 
 def plan(quick: bool) -> list[tuple[str, str, list[str]]]:
@@ -419,9 +437,13 @@ def plan(quick: bool) -> list[tuple[str, str, list[str]]]:
         return [(kind, rate, everything) for kind in ("torch", "python") for rate in RATES]
     light = ["none", "thread", "agent", "journal"]
     return [
-        ("torch", "1k", light), ("torch", "2k", everything), ("torch", "10k", light),
-        ("torch", "40k", everything), ("python", "2k", light), ("python", "40k", light),
-    ]  # fmt: skip
+        ("torch", "1k", light),
+        ("torch", "2k", everything),
+        ("torch", "10k", light),
+        ("torch", "40k", everything),
+        ("python", "2k", light),
+        ("python", "40k", light),
+    ]
 
 
 def main() -> None:
@@ -464,10 +486,16 @@ def main() -> None:
     steps = {"torch": torch_step(), "python": python_step()}
     gcw = GcWatch()
     results: dict[str, Any] = {
-        "fanlog": os.path.dirname(fanlog.__file__), "quick": args.quick, "seconds": seconds,
-        "rounds": rounds, "load_before": os.getloadavg(), "cores": cores, "pinned": pinned,
-        "agent": has_agent, "cases": {},
-    }  # fmt: skip
+        "fanlog": os.path.dirname(fanlog.__file__),
+        "quick": args.quick,
+        "seconds": seconds,
+        "rounds": rounds,
+        "load_before": os.getloadavg(),
+        "cores": cores,
+        "pinned": pinned,
+        "agent": has_agent,
+        "cases": {},
+    }
     try:
         for kind, rate, variants in plan(args.quick):
             metrics, every = RATES[rate]
@@ -478,8 +506,7 @@ def main() -> None:
                     workdir = tempfile.mkdtemp(dir=root)
                     variant = make_variant(name, metrics, server.url, workdir, thread_option)
                     gc.collect()
-                    runs[name].append(run_loop(steps[kind], variant, every, seconds, gcw,
-                                               server_pids))  # fmt: skip
+                    runs[name].append(run_loop(steps[kind], variant, every, seconds, gcw, server_pids))
             baseline = summarize(runs["none"], None)
             case = {name: summarize(r, baseline) for name, r in runs.items()}
             results["cases"][f"{kind} {rate}"] = case
@@ -488,20 +515,28 @@ def main() -> None:
         server.stop()
     results["load_after"] = os.getloadavg()
     results["wall_s"] = round(time.perf_counter() - began, 1)
-    print(f"load average before {results['load_before']}, after {results['load_after']}; "
-          f"{results['wall_s']} s")  # fmt: skip
+    print(
+        f"load average before {results['load_before']}, after {results['load_after']}; {results['wall_s']} s"
+    )
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))
 
 
 COLUMNS = [
-    ("steps_per_s", "steps/s"), ("ratio", "vs none"), ("records_per_s", "rec/s"),
-    ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("max_ms", "max ms"),
-    ("trainer_cpu_us_per_record", "trainer µs/rec"), ("writer_cpu_us_per_record", "writer µs/rec"),
+    ("steps_per_s", "steps/s"),
+    ("ratio", "vs none"),
+    ("records_per_s", "rec/s"),
+    ("p50_ms", "p50 ms"),
+    ("p99_ms", "p99 ms"),
+    ("max_ms", "max ms"),
+    ("trainer_cpu_us_per_record", "trainer µs/rec"),
+    ("writer_cpu_us_per_record", "writer µs/rec"),
     ("threads_cpu_us_per_record", "threads µs/rec"),
     ("children_cpu_us_per_record", "children µs/rec"),
-    ("gen2_per_10k_steps", "gen2/10k"), ("gc_longest_ms", "GC max ms"), ("lag_s", "lag s"),
-]  # fmt: skip
+    ("gen2_per_10k_steps", "gen2/10k"),
+    ("gc_longest_ms", "GC max ms"),
+    ("lag_s", "lag s"),
+]
 
 
 def print_case(title: str, case: dict[str, dict[str, Any]]) -> None:

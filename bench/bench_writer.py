@@ -150,8 +150,12 @@ def main() -> None:
     from fanlog import JournalLogger
 
     rates = [int(r) for r in args.rates.split(",")]
-    results: dict[str, Any] = {"fanlog": os.path.dirname(fanlog.__file__), "load": os.getloadavg(),
-                               "date": time.strftime("%Y-%m-%d %H:%M"), "rates": {}}  # fmt: skip
+    results: dict[str, Any] = {
+        "fanlog": os.path.dirname(fanlog.__file__),
+        "load": os.getloadavg(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "rates": {},
+    }
     with tempfile.TemporaryDirectory() as savedir:
         for rate in rates:
             rounds: dict[str, list[dict[str, Any]]] = {"baseline": [], "journal": []}
@@ -181,8 +185,7 @@ def _idle_baseline(seconds: float) -> float:
 
 def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
     keys = runs[0].keys()
-    return {k: statistics.median(r[k] for r in runs) if runs[0][k] is not None else None
-            for k in keys}  # fmt: skip
+    return {k: statistics.median(r[k] for r in runs) if runs[0][k] is not None else None for k in keys}
 
 
 if __name__ == "__main__":

@@ -89,7 +89,8 @@ SERVER_FIXTURES = {"mlflow_server", "start_server"}
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
-        "--fast", action="store_true",
+        "--fast",
+        action="store_true",
         help="run only the tests not marked slow, and fail one that starts a process or a server",
     )
 
@@ -133,5 +134,6 @@ def _fast_tests_start_nothing(
     monkeypatch.setattr(socket.socket, "listen", refuse("a server (socket.listen)"))
     yield
     if started:
-        pytest.fail(f"{request.node.nodeid} started {', '.join(sorted(set(started)))}: mark it slow",
-                    pytrace=False)
+        pytest.fail(
+            f"{request.node.nodeid} started {', '.join(sorted(set(started)))}: mark it slow", pytrace=False
+        )

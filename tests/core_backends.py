@@ -51,8 +51,14 @@ class RecordingBackend(Backend):
 class RecordingLogger(BackendLogger):
     backend_class = RecordingBackend
 
-    def __init__(self, savedir: str = "mllogs", log_freq: Any = "batch", log_on_workers: Any = 0,
-                 backend: RecordingBackend | None = None, **common: Any) -> None:
+    def __init__(
+        self,
+        savedir: str = "mllogs",
+        log_freq: Any = "batch",
+        log_on_workers: Any = 0,
+        backend: RecordingBackend | None = None,
+        **common: Any,
+    ) -> None:
         super().__init__(savedir=savedir, log_freq=log_freq, log_on_workers=log_on_workers, **common)
         self.instance = backend or RecordingBackend()
 

@@ -39,13 +39,23 @@ class Trainer:
     def __init__(self, tmp_path: Path, url: str, then: str, count: int, **spec: Any) -> None:
         self.experiment = f"agent-{uuid.uuid4().hex[:8]}"
         self.savedir = tmp_path / "logs"
-        spec = {"url": url, "experiment": self.experiment, "savedir": str(self.savedir),
-                "delivery": "agent", "count": count, "then": then, **spec}  # fmt: skip
+        spec = {
+            "url": url,
+            "experiment": self.experiment,
+            "savedir": str(self.savedir),
+            "delivery": "agent",
+            "count": count,
+            "then": then,
+            **spec,
+        }
         self.process = subprocess.Popen(
-            [sys.executable, str(TRAINER), json.dumps(spec)], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=open(tmp_path / "trainer.err", "ab"),  # noqa: SIM115
-            text=True, cwd=tmp_path,
-        )  # fmt: skip
+            [sys.executable, str(TRAINER), json.dumps(spec)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=open(tmp_path / "trainer.err", "ab"),  # noqa: SIM115
+            text=True,
+            cwd=tmp_path,
+        )
         self.stderr = tmp_path / "trainer.err"
 
     def report(self) -> dict[str, Any]:
@@ -193,9 +203,7 @@ def test_kill_9_of_the_agent_is_noticed_and_nothing_is_lost(
 
 # ------------------------------------------------------------------------- tracker down, then up
 @pytest.mark.parametrize("down_from", ["the start", "the second batch"])
-def test_a_tracker_down_then_up_gets_everything(
-    start_server: Any, tmp_path: Path, down_from: str
-) -> None:
+def test_a_tracker_down_then_up_gets_everything(start_server: Any, tmp_path: Path, down_from: str) -> None:
     server: MlflowServer = start_server("own")
     if down_from == "the start":
         server.stop()
@@ -238,10 +246,12 @@ def test_flush_means_delivered_in_both_modes(
     from fanlog import LoggersCollection, MLflowLogger, TensorBoardLogger
 
     experiment = f"flush-{uuid.uuid4().hex[:8]}"
-    mlflow_logger = MLflowLogger(experiment_name=experiment, tracking_uri=mlflow_server.url,
-                                 savedir=tmp_path, log_freq="batch")  # fmt: skip
-    logger = LoggersCollection([mlflow_logger, TensorBoardLogger(savedir=tmp_path / "tb", log_freq="batch")],
-                               delivery=delivery)  # fmt: skip
+    mlflow_logger = MLflowLogger(
+        experiment_name=experiment, tracking_uri=mlflow_server.url, savedir=tmp_path, log_freq="batch"
+    )
+    logger = LoggersCollection(
+        [mlflow_logger, TensorBoardLogger(savedir=tmp_path / "tb", log_freq="batch")], delivery=delivery
+    )
     logger.create_logger_context()
     try:
         for i in range(count):
@@ -261,9 +271,16 @@ def test_flush_reports_a_tracker_that_is_down_in_both_modes(tmp_path: Path, deli
     from fanlog import MLflowLogger
 
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    logger = MLflowLogger(experiment_name="down", tracking_uri=url, savedir=tmp_path, log_freq="batch",
-                          delivery=delivery, down_after=1.0, close_timeout=2.0,
-                          agent_linger=2.0)  # the agent gives up soon after destroy  # fmt: skip
+    logger = MLflowLogger(
+        experiment_name="down",
+        tracking_uri=url,
+        savedir=tmp_path,
+        log_freq="batch",
+        delivery=delivery,
+        down_after=1.0,
+        close_timeout=2.0,
+        agent_linger=2.0,
+    )  # the agent gives up soon after destroy
     logger.create_logger_context()
     for i in range(50):
         logger.log(float(i), "loss", step=i)
@@ -290,8 +307,13 @@ def test_an_orphaned_agent_with_a_dead_tracker_gives_up_and_exits(tmp_path: Path
 
 # ------------------------------------------------------------------------- fanlog sync --follow
 def fanlog_command(*args: str, cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "fanlog.cli", *args], cwd=cwd, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "fanlog.cli", *args],
+        cwd=cwd,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 @pytest.mark.parametrize("batches", [1, 3])
@@ -303,8 +325,18 @@ def test_sync_follow_delivers_a_live_run_as_it_goes(
     trainer = Trainer(tmp_path, mlflow_server.url, "wait", 150, delivery="thread")
     first = trainer.report()
     rank_dir = str(Path(first["journal"]).parent)
-    follow = fanlog_command("sync", rank_dir, "--to", "tensorboard", "--follow", "--logdir",
-                            str(tmp_path / "followed"), "--cursor", "by-hand", cwd=tmp_path)  # fmt: skip
+    follow = fanlog_command(
+        "sync",
+        rank_dir,
+        "--to",
+        "tensorboard",
+        "--follow",
+        "--logdir",
+        str(tmp_path / "followed"),
+        "--cursor",
+        "by-hand",
+        cwd=tmp_path,
+    )
     wait_for(lambda: "by-hand" in journal_health(first["journal"]))  # it follows the live run
     for _ in range(batches - 1):
         trainer.send()
@@ -331,8 +363,16 @@ def test_sync_follow_refuses_a_live_journal_of_another_host(
         journal.set_meta({"host": host, "status": "running"})
     finally:
         journal.close()
-    follow = fanlog_command("sync", first["journal"], "--to", "tensorboard", "--follow", "--logdir",
-                            str(tmp_path / "followed"), cwd=tmp_path)  # fmt: skip
+    follow = fanlog_command(
+        "sync",
+        first["journal"],
+        "--to",
+        "tensorboard",
+        "--follow",
+        "--logdir",
+        str(tmp_path / "followed"),
+        cwd=tmp_path,
+    )
     output, _ = follow.communicate(timeout=WAIT)
     assert follow.returncode != 0
     assert f"can be followed only on {host!r}" in output
@@ -352,13 +392,26 @@ def test_torchrun_two_ranks_one_agent_per_rank_with_trackers(
 
     experiment = f"ddp-agent-{uuid.uuid4().hex[:8]}"
     savedir = tmp_path / "logs"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-               str(Path(__file__).parent / "support" / "agent_ddp.py"), "--savedir", str(savedir),
-               "--tracking-uri", mlflow_server.url, "--experiment", experiment,
-               "--tensorboard-workers", json.dumps(tensorboard_workers)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--standalone",
+        str(Path(__file__).parent / "support" / "agent_ddp.py"),
+        "--savedir",
+        str(savedir),
+        "--tracking-uri",
+        mlflow_server.url,
+        "--experiment",
+        experiment,
+        "--tensorboard-workers",
+        json.dumps(tensorboard_workers),
+    ]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300, check=False)  # fmt: skip
+    done = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
     lines = [line.split(" ", 1)[1] for line in done.stdout.splitlines() if line.startswith("REPORT ")]
@@ -383,8 +436,9 @@ def test_wandb_watch_with_the_agent_is_a_clear_error_and_loses_nothing(tmp_path:
     torch = pytest.importorskip("torch")
     from fanlog import WandBLogger
 
-    logger = WandBLogger(savedir=tmp_path, mode="offline", log_freq="batch", delivery="agent",
-                         agent_linger=2.0)  # fmt: skip
+    logger = WandBLogger(
+        savedir=tmp_path, mode="offline", log_freq="batch", delivery="agent", agent_linger=2.0
+    )
     logger.create_logger_context()
     for i in range(records):
         logger.log(float(i), "loss", step=i)

@@ -53,9 +53,14 @@ TESTS = Path(__file__).resolve().parent
 SUB, RG, WS = "00000000-1111-2222-3333-444444444444", "rg-test", "ws-test"
 VM_TOKEN = "vm-token-from-entra"
 JOB_VARIABLES = (
-    "MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME",
-    "MLFLOW_TRACKING_TOKEN", "AZUREML_RUN_ID", "AZUREML_CURRENT_CLOUD",
-)  # fmt: skip
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_RUN_ID",
+    "MLFLOW_EXPERIMENT_ID",
+    "MLFLOW_EXPERIMENT_NAME",
+    "MLFLOW_TRACKING_TOKEN",
+    "AZUREML_RUN_ID",
+    "AZUREML_CURRENT_CLOUD",
+)
 
 
 class StaticCredential:
@@ -122,9 +127,13 @@ def test_remote_mode_logs_every_rest_kind_with_our_credential(
     credential = StaticCredential(VM_TOKEN)
     proxy.throttle_log_batch = 1
     logger = AzureMLLogger(
-        experiment_name="remote-exp", tag="display-name", tracking_uri=proxy.tracking_uri,
-        credential=credential, savedir=str(tmp_path / "logs"), tags={"team": "fanlog"},
-    )  # fmt: skip
+        experiment_name="remote-exp",
+        tag="display-name",
+        tracking_uri=proxy.tracking_uri,
+        credential=credential,
+        savedir=str(tmp_path / "logs"),
+        tags={"team": "fanlog"},
+    )
     with logger.start_logging(rank=0):
         assert os.environ["AZUREML_CURRENT_CLOUD"] == "AzureCloud"
         for step in range(5):
@@ -147,8 +156,9 @@ def test_remote_mode_logs_every_rest_kind_with_our_credential(
     assert run.data.tags["variant"] == "fast" and run.data.tags["team"] == "fanlog"
     assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["train"]
 
-    assert credential.scopes and all(s == ("https://management.azure.com/.default",)
-                                     for s in credential.scopes)  # fmt: skip
+    assert credential.scopes and all(
+        s == ("https://management.azure.com/.default",) for s in credential.scopes
+    )
     assert proxy.seen and all(s.authorized for s in proxy.seen)
     assert [s.status for s in proxy.seen if "log-batch" in s.path].count(429) == 1
     assert not any("log-metric" in s.path for s in proxy.seen)  # batched, never per metric
@@ -157,9 +167,12 @@ def test_remote_mode_logs_every_rest_kind_with_our_credential(
 
 @pytest.mark.slow
 def test_workspace_from_config_json_and_arm_lookup(
-    server: MlflowServer, proxy: WorkspaceProxy, loopback_only: list[str], tmp_path: Path,
+    server: MlflowServer,
+    proxy: WorkspaceProxy,
+    loopback_only: list[str],
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     """config.json in a parent directory, no region: the tracking URI comes from ARM
     (served by the proxy), with the same credential."""
     (tmp_path / "config.json").write_text(
@@ -170,9 +183,11 @@ def test_workspace_from_config_json_and_arm_lookup(
     monkeypatch.chdir(nested)
     credential = StaticCredential(VM_TOKEN)
     logger = AzureMLLogger(
-        experiment_name="config-exp", credential=credential, savedir=str(tmp_path / "logs"),
+        experiment_name="config-exp",
+        credential=credential,
+        savedir=str(tmp_path / "logs"),
         resource_manager=proxy.arm_url,
-    )  # fmt: skip
+    )
     with logger.start_logging(rank=0):
         logger.log(0.5, "acc", step=3)
         assert logger.flush(timeout=120)
@@ -193,9 +208,13 @@ def test_request_without_the_token_is_refused(
 ) -> None:
     """The proxy really checks the header: a wrong token delivers nothing."""
     logger = AzureMLLogger(
-        tracking_uri=proxy.tracking_uri, credential=StaticCredential("not-the-token"),
-        savedir=str(tmp_path / "logs"), retry_initial=0.1, retry_max=0.2, close_timeout=2,
-    )  # fmt: skip
+        tracking_uri=proxy.tracking_uri,
+        credential=StaticCredential("not-the-token"),
+        savedir=str(tmp_path / "logs"),
+        retry_initial=0.1,
+        retry_max=0.2,
+        close_timeout=2,
+    )
     logger.create_logger_context(rank=0)
     logger.log(1.0, "loss", step=0)
     assert logger.flush(timeout=3) is False
@@ -248,20 +267,30 @@ def test_job_mode_attaches_to_the_jobs_run_and_leaves_it_running(
     script.write_text(CHILD.format(tests=str(TESTS)))
     env = {k: v for k, v in os.environ.items() if k not in JOB_VARIABLES}
     env.update(QUIET_ENV)
-    env.update({
-        "MLFLOW_TRACKING_URI": proxy.tracking_uri, "MLFLOW_RUN_ID": run_id,
-        "MLFLOW_EXPERIMENT_ID": experiment_id, "MLFLOW_EXPERIMENT_NAME": "job-exp",
-        "MLFLOW_TRACKING_TOKEN": token, "AZUREML_RUN_ID": run_id,
-        "AZUREML_ARM_SUBSCRIPTION": SUB, "AZUREML_ARM_RESOURCEGROUP": RG,
-        "AZUREML_ARM_WORKSPACE_NAME": WS, "AZUREML_ARM_PROJECT_NAME": "job-exp",
-        "REQUESTS_CA_BUNDLE": str(proxy.cert), "WORLD_SIZE": "2",
-    })  # fmt: skip
+    env.update(
+        {
+            "MLFLOW_TRACKING_URI": proxy.tracking_uri,
+            "MLFLOW_RUN_ID": run_id,
+            "MLFLOW_EXPERIMENT_ID": experiment_id,
+            "MLFLOW_EXPERIMENT_NAME": "job-exp",
+            "MLFLOW_TRACKING_TOKEN": token,
+            "AZUREML_RUN_ID": run_id,
+            "AZUREML_ARM_SUBSCRIPTION": SUB,
+            "AZUREML_ARM_RESOURCEGROUP": RG,
+            "AZUREML_ARM_WORKSPACE_NAME": WS,
+            "AZUREML_ARM_PROJECT_NAME": "job-exp",
+            "REQUESTS_CA_BUNDLE": str(proxy.cert),
+            "WORLD_SIZE": "2",
+        }
+    )
     children = [
         subprocess.Popen(
             [sys.executable, str(script), str(tmp_path / f"logs-{rank}")],
-            env={**env, "RANK": str(rank)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={**env, "RANK": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         for rank in range(2)
     ]
     results = []
@@ -343,14 +372,18 @@ def test_importing_the_backend_imports_no_azure() -> None:
 
 
 @pytest.mark.azure_live
-@pytest.mark.skipif(not os.environ.get("FANLOG_AZUREML_CONFIG"),
-                    reason="needs a real workspace: FANLOG_AZUREML_CONFIG=<path of config.json>")
+@pytest.mark.skipif(
+    not os.environ.get("FANLOG_AZUREML_CONFIG"),
+    reason="needs a real workspace: FANLOG_AZUREML_CONFIG=<path of config.json>",
+)
 def test_live_workspace(tmp_path: Path) -> None:  # pragma: no cover - needs Azure
     """Against a real workspace, with whatever DefaultAzureCredential finds (az login, ...)."""
     logger = AzureMLLogger(
-        experiment_name="fanlog-live-test", tag=f"live-{int(time.time())}",
-        config_path=os.environ["FANLOG_AZUREML_CONFIG"], savedir=str(tmp_path),
-    )  # fmt: skip
+        experiment_name="fanlog-live-test",
+        tag=f"live-{int(time.time())}",
+        config_path=os.environ["FANLOG_AZUREML_CONFIG"],
+        savedir=str(tmp_path),
+    )
     with logger.start_logging(rank=0):
         logger.log(0.25, "live/metric", step=1)
         logger.log("yes", "live_param", kind="param")

@@ -118,40 +118,77 @@ GENERAL = [
     Case("metric-bool", "coerced to 1.0 / 0.0", value(True), stored=1.0),
     Case("metric-numpy-scalar", "coerced to float", value(np.float32(0.25)), stored=0.25),
     Case("metric-numpy-int", "coerced to float", value(np.int64(7)), stored=7.0),
-    Case("metric-0d-tensor", "coerced to float (snapshot, no device sync)",
-         value(torch.tensor(1.5)), stored=1.5),
+    Case(
+        "metric-0d-tensor",
+        "coerced to float (snapshot, no device sync)",
+        value(torch.tensor(1.5)),
+        stored=1.5,
+    ),
     Case("metric-1-element-tensor", "coerced to float", value(torch.tensor([[2.5]])), stored=2.5),
     Case("metric-multi-element-tensor", "ValueError", value(torch.ones(3)), error=ValueError),
     Case("metric-multi-element-array", "ValueError", value(np.ones(2)), error=ValueError),
     Case("metric-string", "TypeError (a numeric string is not parsed)", value("0.5"), error=TypeError),
     Case("metric-complex", "TypeError", value(1 + 2j), error=TypeError),
     Case("metric-complex-tensor", "TypeError", value(torch.tensor(1 + 2j)), error=TypeError),
-    Case("metric-fraction", "coerced to float (any numbers.Real)", value(fractions.Fraction(1, 4)),
-         stored=0.25),
+    Case(
+        "metric-fraction", "coerced to float (any numbers.Real)", value(fractions.Fraction(1, 4)), stored=0.25
+    ),
     Case("identifier-empty", "ValueError", value(1.0), identifier="", error=ValueError),
     Case("identifier-not-str", "ValueError", value(1.0), identifier=5, error=ValueError),  # type: ignore[arg-type]
-    Case("identifier-1000-chars", "kept whole in the journal", value(1.0), identifier="k" * 1000,
-         stored=1.0),
-    Case("identifier-mlflow-chars", "kept verbatim in the journal", value(1.0),
-         identifier="val loss@epoch#1", stored=1.0),
-    Case("artifact-missing", "ValueError", value("/nonexistent/file.bin"), identifier="f.bin",
-         kind="artifact", error=ValueError),
-    Case("artifact-traversal", "ValueError; nothing written outside the run",
-         lambda tmp: str(tmp / "src.txt"), identifier="../../escaped.txt", kind="artifact",
-         error=ValueError),
-    Case("artifact-absolute", "ValueError", lambda tmp: str(tmp / "src.txt"),
-         identifier="/tmp/abs.txt", kind="artifact", error=ValueError),
-    Case("artifact-not-a-path", "TypeError", value(42), identifier="f", kind="artifact",
-         error=TypeError),
-    Case("text-10mb", "stored whole", value("x" * 10_000_000), kind="text",
-         stored=lambda v: v == "x" * 10_000_000),
+    Case("identifier-1000-chars", "kept whole in the journal", value(1.0), identifier="k" * 1000, stored=1.0),
+    Case(
+        "identifier-mlflow-chars",
+        "kept verbatim in the journal",
+        value(1.0),
+        identifier="val loss@epoch#1",
+        stored=1.0,
+    ),
+    Case(
+        "artifact-missing",
+        "ValueError",
+        value("/nonexistent/file.bin"),
+        identifier="f.bin",
+        kind="artifact",
+        error=ValueError,
+    ),
+    Case(
+        "artifact-traversal",
+        "ValueError; nothing written outside the run",
+        lambda tmp: str(tmp / "src.txt"),
+        identifier="../../escaped.txt",
+        kind="artifact",
+        error=ValueError,
+    ),
+    Case(
+        "artifact-absolute",
+        "ValueError",
+        lambda tmp: str(tmp / "src.txt"),
+        identifier="/tmp/abs.txt",
+        kind="artifact",
+        error=ValueError,
+    ),
+    Case("artifact-not-a-path", "TypeError", value(42), identifier="f", kind="artifact", error=TypeError),
+    Case(
+        "text-10mb",
+        "stored whole",
+        value("x" * 10_000_000),
+        kind="text",
+        stored=lambda v: v == "x" * 10_000_000,
+    ),
     Case("text-bad-utf8", "ValueError", value(b"\xff\xfe"), kind="text", error=ValueError),
     Case("text-not-str", "TypeError", value(12), kind="text", error=TypeError),
-    Case("param-not-json", "coerced to its str()", value(Path("/data/set")), kind="param",
-         stored="/data/set"),
+    Case(
+        "param-not-json", "coerced to its str()", value(Path("/data/set")), kind="param", stored="/data/set"
+    ),
     Case("param-list", "coerced to JSON text", value([1, 2]), kind="param", stored="[1, 2]"),
-    Case("param-secret-key", "redacted", value("hunter2"), identifier="db/password", kind="param",
-         stored=REDACTED),
+    Case(
+        "param-secret-key",
+        "redacted",
+        value("hunter2"),
+        identifier="db/password",
+        kind="param",
+        stored=REDACTED,
+    ),
     Case("step-negative", "ValueError", value(1.0), options={"step": -1}, error=ValueError),
     Case("step-integral-float", "coerced to int", value(1.0), options={"step": 3.0}, stored=1.0),
     Case("step-fractional-float", "TypeError", value(1.0), options={"step": 2.5}, error=TypeError),
@@ -159,23 +196,36 @@ GENERAL = [
     Case("step-numeric-string", "TypeError", value(1.0), options={"step": "3"}, error=TypeError),
     Case("step-too-large", "ValueError", value(1.0), options={"step": 2**63}, error=ValueError),
     Case("step-huge-float", "ValueError", value(1.0), options={"step": 1e20}, error=ValueError),
-    Case("step-numpy-uint64-max", "ValueError", value(1.0), options={"step": np.uint64(2**64 - 1)},
-         error=ValueError),
-    Case("step-float-tensor", "TypeError", value(1.0), options={"step": torch.tensor(3.0)},
-         error=TypeError),
-    Case("batch-idx-numpy-int", "coerced to int", value(1.0), options={"batch_idx": np.arange(5)[3]},
-         stored=1.0),
-    Case("batch-idx-0d-tensor", "coerced to int", value(1.0), options={"batch_idx": torch.tensor(3)},
-         stored=1.0),
-    Case("batch-idx-too-large", "ValueError", value(1.0), options={"batch_idx": 2**63},
-         error=ValueError),
+    Case(
+        "step-numpy-uint64-max",
+        "ValueError",
+        value(1.0),
+        options={"step": np.uint64(2**64 - 1)},
+        error=ValueError,
+    ),
+    Case("step-float-tensor", "TypeError", value(1.0), options={"step": torch.tensor(3.0)}, error=TypeError),
+    Case(
+        "batch-idx-numpy-int",
+        "coerced to int",
+        value(1.0),
+        options={"batch_idx": np.arange(5)[3]},
+        stored=1.0,
+    ),
+    Case(
+        "batch-idx-0d-tensor",
+        "coerced to int",
+        value(1.0),
+        options={"batch_idx": torch.tensor(3)},
+        stored=1.0,
+    ),
+    Case("batch-idx-too-large", "ValueError", value(1.0), options={"batch_idx": 2**63}, error=ValueError),
     Case("batch-idx-string", "TypeError", value(1.0), options={"batch_idx": "3"}, error=TypeError),
     Case("batch-idx-float", "TypeError", value(1.0), options={"batch_idx": 2.5}, error=TypeError),
-    Case("kind-unknown", "ValueError listing the known kinds", value(1.0), kind="nosuchkind",
-         error=ValueError),
+    Case(
+        "kind-unknown", "ValueError listing the known kinds", value(1.0), kind="nosuchkind", error=ValueError
+    ),
     Case("figure-not-a-figure", "TypeError", value([1, 2]), kind="figure", error=TypeError),
-    Case("image-wrong-shape", "ValueError", value(np.zeros((7, 10, 10))), kind="image",
-         error=ValueError),
+    Case("image-wrong-shape", "ValueError", value(np.zeros((7, 10, 10))), kind="image", error=ValueError),
     Case("image-1d", "ValueError", value(np.zeros(10)), kind="image", error=ValueError),
     Case("image-not-an-array", "TypeError", value("cat.png"), kind="image", error=TypeError),
     Case("histogram-empty", "ValueError", value([]), kind="histogram", error=ValueError),
@@ -183,110 +233,302 @@ GENERAL = [
     Case("model-not-a-module", "TypeError", value(3), kind="model", error=TypeError),
     # numbers and tensors that have no plain float form
     Case("metric-int-beyond-float", "ValueError", value(10**400), error=ValueError),
-    Case("metric-fraction-beyond-float", "ValueError", value(fractions.Fraction(10**400, 3)),
-         error=ValueError),
+    Case(
+        "metric-fraction-beyond-float", "ValueError", value(fractions.Fraction(10**400, 3)), error=ValueError
+    ),
     Case("metric-numpy-complex", "TypeError", value(np.complex128(1 + 1j)), error=TypeError),
-    Case("metric-float8-tensor", "coerced to float (copied as float32;",
-         value(torch.tensor(1.5).to(torch.float8_e4m3fn)), stored=1.5),
-    Case("metric-float8-e5m2-tensor", "coerced to float (copied as float32)",
-         value(torch.tensor([0.25]).to(torch.float8_e5m2)), stored=0.25),
-    Case("metric-sparse-tensor", "coerced to float (its dense value;",
-         value(torch.tensor([[2.5]]).to_sparse()), stored=2.5),
-    Case("metric-meta-tensor", "ValueError (a meta tensor has no data;",
-         value(torch.tensor(1.0, device="meta")), error=ValueError),
-    Case("histogram-sparse-tensor", "coerced to its dense values",
-         value(torch.eye(3).to_sparse()), kind="histogram",
-         stored=lambda v: sorted(v.tolist()) == [0.0] * 6 + [1.0] * 3),
-    Case("histogram-float8-tensor", "coerced to float32 values",
-         value(torch.tensor([0.5, 2.0]).to(torch.float8_e4m3fn)), kind="histogram",
-         stored=lambda v: v.tolist() == [0.5, 2.0]),
-    Case("histogram-meta-tensor", "ValueError", value(torch.zeros(4, device="meta")),
-         kind="histogram", error=ValueError),
-    Case("histogram-complex-tensor", "TypeError", value(torch.tensor([1 + 2j])), kind="histogram",
-         error=TypeError),
-    Case("histogram-complex-array", "TypeError", value(np.array([1 + 2j, 3j])), kind="histogram",
-         error=TypeError),
-    Case("histogram-int-beyond-float", "ValueError", value([1, 10**400]), kind="histogram",
-         error=ValueError),
-    Case("param-int-beyond-int64", "coerced to its decimal text", value(10**400), kind="param",
-         stored="1" + "0" * 400),
-    Case("param-int-too-long-for-text", "ValueError", value(10**5000), kind="param",
-         error=ValueError),
-    Case("param-numpy-complex", "coerced to its str()", value(np.complex64(1 + 2j)), kind="param",
-         stored="(1+2j)"),
-    Case("param-circular-list", "ValueError naming where it contains itself", circular_list,
-         kind="param", error=ValueError),
-    Case("dict-circular", "ValueError naming where it contains itself", circular_dict, kind="dict",
-         error=ValueError),
+    Case(
+        "metric-float8-tensor",
+        "coerced to float (copied as float32;",
+        value(torch.tensor(1.5).to(torch.float8_e4m3fn)),
+        stored=1.5,
+    ),
+    Case(
+        "metric-float8-e5m2-tensor",
+        "coerced to float (copied as float32)",
+        value(torch.tensor([0.25]).to(torch.float8_e5m2)),
+        stored=0.25,
+    ),
+    Case(
+        "metric-sparse-tensor",
+        "coerced to float (its dense value;",
+        value(torch.tensor([[2.5]]).to_sparse()),
+        stored=2.5,
+    ),
+    Case(
+        "metric-meta-tensor",
+        "ValueError (a meta tensor has no data;",
+        value(torch.tensor(1.0, device="meta")),
+        error=ValueError,
+    ),
+    Case(
+        "histogram-sparse-tensor",
+        "coerced to its dense values",
+        value(torch.eye(3).to_sparse()),
+        kind="histogram",
+        stored=lambda v: sorted(v.tolist()) == [0.0] * 6 + [1.0] * 3,
+    ),
+    Case(
+        "histogram-float8-tensor",
+        "coerced to float32 values",
+        value(torch.tensor([0.5, 2.0]).to(torch.float8_e4m3fn)),
+        kind="histogram",
+        stored=lambda v: v.tolist() == [0.5, 2.0],
+    ),
+    Case(
+        "histogram-meta-tensor",
+        "ValueError",
+        value(torch.zeros(4, device="meta")),
+        kind="histogram",
+        error=ValueError,
+    ),
+    Case(
+        "histogram-complex-tensor",
+        "TypeError",
+        value(torch.tensor([1 + 2j])),
+        kind="histogram",
+        error=TypeError,
+    ),
+    Case(
+        "histogram-complex-array",
+        "TypeError",
+        value(np.array([1 + 2j, 3j])),
+        kind="histogram",
+        error=TypeError,
+    ),
+    Case("histogram-int-beyond-float", "ValueError", value([1, 10**400]), kind="histogram", error=ValueError),
+    Case(
+        "param-int-beyond-int64",
+        "coerced to its decimal text",
+        value(10**400),
+        kind="param",
+        stored="1" + "0" * 400,
+    ),
+    Case("param-int-too-long-for-text", "ValueError", value(10**5000), kind="param", error=ValueError),
+    Case(
+        "param-numpy-complex",
+        "coerced to its str()",
+        value(np.complex64(1 + 2j)),
+        kind="param",
+        stored="(1+2j)",
+    ),
+    Case(
+        "param-circular-list",
+        "ValueError naming where it contains itself",
+        circular_list,
+        kind="param",
+        error=ValueError,
+    ),
+    Case(
+        "dict-circular",
+        "ValueError naming where it contains itself",
+        circular_dict,
+        kind="dict",
+        error=ValueError,
+    ),
     Case("dict-nested-too-deep", "ValueError", deeply_nested, kind="dict", error=ValueError),
-    Case("dataset-circular", "ValueError naming where it contains itself", circular_dict,
-         kind="dataset", error=ValueError),
+    Case(
+        "dataset-circular",
+        "ValueError naming where it contains itself",
+        circular_dict,
+        kind="dataset",
+        error=ValueError,
+    ),
     # identifiers that are str subclasses
-    Case("identifier-strenum", "accepted as its plain str value", value(1.0), identifier=Split.TRAIN,
-         stored=1.0),
-    Case("identifier-numpy-str", "accepted as a plain str", value(2.0), identifier=np.str_("val/acc"),
-         stored=2.0),
-    Case("text-numpy-str", "stored as a plain str", value(np.str_("note")), kind="text",
-         stored="note"),
+    Case(
+        "identifier-strenum",
+        "accepted as its plain str value",
+        value(1.0),
+        identifier=Split.TRAIN,
+        stored=1.0,
+    ),
+    Case(
+        "identifier-numpy-str",
+        "accepted as a plain str",
+        value(2.0),
+        identifier=np.str_("val/acc"),
+        stored=2.0,
+    ),
+    Case("text-numpy-str", "stored as a plain str", value(np.str_("note")), kind="text", stored="note"),
     # images: refused at log() when they are no pixels, else converted as "Images" says
-    Case("image-object-array", "TypeError", value(np.full((4, 4), None, dtype=object)), kind="image",
-         error=TypeError),
-    Case("image-complex-array", "TypeError", value(np.zeros((4, 4), np.complex64)), kind="image",
-         error=TypeError),
-    Case("image-complex-tensor", "TypeError", value(torch.zeros(3, 4, 4, dtype=torch.complex64)),
-         kind="image", error=TypeError),
-    Case("image-meta-tensor", "ValueError", value(torch.zeros(3, 4, 4, device="meta")), kind="image",
-         error=ValueError),
-    Case("image-float-0-1", "times 255", value(np.array([[0.0, 0.5, 1.0]])), kind="image",
-         stored=png_is([[0, 128, 255]])),
-    Case("image-float-above-1", "min-max normalised", value(np.array([[0.0, 0.6, 1.2]])),
-         kind="image", stored=png_is([[0, 128, 255]])),
-    Case("image-float-minus-1-1", "(x + 1) / 2, times 255", value(np.array([[-1.0, 0.0, 1.0]])),
-         kind="image", stored=png_is([[0, 128, 255]])),
-    Case("image-float-wide-range", "min-max normalised", value(np.array([[-300.0, 0.0, 300.0]])),
-         kind="image", stored=png_is([[0, 128, 255]])),
-    Case("image-float-nan-inf", "NaN and -inf black, +inf white; the range ignores them",
-         value(np.array([[np.nan, 0.5, np.inf, -np.inf]], np.float32)), kind="image",
-         stored=png_is([[0, 128, 255, 0]])),
-    Case("image-float16-tensor", "times 255 (copied as float32)",
-         value(torch.tensor([[[0.0, 1.0]]], dtype=torch.float16)), kind="image",
-         stored=png_is([[0, 255]])),
-    Case("image-float8-tensor", "times 255 (copied as float32)",
-         value(torch.tensor([[0.0, 0.5]]).to(torch.float8_e4m3fn)), kind="image",
-         stored=png_is([[0, 128]])),
-    Case("image-sparse-tensor", "its dense values", value(torch.eye(2).to_sparse()), kind="image",
-         stored=png_is([[255, 0], [0, 255]])),
-    Case("image-uint16", "scaled by 255/65535", value(np.array([[0, 32768, 65535]], np.uint16)),
-         kind="image", stored=png_is([[0, 128, 255]])),
-    Case("image-uint16-8bit-values", "as they are (values within [0, 255])",
-         value(np.array([[0, 100, 255]], np.uint16)), kind="image", stored=png_is([[0, 100, 255]])),
-    Case("image-int64-tensor", "as they are (values within [0, 255])",
-         value(torch.tensor([[7, 200]])), kind="image", stored=png_is([[7, 200]])),
-    Case("image-int32-wide-range", "min-max normalised", value(np.array([[-10, 0, 10]], np.int32)),
-         kind="image", stored=png_is([[0, 128, 255]])),
-    Case("image-bool-array", "False black, True white", value(np.array([[True, False]])),
-         kind="image", stored=png_is([[255, 0]])),
-    Case("image-bool-tensor", "False black, True white", value(torch.tensor([[False, True]])),
-         kind="image", stored=png_is([[0, 255]])),
-    Case("image-pil-mode-f", "as a float image", pil_image(np.array([[0.0, 0.5, 1.0]], np.float32)),
-         kind="image", stored=png_is([[0, 128, 255]])),
-    Case("image-pil-mode-i16", "as a 16-bit image", pil_image(np.array([[0, 65535]], np.uint16)),
-         kind="image", stored=png_is([[0, 255]])),
-    Case("image-pil-mode-i", "as an integer image", pil_image(np.array([[0, 1000, 2000]], np.int32)),
-         kind="image", stored=png_is([[0, 128, 255]])),
-    Case("image-pil-mode-1", "False black, True white", pil_image(np.array([[True, False]])),
-         kind="image", stored=png_is([[255, 0]])),
+    Case(
+        "image-object-array",
+        "TypeError",
+        value(np.full((4, 4), None, dtype=object)),
+        kind="image",
+        error=TypeError,
+    ),
+    Case(
+        "image-complex-array",
+        "TypeError",
+        value(np.zeros((4, 4), np.complex64)),
+        kind="image",
+        error=TypeError,
+    ),
+    Case(
+        "image-complex-tensor",
+        "TypeError",
+        value(torch.zeros(3, 4, 4, dtype=torch.complex64)),
+        kind="image",
+        error=TypeError,
+    ),
+    Case(
+        "image-meta-tensor",
+        "ValueError",
+        value(torch.zeros(3, 4, 4, device="meta")),
+        kind="image",
+        error=ValueError,
+    ),
+    Case(
+        "image-float-0-1",
+        "times 255",
+        value(np.array([[0.0, 0.5, 1.0]])),
+        kind="image",
+        stored=png_is([[0, 128, 255]]),
+    ),
+    Case(
+        "image-float-above-1",
+        "min-max normalised",
+        value(np.array([[0.0, 0.6, 1.2]])),
+        kind="image",
+        stored=png_is([[0, 128, 255]]),
+    ),
+    Case(
+        "image-float-minus-1-1",
+        "(x + 1) / 2, times 255",
+        value(np.array([[-1.0, 0.0, 1.0]])),
+        kind="image",
+        stored=png_is([[0, 128, 255]]),
+    ),
+    Case(
+        "image-float-wide-range",
+        "min-max normalised",
+        value(np.array([[-300.0, 0.0, 300.0]])),
+        kind="image",
+        stored=png_is([[0, 128, 255]]),
+    ),
+    Case(
+        "image-float-nan-inf",
+        "NaN and -inf black, +inf white; the range ignores them",
+        value(np.array([[np.nan, 0.5, np.inf, -np.inf]], np.float32)),
+        kind="image",
+        stored=png_is([[0, 128, 255, 0]]),
+    ),
+    Case(
+        "image-float16-tensor",
+        "times 255 (copied as float32)",
+        value(torch.tensor([[[0.0, 1.0]]], dtype=torch.float16)),
+        kind="image",
+        stored=png_is([[0, 255]]),
+    ),
+    Case(
+        "image-float8-tensor",
+        "times 255 (copied as float32)",
+        value(torch.tensor([[0.0, 0.5]]).to(torch.float8_e4m3fn)),
+        kind="image",
+        stored=png_is([[0, 128]]),
+    ),
+    Case(
+        "image-sparse-tensor",
+        "its dense values",
+        value(torch.eye(2).to_sparse()),
+        kind="image",
+        stored=png_is([[255, 0], [0, 255]]),
+    ),
+    Case(
+        "image-uint16",
+        "scaled by 255/65535",
+        value(np.array([[0, 32768, 65535]], np.uint16)),
+        kind="image",
+        stored=png_is([[0, 128, 255]]),
+    ),
+    Case(
+        "image-uint16-8bit-values",
+        "as they are (values within [0, 255])",
+        value(np.array([[0, 100, 255]], np.uint16)),
+        kind="image",
+        stored=png_is([[0, 100, 255]]),
+    ),
+    Case(
+        "image-int64-tensor",
+        "as they are (values within [0, 255])",
+        value(torch.tensor([[7, 200]])),
+        kind="image",
+        stored=png_is([[7, 200]]),
+    ),
+    Case(
+        "image-int32-wide-range",
+        "min-max normalised",
+        value(np.array([[-10, 0, 10]], np.int32)),
+        kind="image",
+        stored=png_is([[0, 128, 255]]),
+    ),
+    Case(
+        "image-bool-array",
+        "False black, True white",
+        value(np.array([[True, False]])),
+        kind="image",
+        stored=png_is([[255, 0]]),
+    ),
+    Case(
+        "image-bool-tensor",
+        "False black, True white",
+        value(torch.tensor([[False, True]])),
+        kind="image",
+        stored=png_is([[0, 255]]),
+    ),
+    Case(
+        "image-pil-mode-f",
+        "as a float image",
+        pil_image(np.array([[0.0, 0.5, 1.0]], np.float32)),
+        kind="image",
+        stored=png_is([[0, 128, 255]]),
+    ),
+    Case(
+        "image-pil-mode-i16",
+        "as a 16-bit image",
+        pil_image(np.array([[0, 65535]], np.uint16)),
+        kind="image",
+        stored=png_is([[0, 255]]),
+    ),
+    Case(
+        "image-pil-mode-i",
+        "as an integer image",
+        pil_image(np.array([[0, 1000, 2000]], np.int32)),
+        kind="image",
+        stored=png_is([[0, 128, 255]]),
+    ),
+    Case(
+        "image-pil-mode-1",
+        "False black, True white",
+        pil_image(np.array([[True, False]])),
+        kind="image",
+        stored=png_is([[255, 0]]),
+    ),
     # secrets in values (see the Secrets section)
-    Case("param-url-password", "the password is redacted", value("postgres://app:pw9@db/x"),
-         kind="param", stored=f"postgres://app:{REDACTED}@db/x"),
-    Case("text-env-secret", "the value is redacted", value("WANDB_API_KEY=abc123 python t.py"),
-         kind="text", stored=f"WANDB_API_KEY={REDACTED} python t.py"),
-    Case("tag-secret-key", "redacted", value("s3cr3t"), identifier="sas_token", kind="tag",
-         stored=REDACTED),
-    Case("dataset-secret-key", "the value is redacted", value({"uri": "s3://b/d", "api_key": "k1"}),
-         kind="dataset", stored={"uri": "s3://b/d", "api_key": REDACTED}),
-    Case("options-secret", "the option is redacted", value(1.0), options={"token": "t0k"},
-         stored=1.0),
+    Case(
+        "param-url-password",
+        "the password is redacted",
+        value("postgres://app:pw9@db/x"),
+        kind="param",
+        stored=f"postgres://app:{REDACTED}@db/x",
+    ),
+    Case(
+        "text-env-secret",
+        "the value is redacted",
+        value("WANDB_API_KEY=abc123 python t.py"),
+        kind="text",
+        stored=f"WANDB_API_KEY={REDACTED} python t.py",
+    ),
+    Case("tag-secret-key", "redacted", value("s3cr3t"), identifier="sas_token", kind="tag", stored=REDACTED),
+    Case(
+        "dataset-secret-key",
+        "the value is redacted",
+        value({"uri": "s3://b/d", "api_key": "k1"}),
+        kind="dataset",
+        stored={"uri": "s3://b/d", "api_key": REDACTED},
+    ),
+    Case("options-secret", "the option is redacted", value(1.0), options={"token": "t0k"}, stored=1.0),
 ]
 
 
@@ -370,8 +612,9 @@ def mlflow_logged(mlflow_server: Any, tmp_path_factory: pytest.TempPathFactory) 
     from fanlog.backends.mlflow import MLflowLogger
 
     savedir = tmp_path_factory.mktemp("bad-mlflow")
-    logger = MLflowLogger(savedir=str(savedir), tracking_uri=mlflow_server.url,
-                          experiment_name="bad-inputs", log_freq="batch")  # fmt: skip
+    logger = MLflowLogger(
+        savedir=str(savedir), tracking_uri=mlflow_server.url, experiment_name="bad-inputs", log_freq="batch"
+    )
     logger.create_logger_context(rank=0)
     logger.log(float("nan"), "nan_metric", step=0)
     logger.log(float("inf"), "inf_metric", step=0)
@@ -395,8 +638,13 @@ def mlflow_logged(mlflow_server: Any, tmp_path_factory: pytest.TempPathFactory) 
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=mlflow_server.url)
-    return {"client": client, "run": client.get_run(run_id), "errors": errors, "dir": savedir,
-            "rejected": refused_keys(logger.journal_path)}
+    return {
+        "client": client,
+        "run": client.get_run(run_id),
+        "errors": errors,
+        "dir": savedir,
+        "rejected": refused_keys(logger.journal_path),
+    }
 
 
 def refused_keys(journal_path: str) -> dict[str, str]:
@@ -410,30 +658,66 @@ def metric(found: dict[str, Any], key: str) -> float:
 
 MLFLOW = [
     Case("mlflow-nan", "stored as NaN", value(None), stored=lambda f: math.isnan(metric(f, "nan_metric"))),
-    Case("mlflow-inf", "stored by MLflow as its largest float (MLflow's own rule)", value(None),
-         stored=lambda f: metric(f, "inf_metric") >= 1.7e308),
-    Case("mlflow-bad-chars", "invalid characters become '_' (with a warning)", value(None),
-         stored=lambda f: metric(f, "val loss_epoch_1") == 1.0),
-    Case("mlflow-1000-chars", "truncated to MLflow's 250 characters (with a warning)", value(None),
-         stored=lambda f: metric(f, "k" * 250) == 2.0),
-    Case("mlflow-10mb-text", "stored whole as a text artifact", value(None),
-         stored=lambda f: next(a.file_size for a in f["client"].list_artifacts(f["run"].info.run_id)
-                               if a.path == "big.txt") == 10_000_000),
-    Case("mlflow-param-relogged", "first value kept; the conflict is a delivery error, later records "
-         "still delivered", value(None),
-         stored=lambda f: f["run"].data.params["lr"] == "0.1"
-         and any("ParamConflictError" in e for e in f["errors"].get("mlflow", []))
-         and metric(f, "after_conflict") == 3.0 and "ParamConflictError" in f["rejected"]["lr"]),
+    Case(
+        "mlflow-inf",
+        "stored by MLflow as its largest float (MLflow's own rule)",
+        value(None),
+        stored=lambda f: metric(f, "inf_metric") >= 1.7e308,
+    ),
+    Case(
+        "mlflow-bad-chars",
+        "invalid characters become '_' (with a warning)",
+        value(None),
+        stored=lambda f: metric(f, "val loss_epoch_1") == 1.0,
+    ),
+    Case(
+        "mlflow-1000-chars",
+        "truncated to MLflow's 250 characters (with a warning)",
+        value(None),
+        stored=lambda f: metric(f, "k" * 250) == 2.0,
+    ),
+    Case(
+        "mlflow-10mb-text",
+        "stored whole as a text artifact",
+        value(None),
+        stored=lambda f: (
+            next(a.file_size for a in f["client"].list_artifacts(f["run"].info.run_id) if a.path == "big.txt")
+            == 10_000_000
+        ),
+    ),
+    Case(
+        "mlflow-param-relogged",
+        "first value kept; the conflict is a delivery error, later records still delivered",
+        value(None),
+        stored=lambda f: (
+            f["run"].data.params["lr"] == "0.1"
+            and any("ParamConflictError" in e for e in f["errors"].get("mlflow", []))
+            and metric(f, "after_conflict") == 3.0
+            and "ParamConflictError" in f["rejected"]["lr"]
+        ),
+    ),
     Case("mlflow-huge", "stored as is", value(None), stored=lambda f: metric(f, "huge_metric") == 1e308),
     Case("mlflow-negative-zero", "stored as 0.0", value(None), stored=lambda f: metric(f, "neg_zero") == 0.0),
-    Case("mlflow-key-cut-ends-in-slash", "cut to 250 characters, then normalised again", value(None),
-         stored=lambda f: metric(f, "a" * 249) == 4.0),
-    Case("mlflow-path-leaves-run", "refused for good: marked in the journal's `rejected` table", value(None),
-         stored=lambda f: "leaves the run" in f["rejected"]["../escape.txt"]
-         and metric(f, "after_conflict") == 3.0),
-    Case("mlflow-image-1x30000", "refused for good (MLflow cannot make its thumbnail)", value(None),
-         stored=lambda f: "height and width" in f["rejected"]["strip"]
-         and metric(f, "after_conflict") == 3.0),
+    Case(
+        "mlflow-key-cut-ends-in-slash",
+        "cut to 250 characters, then normalised again",
+        value(None),
+        stored=lambda f: metric(f, "a" * 249) == 4.0,
+    ),
+    Case(
+        "mlflow-path-leaves-run",
+        "refused for good: marked in the journal's `rejected` table",
+        value(None),
+        stored=lambda f: (
+            "leaves the run" in f["rejected"]["../escape.txt"] and metric(f, "after_conflict") == 3.0
+        ),
+    ),
+    Case(
+        "mlflow-image-1x30000",
+        "refused for good (MLflow cannot make its thumbnail)",
+        value(None),
+        stored=lambda f: "height and width" in f["rejected"]["strip"] and metric(f, "after_conflict") == 3.0,
+    ),
 ]
 
 
@@ -447,9 +731,7 @@ IMAGES = [c for c in GENERAL if isinstance(c.stored, PngIs)]
 
 
 @pytest.mark.slow
-def test_image_pixels_read_back_from_tensorboard_and_mlflow(
-    mlflow_server: Any, tmp_path: Path
-) -> None:
+def test_image_pixels_read_back_from_tensorboard_and_mlflow(mlflow_server: Any, tmp_path: Path) -> None:
     """Each image case's pixels as TensorBoard's reader and an MLflow artifact download see them."""
     import mlflow
     from tensorboard.backend.event_processing import event_accumulator as ea
@@ -459,10 +741,14 @@ def test_image_pixels_read_back_from_tensorboard_and_mlflow(
     from fanlog.backends.tensorboard import TensorBoardLogger
 
     savedir = tmp_path / "sd"
-    logger = LoggersCollection([
-        MLflowLogger(savedir=str(savedir), tracking_uri=mlflow_server.url, experiment_name="pixels"),
-        TensorBoardLogger(savedir=str(savedir)),
-    ], savedir=str(savedir), run_name="pixels")  # fmt: skip
+    logger = LoggersCollection(
+        [
+            MLflowLogger(savedir=str(savedir), tracking_uri=mlflow_server.url, experiment_name="pixels"),
+            TensorBoardLogger(savedir=str(savedir)),
+        ],
+        savedir=str(savedir),
+        run_name="pixels",
+    )
     logger.create_logger_context(rank=0)
     for case in IMAGES:
         logger.log(case.item(tmp_path), f"{case.id}.png", kind="image")
@@ -472,8 +758,7 @@ def test_image_pixels_read_back_from_tensorboard_and_mlflow(
     run_id = member.mlflow_run_id
     assert logger.destroy_logger_context()
 
-    accumulator = ea.EventAccumulator(str(savedir / "tensorboard" / "pixels"),
-                                      size_guidance={ea.IMAGES: 0})  # fmt: skip
+    accumulator = ea.EventAccumulator(str(savedir / "tensorboard" / "pixels"), size_guidance={ea.IMAGES: 0})
     accumulator.Reload()
     client = mlflow.MlflowClient(tracking_uri=mlflow_server.url)
     stored = {a.path for a in client.list_artifacts(run_id)}
@@ -503,8 +788,12 @@ def test_bad_input_in_wandb(case: Case, tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_ERROR_REPORTING", "false")
     monkeypatch.setenv("HOME", str(tmp_path))
-    logger = WandBLogger(savedir=str(tmp_path / "sd"), mode="offline", log_freq="batch",
-                         settings={"x_disable_stats": True, "console": "off"})  # fmt: skip
+    logger = WandBLogger(
+        savedir=str(tmp_path / "sd"),
+        mode="offline",
+        log_freq="batch",
+        settings={"x_disable_stats": True, "console": "off"},
+    )
     logger.create_logger_context(rank=0)
     for step in (5, 3, 7, 0):  # validation "in the past", then a restart from 0
         logger.log(float(step), "loss", step=step)
@@ -520,8 +809,7 @@ def test_bad_input_in_wandb(case: Case, tmp_path: Path, monkeypatch: pytest.Monk
         if any(r.WhichOneof("record_type") == "exit" for r in records):
             for r in records:
                 if r.WhichOneof("record_type") == "history":
-                    row = {"/".join(i.nested_key) or i.key: json.loads(i.value_json)
-                           for i in r.history.item}
+                    row = {"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in r.history.item}
                     if "loss" in row:
                         rows.append((row[STEP_METRIC], row["loss"]))
             break

@@ -39,8 +39,12 @@ def fanlog_cli(*args: str, cwd: Path | None = None, check: bool = True) -> subpr
     env = dict(os.environ)
     env.pop("FANLOG_SAVEDIR", None)  # the tests name the savedir explicitly
     done = subprocess.run(
-        [sys.executable, "-m", "fanlog.cli", *args], capture_output=True, text=True, cwd=cwd,
-        env=env, timeout=120,
+        [sys.executable, "-m", "fanlog.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=120,
     )
     if check and done.returncode != 0:
         raise AssertionError(f"fanlog {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
@@ -67,8 +71,13 @@ def savedir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     except ImportError:
         pass
     collection = LoggersCollection(
-        loggers, job_id=RUN_ID, run_name="cli-test", experiment_name="cli-exp",
-        close_timeout=3.0, retry_initial=0.05, retry_max=0.1,
+        loggers,
+        job_id=RUN_ID,
+        run_name="cli-test",
+        experiment_name="cli-exp",
+        close_timeout=3.0,
+        retry_initial=0.05,
+        retry_max=0.1,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the broken tracker's warnings are expected
@@ -220,8 +229,9 @@ def test_plot_selected_keys_sets_the_panel_count(savedir: Path, tmp_path: Path) 
 
 
 def test_plot_unknown_key_names_the_metrics(savedir: Path, tmp_path: Path) -> None:
-    done = fanlog_cli("plot", RUN_ID, "--savedir", str(savedir), "-k", "nope", "-o",
-                      str(tmp_path / "x.png"), check=False)
+    done = fanlog_cli(
+        "plot", RUN_ID, "--savedir", str(savedir), "-k", "nope", "-o", str(tmp_path / "x.png"), check=False
+    )
     assert done.returncode == 1
     assert "train/loss" in done.stderr and "val/acc" in done.stderr
     assert not (tmp_path / "x.png").exists()
@@ -257,8 +267,9 @@ def test_export_csv_roundtrip(savedir: Path) -> None:
 
 def test_export_jsonl_all_kinds_to_file(savedir: Path, tmp_path: Path) -> None:
     target = tmp_path / "run.jsonl"
-    fanlog_cli("export", RUN_ID, "--savedir", str(savedir), "--format", "jsonl", "--kind", "all",
-               "-o", str(target))
+    fanlog_cli(
+        "export", RUN_ID, "--savedir", str(savedir), "--format", "jsonl", "--kind", "all", "-o", str(target)
+    )
     rows = [json.loads(line) for line in target.read_text().splitlines()]
     assert {r["kind"] for r in rows} == {"metric", "param", "text"}
     assert [r["value"] for r in rows if r["kind"] == "text"] == [f"epoch {e} done" for e in range(EPOCHS)]
@@ -294,8 +305,15 @@ def test_ls_shows_a_tracker_fed_later_by_sync(tmp_path: Path) -> None:
             lg.log(float(step), "loss")
     before = fanlog_cli("ls", str(root)).stdout
     assert "sync:tensorboard" not in before
-    fanlog_cli("sync", str(root / "runs" / "offline-run"), "--to", "tensorboard",
-               "--logdir", str(tmp_path / "tb"), cwd=tmp_path)
+    fanlog_cli(
+        "sync",
+        str(root / "runs" / "offline-run"),
+        "--to",
+        "tensorboard",
+        "--logdir",
+        str(tmp_path / "tb"),
+        cwd=tmp_path,
+    )
     after = json.loads(fanlog_cli("ls", str(root), "--json").stdout)
     (synced,) = [t for t in after[0]["trackers"] if t["name"] == "sync:tensorboard"]
     assert (synced["delivered"], synced["total"]) == (7, 7)
@@ -362,8 +380,12 @@ def test_the_library_never_imports_click(tmp_path: Path) -> None:
     """Only `fanlog.cli` imports click: logging, reading a run back and syncing it (with its
     progress bar), and building loggers from a configuration, leave it out."""
     pytest.importorskip("tensorboard")
-    done = subprocess.run([sys.executable, "-c", LIBRARY_ONLY, str(tmp_path / "sd"), str(tmp_path / "tb")],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", LIBRARY_ONLY, str(tmp_path / "sd"), str(tmp_path / "tb")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
     assert "sync rank-0 → tensorboard" in done.stderr  # the bar was drawn, without click

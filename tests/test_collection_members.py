@@ -73,6 +73,12 @@ def test_members_with_the_default_or_the_same_savedir_are_not_warned_about(tmp_p
     savedir = tmp_path / "sd"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        LoggersCollection([JournalLogger(), JournalLogger(savedir=str(savedir)),
-                           fanlog.TensorBoardLogger(savedir=str(tmp_path / "tb"))], savedir=str(savedir))
+        LoggersCollection(
+            [
+                JournalLogger(),
+                JournalLogger(savedir=str(savedir)),
+                fanlog.TensorBoardLogger(savedir=str(tmp_path / "tb")),
+            ],
+            savedir=str(savedir),
+        )
     assert [str(w.message) for w in caught] == []

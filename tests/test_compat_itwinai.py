@@ -95,30 +95,70 @@ my_logger.destroy_logger_context()
 # itwinai's declared supported_kinds, per class.
 ITWINAI_SUPPORTED = {
     ConsoleLogger: {"torch", "artifact", "metric"},
-    MLFlowLogger: {"metric", "figure", "image", "artifact", "torch", "dict", "param", "text", "model",
-                   "dataset"},
+    MLFlowLogger: {
+        "metric",
+        "figure",
+        "image",
+        "artifact",
+        "torch",
+        "dict",
+        "param",
+        "text",
+        "model",
+        "dataset",
+    },
     WandBLogger: {"watch", "metric", "figure", "image", "torch", "dict", "param", "text"},
     TensorBoardLogger: {"metric", "image", "text", "figure", "torch"},
-    Prov4MLLogger: {"metric", "flops_pb", "flops_pe", "system", "carbon", "execution_time", "model",
-                    "best_model", "torch"},
-}  # fmt: skip
+    Prov4MLLogger: {
+        "metric",
+        "flops_pb",
+        "flops_pe",
+        "system",
+        "carbon",
+        "execution_time",
+        "model",
+        "best_model",
+        "torch",
+    },
+}
 
 # itwinai's constructor arguments (name → default), per class, in itwinai's order.
 ITWINAI_ARGS: dict[type, list[tuple[str, Any]]] = {
     ConsoleLogger: [("savedir", "mllogs"), ("log_freq", "epoch"), ("log_on_workers", 0)],
-    MLFlowLogger: [("savedir", "mllogs"), ("experiment_name", BASE_EXP_NAME), ("tracking_uri", None),
-                   ("run_description", None), ("run_name", None), ("log_freq", "epoch"),
-                   ("log_on_workers", 0)],
-    WandBLogger: [("savedir", "mllogs"), ("project_name", BASE_EXP_NAME), ("log_freq", "epoch"),
-                  ("log_on_workers", 0), ("offline_mode", False)],
-    TensorBoardLogger: [("savedir", "mllogs"), ("log_freq", "epoch"), ("framework", "pytorch"),
-                        ("log_on_workers", 0)],
-    Prov4MLLogger: [("prov_user_namespace", "www.example.org"), ("experiment_name", "experiment_name"),
-                    ("provenance_save_dir", "mllogs/prov_logs"), ("save_after_n_logs", 100),
-                    ("create_graph", True), ("create_svg", True), ("log_freq", "epoch"),
-                    ("log_on_workers", 0)],  # itwinai has log_freq here (issue 13)
+    MLFlowLogger: [
+        ("savedir", "mllogs"),
+        ("experiment_name", BASE_EXP_NAME),
+        ("tracking_uri", None),
+        ("run_description", None),
+        ("run_name", None),
+        ("log_freq", "epoch"),
+        ("log_on_workers", 0),
+    ],
+    WandBLogger: [
+        ("savedir", "mllogs"),
+        ("project_name", BASE_EXP_NAME),
+        ("log_freq", "epoch"),
+        ("log_on_workers", 0),
+        ("offline_mode", False),
+    ],
+    TensorBoardLogger: [
+        ("savedir", "mllogs"),
+        ("log_freq", "epoch"),
+        ("framework", "pytorch"),
+        ("log_on_workers", 0),
+    ],
+    Prov4MLLogger: [
+        ("prov_user_namespace", "www.example.org"),
+        ("experiment_name", "experiment_name"),
+        ("provenance_save_dir", "mllogs/prov_logs"),
+        ("save_after_n_logs", 100),
+        ("create_graph", True),
+        ("create_svg", True),
+        ("log_freq", "epoch"),
+        ("log_on_workers", 0),
+    ],  # itwinai has log_freq here (issue 13)
     EmptyLogger: [("savedir", "mllogs"), ("log_freq", "epoch"), ("log_on_workers", 0)],
-}  # fmt: skip
+}
 
 
 class TinyNet(torch.nn.Module):
@@ -144,10 +184,11 @@ def test_itwinai_documented_example_runs_unchanged(
     net = TinyNet()
     namespace: dict[str, Any] = {
         "train_dataloader": torch.utils.data.DataLoader(
-            torch.utils.data.TensorDataset(data, target), batch_size=4),
+            torch.utils.data.TensorDataset(data, target), batch_size=4
+        ),
         "my_net": net,
         "loss_criterion": torch.nn.MSELoss(),
-    }  # fmt: skip
+    }
     exec(compile(ITWINAI_EXAMPLE, "itwinai_example.py", "exec"), namespace)
 
     client = MlflowClient(tracking_uri=mlflow_server.url)
@@ -183,8 +224,17 @@ def test_supported_kinds_are_itwinai(cls: type, tmp_path: Path) -> None:
 
 
 def test_exports_are_itwinai_names() -> None:
-    for name in ("Logger", "ConsoleLogger", "MLFlowLogger", "WandBLogger", "TensorBoardLogger",
-                 "Prov4MLLogger", "LoggersCollection", "EmptyLogger", "get_mlflow_logger"):  # fmt: skip
+    for name in (
+        "Logger",
+        "ConsoleLogger",
+        "MLFlowLogger",
+        "WandBLogger",
+        "TensorBoardLogger",
+        "Prov4MLLogger",
+        "LoggersCollection",
+        "EmptyLogger",
+        "get_mlflow_logger",
+    ):
         assert name in itwinai.__all__ and hasattr(itwinai, name)
     assert issubclass(MLFlowLogger, itwinai.Logger)
 

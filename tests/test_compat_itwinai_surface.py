@@ -29,10 +29,14 @@ from test_tensorboard_backend import hparams_of
 
 @pytest.mark.parametrize(
     ("item", "printed"),
-    [("hello", "txt = hello"), ({"a": 1}, "txt = {'a': 1}"),
-     (torch.tensor([1.0, 2.0]), "txt = tensor([1., 2.])"), ([1, 2], "txt = [1, 2]"),
-     (None, "txt = None")],
-)  # fmt: skip
+    [
+        ("hello", "txt = hello"),
+        ({"a": 1}, "txt = {'a': 1}"),
+        (torch.tensor([1.0, 2.0]), "txt = tensor([1., 2.])"),
+        ([1, 2], "txt = [1, 2]"),
+        (None, "txt = None"),
+    ],
+)
 def test_console_prints_what_is_not_a_number_as_itwinai(tmp_path: Path, item: Any, printed: str) -> None:
     stream = io.StringIO()
     logger = ConsoleLogger(savedir=str(tmp_path), log_freq="batch", stream=stream)
@@ -73,18 +77,23 @@ def test_tensorboard_save_hyperparameters_writes_hparams(
 
 @pytest.mark.parametrize(
     "make",
-    [lambda p: ConsoleLogger(savedir=str(p), stream=io.StringIO()),
-     lambda p: TensorBoardLogger(savedir=str(p)),
-     lambda p: WandBLogger(savedir=str(p), offline_mode=True),
-     lambda p: Prov4MLLogger(provenance_save_dir=str(p / "prov"), savedir=str(p)),
-     lambda p: LoggersCollection([ConsoleLogger(savedir=str(p), stream=io.StringIO())])],
+    [
+        lambda p: ConsoleLogger(savedir=str(p), stream=io.StringIO()),
+        lambda p: TensorBoardLogger(savedir=str(p)),
+        lambda p: WandBLogger(savedir=str(p), offline_mode=True),
+        lambda p: Prov4MLLogger(provenance_save_dir=str(p / "prov"), savedir=str(p)),
+        lambda p: LoggersCollection([ConsoleLogger(savedir=str(p), stream=io.StringIO())]),
+    ],
     ids=["console", "tensorboard", "wandb", "prov", "collection"],
-)  # fmt: skip
+)
 def test_calls_before_the_start_raise_itwinais_error(tmp_path: Path, make: Any) -> None:
     logger = make(tmp_path)
     assert logger.is_initialized is False
-    for call in (logger.destroy_logger_context, lambda: logger.log(1.0, "x"),
-                 lambda: logger.save_hyperparameters({"a": 1})):  # fmt: skip
+    for call in (
+        logger.destroy_logger_context,
+        lambda: logger.log(1.0, "x"),
+        lambda: logger.save_hyperparameters({"a": 1}),
+    ):
         with pytest.raises(LoggerNotStartedError, match="has not been initialized. Use either the"):
             call()
 

@@ -61,13 +61,16 @@ def test_type_and_target_build_the_named_classes(tmp_path: Path) -> None:
 
 
 def test_yaml_collection_logs_to_every_member(tmp_path: Path) -> None:
-    path = write_yaml(tmp_path / "fanlog.yaml", {
-        "savedir": str(tmp_path / "logs"),
-        "loggers": [
-            {"type": "journal", "log_freq": "batch"},
-            {"type": "tensorboard", "log_freq": 2, "flush_secs": 1},
-        ],
-    })  # fmt: skip
+    path = write_yaml(
+        tmp_path / "fanlog.yaml",
+        {
+            "savedir": str(tmp_path / "logs"),
+            "loggers": [
+                {"type": "journal", "log_freq": "batch"},
+                {"type": "tensorboard", "log_freq": 2, "flush_secs": 1},
+            ],
+        },
+    )
     logger = from_config(path)
     assert type(logger) is LoggersCollection
     journal, tb = logger.members()
@@ -107,10 +110,14 @@ def test_overrides_reach_every_logger_that_takes_them(tmp_path: Path) -> None:
     ("config", "expected"),
     [
         ({"type": "mlfow"}, ["unknown backend type 'mlfow'", "did you mean 'mlflow'", "tensorboard, wandb"]),
-        ({"type": "mlflow", "trackin_uri": "x"},
-         ["unknown option 'trackin_uri'", "did you mean 'tracking_uri'", "accepted: ", "experiment_name"]),
-        ({"loggers": [{"type": "journal"}, {"type": "tensorboard", "max_queue": "ten"}]},
-         ["loggers[1] (tensorboard)", "max_queue: expected integer, got str 'ten'"]),
+        (
+            {"type": "mlflow", "trackin_uri": "x"},
+            ["unknown option 'trackin_uri'", "did you mean 'tracking_uri'", "accepted: ", "experiment_name"],
+        ),
+        (
+            {"loggers": [{"type": "journal"}, {"type": "tensorboard", "max_queue": "ten"}]},
+            ["loggers[1] (tensorboard)", "max_queue: expected integer, got str 'ten'"],
+        ),
         ({"type": "journal", "log_freq": ["x"]}, ["log_freq: expected integer or string, got list"]),
         ({"type": "journal", "log_freq": "hourly"}, ["log_freq must be 'batch', 'epoch' or an int"]),
         ({"_target_": "fanlog.nowhere.Logger"}, ["cannot import fanlog.nowhere.Logger"]),
@@ -151,22 +158,42 @@ def test_schema_is_generated_from_the_signatures() -> None:
 
 @pytest.mark.slow
 def test_schema_cli_prints_and_checks(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "fanlog.config", "--schema"], capture_output=True,
-                         text=True, check=True, timeout=120)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "fanlog.config", "--schema"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     assert json.loads(out.stdout)["title"] == "fanlog configuration"
     bad = write_yaml(tmp_path / "bad.yaml", {"type": "journal", "log_frq": 2})
-    result = subprocess.run([sys.executable, "-m", "fanlog.config", str(bad)], capture_output=True,
-                            text=True, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "fanlog.config", str(bad)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 1 and "did you mean 'log_freq'" in result.stderr
 
 
 def run_tutorial(config: Path, savedir: Path, env: dict[str, str]) -> None:
     savedir.parent.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
-        [sys.executable, str(TUTORIAL), "--config", str(config), "--epochs", "2", "--batches", "3",
-         "--savedir", str(savedir)],
-        capture_output=True, text=True, timeout=300, env=env, cwd=savedir.parent,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(TUTORIAL),
+            "--config",
+            str(config),
+            "--epochs",
+            "2",
+            "--batches",
+            "3",
+            "--savedir",
+            str(savedir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=savedir.parent,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
 
 
@@ -183,8 +210,10 @@ def test_switching_mlflow_to_wandb_is_a_config_change(mlflow_server: Any, tmp_pa
     client = MlflowClient(tracking_uri=mlflow_server.url)
     experiment = client.get_experiment_by_name("fanlog-tutorial")
     (run,) = client.search_runs([experiment.experiment_id])
-    mlflow_loss = [(m.step, m.value) for m in sorted(
-        client.get_metric_history(run.info.run_id, "train/loss"), key=lambda m: m.step)]  # fmt: skip
+    mlflow_loss = [
+        (m.step, m.value)
+        for m in sorted(client.get_metric_history(run.info.run_id, "train/loss"), key=lambda m: m.step)
+    ]
     assert run.data.params["lr"] == "0.05" and run.info.status == "FINISHED"
 
     (wandb_run,) = offline_runs(tmp_path / "b" / "mllogs")

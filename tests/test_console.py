@@ -23,8 +23,9 @@ def test_plain_lines_when_not_a_tty(tmp_path):
 
 def test_live_table_in_a_terminal(tmp_path):
     stream = io.StringIO()
-    console = ConsoleLogger(savedir=tmp_path, log_freq="batch", live=True, stream=stream,
-                            total_epochs=2, run_name="live")
+    console = ConsoleLogger(
+        savedir=tmp_path, log_freq="batch", live=True, stream=stream, total_epochs=2, run_name="live"
+    )
     with console.start_logging():
         console.log(0.25, "val/acc")
         console.end_epoch()

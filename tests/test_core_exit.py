@@ -40,7 +40,9 @@ CHILD = textwrap.dedent(
 def spawn(mode: str, savedir) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", CHILD, mode, str(savedir)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 

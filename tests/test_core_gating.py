@@ -10,9 +10,19 @@ from fanlog.logger import rank_logs, validate_log_freq
 
 # (log_freq, batch_idx, logged?)
 FREQ_CASES = [
-    ("batch", None, True), ("batch", 0, True), ("batch", 7, True),
-    ("epoch", None, True), ("epoch", 0, False), ("epoch", 5, False),
-    (1, 3, True), (5, 0, True), (5, 4, False), (5, 10, True), (5, None, True), (3, 9, True), (3, 10, False),
+    ("batch", None, True),
+    ("batch", 0, True),
+    ("batch", 7, True),
+    ("epoch", None, True),
+    ("epoch", 0, False),
+    ("epoch", 5, False),
+    (1, 3, True),
+    (5, 0, True),
+    (5, 4, False),
+    (5, 10, True),
+    (5, None, True),
+    (3, 9, True),
+    (3, 10, False),
 ]
 
 
@@ -27,8 +37,16 @@ def test_log_freq_semantics(tmp_path, log_freq, batch_idx, logged):
 
 
 # (log_on_workers, rank, logged?)
-RANK_CASES = [(0, 0, True), (0, 1, False), (-1, 0, True), (-1, 3, True), ([0, 2], 2, True),
-              ([0, 2], 1, False), (1, 1, True), (1, 0, False)]
+RANK_CASES = [
+    (0, 0, True),
+    (0, 1, False),
+    (-1, 0, True),
+    (-1, 3, True),
+    ([0, 2], 2, True),
+    ([0, 2], 1, False),
+    (1, 1, True),
+    (1, 0, False),
+]
 
 
 @pytest.mark.parametrize(("workers", "rank", "logged"), RANK_CASES)
@@ -54,8 +72,13 @@ def test_bad_log_on_workers(bad):
 
 @pytest.mark.parametrize(
     ("env", "expected"),
-    [({"RANK": "3"}, 3), ({"SLURM_PROCID": "2"}, 2), ({"OMPI_COMM_WORLD_RANK": "5"}, 5),
-     ({"PMI_RANK": "1"}, 1), ({}, 0)],
+    [
+        ({"RANK": "3"}, 3),
+        ({"SLURM_PROCID": "2"}, 2),
+        ({"OMPI_COMM_WORLD_RANK": "5"}, 5),
+        ({"PMI_RANK": "1"}, 1),
+        ({}, 0),
+    ],
 )
 def test_rank_from_environment(tmp_path, monkeypatch, env, expected):
     for name in ("RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK"):

@@ -30,9 +30,17 @@ def read_back(logger, kind):
 
 @pytest.mark.parametrize(
     ("item", "expected"),
-    [(1, 1.0), (2.5, 2.5), (True, 1.0), (np.float32(1.5), 1.5), (np.int64(7), 7.0),
-     (np.array([3.0]), 3.0), (torch.tensor(4.0), 4.0), (torch.tensor([5.0]), 5.0),
-     (torch.tensor(2.0, dtype=torch.bfloat16), 2.0)],
+    [
+        (1, 1.0),
+        (2.5, 2.5),
+        (True, 1.0),
+        (np.float32(1.5), 1.5),
+        (np.int64(7), 7.0),
+        (np.array([3.0]), 3.0),
+        (torch.tensor(4.0), 4.0),
+        (torch.tensor([5.0]), 5.0),
+        (torch.tensor(2.0, dtype=torch.bfloat16), 2.0),
+    ],
 )
 def test_metric_accepts_scalars(journal, item, expected):
     journal.log(item, "m")
@@ -42,9 +50,14 @@ def test_metric_accepts_scalars(journal, item, expected):
 
 @pytest.mark.parametrize(
     ("item", "error", "expected"),
-    [("0.5", TypeError, "a real number"), (torch.tensor([1.0, 2.0, 3.0]), ValueError, "scalar"),
-     (None, TypeError, "a real number"), (1 + 2j, TypeError, "a real number"),
-     (np.array([1.0, 2.0]), ValueError, "scalar"), ([1.0], TypeError, "a real number")],
+    [
+        ("0.5", TypeError, "a real number"),
+        (torch.tensor([1.0, 2.0, 3.0]), ValueError, "scalar"),
+        (None, TypeError, "a real number"),
+        (1 + 2j, TypeError, "a real number"),
+        (np.array([1.0, 2.0]), ValueError, "scalar"),
+        ([1.0], TypeError, "a real number"),
+    ],
 )
 def test_metric_errors_name_kind_identifier_and_expectation(journal, item, error, expected):
     with pytest.raises(error) as info:
@@ -89,9 +102,13 @@ def test_dict_is_a_snapshot(journal):
 
 @pytest.mark.parametrize(
     ("array", "size"),
-    [(np.zeros((8, 6), dtype=np.uint8), (6, 8)), (np.ones((8, 6, 3)), (6, 8)),
-     (torch.rand(3, 8, 6), (6, 8)), (torch.rand(4, 3, 8, 6), (12, 16)),
-     (Image.new("RGB", (10, 5), "red"), (10, 5))],
+    [
+        (np.zeros((8, 6), dtype=np.uint8), (6, 8)),
+        (np.ones((8, 6, 3)), (6, 8)),
+        (torch.rand(3, 8, 6), (6, 8)),
+        (torch.rand(4, 3, 8, 6), (12, 16)),
+        (Image.new("RGB", (10, 5), "red"), (10, 5)),
+    ],
 )
 def test_image_layouts_become_png(journal, array, size):
     journal.log(array, "img", kind="image")
@@ -162,8 +179,18 @@ def test_unknown_kind_lists_known_ones(journal):
 
 
 def test_registry_covers_the_core_kinds():
-    expected = {"metric", "param", "text", "dict", "figure", "image", "artifact", "model", "torch",
-                "histogram"}
+    expected = {
+        "metric",
+        "param",
+        "text",
+        "dict",
+        "figure",
+        "image",
+        "artifact",
+        "model",
+        "torch",
+        "histogram",
+    }
     assert expected <= set(known_kinds())
 
 
@@ -174,8 +201,9 @@ def test_identifier_must_be_non_empty_string(journal):
         journal.log(1.0, 3)
 
 
-@pytest.mark.parametrize(("policy", "warns", "raises"), [("warn", True, False), ("raise", False, True),
-                                                         ("ignore", False, False)])
+@pytest.mark.parametrize(
+    ("policy", "warns", "raises"), [("warn", True, False), ("raise", False, True), ("ignore", False, False)]
+)
 def test_unsupported_kind_policy(tmp_path, policy, warns, raises):
     from core_backends import NullLogger, RecordingLogger
 

@@ -107,8 +107,13 @@ def test_transient_failures_are_retried_without_loss_or_duplicates(tmp_path):
 
 
 def test_strict_mode_raises_backend_errors(tmp_path):
-    broken = RecordingLogger(savedir=tmp_path, backend=RecordingBackend(always_fail=True),
-                             strict=True, close_timeout=1.0, down_after=0.5)
+    broken = RecordingLogger(
+        savedir=tmp_path,
+        backend=RecordingBackend(always_fail=True),
+        strict=True,
+        close_timeout=1.0,
+        down_after=0.5,
+    )
     broken.create_logger_context()
     broken.log(1.0, "m")
     with warnings.catch_warnings():

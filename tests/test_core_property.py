@@ -12,19 +12,26 @@ from fanlog import JournalLogger
 
 keys = st.sampled_from(["loss", "acc", "val/loss", "lr", "x" * 50, "ключ"])
 metric_call = st.tuples(
-    st.just("metric"), keys,
+    st.just("metric"),
+    keys,
     st.floats(allow_nan=False, width=64) | st.integers(-(2**53), 2**53),
     st.none() | st.integers(0, 10**9),
 )
 text_call = st.tuples(st.just("text"), keys, st.text(max_size=200), st.none() | st.integers(0, 100))
-param_call = st.tuples(st.just("param"), keys, st.text(max_size=20) | st.integers() | st.booleans(),
-                       st.none())
+param_call = st.tuples(
+    st.just("param"), keys, st.text(max_size=20) | st.integers() | st.booleans(), st.none()
+)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(calls=st.lists(metric_call | text_call | param_call, max_size=60))
-@example(calls=[("param", "lr", 2**63, None), ("param", "acc", -(2**63) - 1, None),
-                 ("param", "loss", 2**63 - 1, None)])
+@example(
+    calls=[
+        ("param", "lr", 2**63, None),
+        ("param", "acc", -(2**63) - 1, None),
+        ("param", "loss", 2**63 - 1, None),
+    ]
+)
 def test_sequence_reads_back_exactly(calls):
     with tempfile.TemporaryDirectory() as savedir:
         logger = JournalLogger(savedir=savedir, log_freq="batch")

@@ -207,8 +207,7 @@ BAD_POSITIONS = (137, 500, 501, 999)  # one alone, two side by side, the last on
 
 @pytest.mark.parametrize("style", ["named", "noted", "anonymous", "flaky"])
 def test_refused_records_are_isolated_and_the_rest_delivered_once(style: str, tmp_path: Path) -> None:
-    logger = RefusingLogger(style, savedir=str(tmp_path), retry_initial=0.01, retry_max=0.05,
-                            isolate_after=3)  # fmt: skip
+    logger = RefusingLogger(style, savedir=str(tmp_path), retry_initial=0.01, retry_max=0.05, isolate_after=3)
     logger.create_logger_context(rank=0)
     for i in range(1000):
         logger.log(float(i), "bad" if i in BAD_POSITIONS else "good", step=i)
@@ -238,8 +237,15 @@ def read_rejected(journal: str) -> list[tuple[int, str]]:
 
 def test_a_tracker_that_is_down_gets_nothing_rejected(tmp_path: Path) -> None:
     """Failing on every record is an outage, not a bad record: nothing is marked, all waits."""
-    logger = RefusingLogger("down", savedir=str(tmp_path), retry_initial=0.01, retry_max=0.02,
-                            isolate_after=2, close_timeout=1.0, down_after=60)  # fmt: skip
+    logger = RefusingLogger(
+        "down",
+        savedir=str(tmp_path),
+        retry_initial=0.01,
+        retry_max=0.02,
+        isolate_after=2,
+        close_timeout=1.0,
+        down_after=60,
+    )
     logger.create_logger_context(rank=0)
     for i in range(300):
         logger.log(float(i), "good", step=i)
@@ -349,19 +355,35 @@ def stop_refusing(context: dict[str, Any]) -> None:
 
 
 MLFLOW_CASES = [
-    Case("fifo-artifact", log_artifact, "not a regular file", hold=True, prepare=to_fifo,
-         fix=file_back),
-    Case("missing-artifact", log_artifact, "cannot read", hold=True,
-         prepare=lambda journal: os.remove(captured(journal, "ckpt/weights.bin")), fix=file_back),
+    Case("fifo-artifact", log_artifact, "not a regular file", hold=True, prepare=to_fifo, fix=file_back),
+    Case(
+        "missing-artifact",
+        log_artifact,
+        "cannot read",
+        hold=True,
+        prepare=lambda journal: os.remove(captured(journal, "ckpt/weights.bin")),
+        fix=file_back,
+    ),
     Case("param-relogged", conflict, "ParamConflictError"),
     Case("param-set-by-another-writer", set_elsewhere, "ParamConflictError"),
-    Case("refused-by-the-server", poison_metric, "INVALID_PARAMETER_VALUE", refuse=("poison-metric",),
-         fix=stop_refusing),
-    Case("server-keeps-failing-on-it", poison_metric, "kept failing", refuse=("poison-metric",),
-         refuse_status=500, fix=stop_refusing),
+    Case(
+        "refused-by-the-server",
+        poison_metric,
+        "INVALID_PARAMETER_VALUE",
+        refuse=("poison-metric",),
+        fix=stop_refusing,
+    ),
+    Case(
+        "server-keeps-failing-on-it",
+        poison_metric,
+        "kept failing",
+        refuse=("poison-metric",),
+        refuse_status=500,
+        fix=stop_refusing,
+    ),
     Case("image-too-wide-for-a-thumbnail", wide_image, "height and width must be > 0"),
     Case("artifact-path-leaves-the-run", escaping_text, "leaves the run's artifact directory"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.slow
@@ -378,9 +400,15 @@ def test_mlflow_refusal_is_marked_and_the_rest_is_delivered(
     try:
         if case.hold:
             proxy.hold()
-        logger = fanlog.MLflowLogger(savedir=str(tmp_path / "sd"), tracking_uri=proxy.url,
-                                     experiment_name=experiment, log_freq="batch",
-                                     retry_initial=0.05, retry_max=0.2, **case.options)  # fmt: skip
+        logger = fanlog.MLflowLogger(
+            savedir=str(tmp_path / "sd"),
+            tracking_uri=proxy.url,
+            experiment_name=experiment,
+            log_freq="batch",
+            retry_initial=0.05,
+            retry_max=0.2,
+            **case.options,
+        )
         logger.create_logger_context(rank=0)
         journal = context["journal"] = logger.journal_path
         for step in range(50):
@@ -423,8 +451,7 @@ def test_mlflow_refusal_is_marked_and_the_rest_is_delivered(
         assert "1 record(s) mlflow refused earlier are skipped" in skipped.summary()
         if case.fix is not None:
             case.fix(context)
-        again = fanlog.sync(journal, to="mlflow", tracking_uri=proxy.url, progress=False,
-                            retry_rejected=True)  # fmt: skip
+        again = fanlog.sync(journal, to="mlflow", tracking_uri=proxy.url, progress=False, retry_rejected=True)
         assert again.ok, again.summary()
         if case.fix is not None:
             assert again.journals[0].retried == 1 and rejected_rows(journal) == []
@@ -451,9 +478,12 @@ def test_mlflow_keys_and_names_it_would_refuse_are_made_valid(mlflow_server: Any
     client = mlflow.MlflowClient(mlflow_server.url)
     source = tmp_path / "file.bin"
     source.write_bytes(b"data")
-    logger = fanlog.MLflowLogger(savedir=str(tmp_path / "sd"), tracking_uri=mlflow_server.url,
-                                 experiment_name=f"valid-{uuid.uuid4().hex[:6]}",
-                                 log_freq="batch")  # fmt: skip
+    logger = fanlog.MLflowLogger(
+        savedir=str(tmp_path / "sd"),
+        tracking_uri=mlflow_server.url,
+        experiment_name=f"valid-{uuid.uuid4().hex[:6]}",
+        log_freq="batch",
+    )
     cut = "a" * 249 + "/bbb"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the renaming warnings
@@ -477,8 +507,12 @@ def test_mlflow_keys_and_names_it_would_refuse_are_made_valid(mlflow_server: Any
 
 # ------------------------------------------------------------------ fanlog sync, ls, show
 def journal_only_run(savedir: Path, tmp_path: Path) -> str:
-    logger = JournalLogger(savedir=str(savedir), log_freq="batch", job_id="offline",
-                           experiment_name=f"offline-{uuid.uuid4().hex[:6]}")  # fmt: skip
+    logger = JournalLogger(
+        savedir=str(savedir),
+        log_freq="batch",
+        job_id="offline",
+        experiment_name=f"offline-{uuid.uuid4().hex[:6]}",
+    )
     logger.create_logger_context(rank=0)
     for step in range(30):
         logger.log(float(step), "loss", step=step)
@@ -508,8 +542,9 @@ def test_sync_marks_what_the_tracker_refuses_and_retry_rejected_sends_it_again(
     assert first.exit_code == 0, first.output
     assert "3 record(s) refused for good by mlflow" in first.output
     rows = rejected_rows(journal)
-    assert [(n, s) for n, s, _ in rows] == [("sync:mlflow", seq_of(journal, k))
-                                            for k in ("files/a.bin", "files/b.bin", "../escape.txt")]
+    assert [(n, s) for n, s, _ in rows] == [
+        ("sync:mlflow", seq_of(journal, k)) for k in ("files/a.bin", "files/b.bin", "../escape.txt")
+    ]
     client = mlflow.MlflowClient(mlflow_server.url)
     experiment = client.get_experiment_by_name(fanlog.read_run(journal).meta[0]["experiment_name"])
     (run,) = client.search_runs([experiment.experiment_id])
@@ -532,8 +567,9 @@ def test_sync_marks_what_the_tracker_refuses_and_retry_rejected_sends_it_again(
     os.remove(fifo)
     Path(fifo).write_bytes(b"a.bin")  # the causes are removed for two of them
     Path(captured(journal, "files/b.bin")).write_bytes(b"b.bin")
-    third = runner.invoke(cli, ["sync", journal, "--to", "mlflow", "--tracking-uri", mlflow_server.url,
-                                "--retry-rejected"])  # fmt: skip
+    third = runner.invoke(
+        cli, ["sync", journal, "--to", "mlflow", "--tracking-uri", mlflow_server.url, "--retry-rejected"]
+    )
     assert third.exit_code == 0, third.output
     assert "2 record(s) refused earlier were delivered now" in third.output
     escaped = seq_of(journal, "../escape.txt")
@@ -564,8 +600,9 @@ def log_odd_values(logger: Any) -> None:
 def test_tensorboard_refuses_an_empty_histogram_and_stores_the_rest(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    logger = fanlog.TensorBoardLogger(savedir=str(tmp_path / "sd"), logdir=str(tmp_path / "tb"),
-                                      log_freq="batch")  # fmt: skip
+    logger = fanlog.TensorBoardLogger(
+        savedir=str(tmp_path / "sd"), logdir=str(tmp_path / "tb"), log_freq="batch"
+    )
     logger.create_logger_context(rank=0)
     log_odd_values(logger)
     with warnings.catch_warnings():
@@ -591,8 +628,9 @@ def test_tensorboard_refuses_an_empty_histogram_and_stores_the_rest(tmp_path: Pa
     (text,) = events.Tensors("big_text")
     assert len(text.tensor_proto.string_val[0]) == 10_000_000
 
-    report = fanlog.sync(journal, to="tensorboard", logdir=str(tmp_path / "tb"), progress=False,
-                         retry_rejected=True)  # fmt: skip
+    report = fanlog.sync(
+        journal, to="tensorboard", logdir=str(tmp_path / "tb"), progress=False, retry_rejected=True
+    )
     assert report.ok and report.journals[0].retried == 0 and report.sent == 0
     assert [(n, s) for n, s, _ in rejected_rows(journal)] == [("tensorboard", seq)]  # still refused
 

@@ -16,9 +16,24 @@ pytestmark = pytest.mark.slow  # the demo runs as a subprocess
 
 def test_demo_trains_logs_and_says_where_to_look(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "fanlog.cli", "demo", "--savedir", str(tmp_path / "mllogs"),
-         "--epochs", "2", "--batches", "10", "--log-freq", "5"],
-        capture_output=True, text=True, timeout=240, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "fanlog.cli",
+            "demo",
+            "--savedir",
+            str(tmp_path / "mllogs"),
+            "--epochs",
+            "2",
+            "--batches",
+            "10",
+            "--log-freq",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     journal = re.search(r"journal : (\S+)", result.stdout).group(1)

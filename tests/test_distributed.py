@@ -42,12 +42,28 @@ METRICS_PER_RANK = EPOCHS * (2 * BATCHES + 3)
 PARAMS_PER_RANK = 4  # epochs, batch_size, lr, world_size
 LAUNCH_TIMEOUT = 240
 LAUNCHER_VARIABLES = (
-    "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID",
-    "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_JOB_ID", "SLURM_STEP_ID",
-    "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "PMI_RANK",
-    "PMI_SIZE", "PMIX_RANK", "MV2_COMM_WORLD_RANK", "FANLOG_RUN_ID", "MLFLOW_TRACKING_URI",
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "TORCHELASTIC_RUN_ID",
+    "SLURM_PROCID",
+    "SLURM_NTASKS",
+    "SLURM_LOCALID",
+    "SLURM_JOB_ID",
+    "SLURM_STEP_ID",
+    "OMPI_COMM_WORLD_RANK",
+    "OMPI_COMM_WORLD_SIZE",
+    "OMPI_COMM_WORLD_LOCAL_RANK",
+    "PMI_RANK",
+    "PMI_SIZE",
+    "PMIX_RANK",
+    "MV2_COMM_WORLD_RANK",
+    "FANLOG_RUN_ID",
+    "MLFLOW_TRACKING_URI",
     "MLFLOW_RUN_ID",
-)  # fmt: skip
+)
 
 
 # ---------------------------------------------------------------------- launching
@@ -55,20 +71,26 @@ def clean_env(**extra: str) -> dict[str, str]:
     """This environment without any launcher's variables, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARIABLES}
     env.update(
-        FANLOG_REDUCE_TIMEOUT="20", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
-        MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true", WANDB_MODE="offline",
+        FANLOG_REDUCE_TIMEOUT="20",
+        OMP_NUM_THREADS="1",
+        PYTHONUNBUFFERED="1",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        DO_NOT_TRACK="true",
+        WANDB_MODE="offline",
         MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
-    )  # fmt: skip
+    )
     env.update(extra)
     return env
 
 
-def run_group(commands: list[list[str]], envs: list[dict[str, str]], cwd: Path,
-              timeout: float = LAUNCH_TIMEOUT) -> list[tuple[int, str]]:
+def run_group(
+    commands: list[list[str]], envs: list[dict[str, str]], cwd: Path, timeout: float = LAUNCH_TIMEOUT
+) -> list[tuple[int, str]]:
     """Start processes in their own sessions; on timeout kill each group by PID and fail."""
     procs = [
-        subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         start_new_session=True)  # fmt: skip
+        subprocess.Popen(
+            cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+        )
         for cmd, env in zip(commands, envs, strict=True)
     ]
     deadline = time.monotonic() + timeout
@@ -85,13 +107,26 @@ def run_group(commands: list[list[str]], envs: list[dict[str, str]], cwd: Path,
     return results
 
 
-def torchrun(nproc: int, savedir: Path, *flags: str, script: Path = TUTORIAL,
-             timeout: float = LAUNCH_TIMEOUT, **env: str) -> tuple[int, str, float]:
+def torchrun(
+    nproc: int,
+    savedir: Path,
+    *flags: str,
+    script: Path = TUTORIAL,
+    timeout: float = LAUNCH_TIMEOUT,
+    **env: str,
+) -> tuple[int, str, float]:
     """Run `script` under `torchrun --nproc_per_node=nproc` (gloo on CPU)."""
     command = [
-        sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--standalone",
-        str(script), "--savedir", str(savedir), *flags,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={nproc}",
+        "--standalone",
+        str(script),
+        "--savedir",
+        str(savedir),
+        *flags,
+    ]
     if script == TUTORIAL:
         command += ["--epochs", str(EPOCHS), "--batches", str(BATCHES), "--dist-backend", "gloo"]
     started = time.monotonic()
@@ -149,12 +184,17 @@ def mlflow_runs(url: str, experiment: str) -> list[dict[str, Any]]:
             key: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
             for key in run.data.metrics
         }
-        runs.append({
-            "id": run.info.run_id, "rank": int(run.data.tags["fanlog.rank"]),
-            "fanlog_run": run.data.tags["fanlog.run_id"], "status": run.info.status,
-            "parent": run.data.tags.get("mlflow.parentRunId"), "metrics": histories,
-            "params": dict(run.data.params),
-        })  # fmt: skip
+        runs.append(
+            {
+                "id": run.info.run_id,
+                "rank": int(run.data.tags["fanlog.rank"]),
+                "fanlog_run": run.data.tags["fanlog.run_id"],
+                "status": run.info.status,
+                "parent": run.data.tags.get("mlflow.parentRunId"),
+                "metrics": histories,
+                "params": dict(run.data.params),
+            }
+        )
     return runs
 
 
@@ -198,10 +238,21 @@ def test_torchrun_two_ranks_journal_all_tensorboard_all_mlflow_rank0(tmp_path, m
     experiment = f"ddp2-{uuid.uuid4().hex[:8]}"
     savedir = tmp_path / "mllogs"
     code, out, _ = torchrun(
-        2, savedir, "--journal-workers", "-1", "--tensorboard-workers", "-1",
-        "--mlflow-workers", "0", "--tracking-uri", mlflow_server.url, "--experiment", experiment,
-        "--wandb-workers", "-1",
-    )  # fmt: skip
+        2,
+        savedir,
+        "--journal-workers",
+        "-1",
+        "--tensorboard-workers",
+        "-1",
+        "--mlflow-workers",
+        "0",
+        "--tracking-uri",
+        mlflow_server.url,
+        "--experiment",
+        experiment,
+        "--wandb-workers",
+        "-1",
+    )
     assert code == 0, out[-4000:]
 
     run = the_run(savedir)
@@ -228,7 +279,9 @@ def test_torchrun_two_ranks_journal_all_tensorboard_all_mlflow_rank0(tmp_path, m
     wandb_runs = offline_runs(savedir)
     job = run.meta[0]["run_name"]
     assert sorted((r.run.run_group, r.run.display_name) for r in wandb_runs) == [
-        (job, f"{job}-rank0"), (job, f"{job}-rank1")]
+        (job, f"{job}-rank0"),
+        (job, f"{job}-rank1"),
+    ]
     for wandb_run in wandb_runs:
         rank = int(wandb_run.run.display_name.rsplit("rank", 1)[1])
         assert dict(wandb_run.series("train/loss")) == pytest.approx(local[rank], rel=1e-6)
@@ -247,9 +300,19 @@ def test_torchrun_four_ranks_mixed_collection(tmp_path, mlflow_server):
     experiment = f"ddp4-{uuid.uuid4().hex[:8]}"
     savedir = tmp_path / "mllogs"
     code, out, _ = torchrun(
-        4, savedir, "--journal-workers", "-1", "--tensorboard-workers", "0",
-        "--mlflow-workers", "0,2", "--tracking-uri", mlflow_server.url, "--experiment", experiment,
-    )  # fmt: skip
+        4,
+        savedir,
+        "--journal-workers",
+        "-1",
+        "--tensorboard-workers",
+        "0",
+        "--mlflow-workers",
+        "0,2",
+        "--tracking-uri",
+        mlflow_server.url,
+        "--experiment",
+        experiment,
+    )
     assert code == 0, out[-4000:]
 
     run = the_run(savedir)
@@ -289,14 +352,33 @@ def test_slurm_style_variables_without_torchrun(tmp_path):
     savedir = tmp_path / "mllogs"
     job = str(4000 + os.getpid() % 1000)
     command = [
-        sys.executable, str(TUTORIAL), "--savedir", str(savedir), "--epochs", str(EPOCHS),
-        "--batches", str(BATCHES), "--dist-backend", "gloo", "--journal-workers", "-1",
-        "--tensorboard-workers", "off", "--mlflow-workers", "off",
-    ]  # fmt: skip
+        sys.executable,
+        str(TUTORIAL),
+        "--savedir",
+        str(savedir),
+        "--epochs",
+        str(EPOCHS),
+        "--batches",
+        str(BATCHES),
+        "--dist-backend",
+        "gloo",
+        "--journal-workers",
+        "-1",
+        "--tensorboard-workers",
+        "off",
+        "--mlflow-workers",
+        "off",
+    ]
     port = str(free_port())
     envs = [
-        clean_env(SLURM_PROCID=str(r), SLURM_NTASKS="2", SLURM_LOCALID=str(r), SLURM_JOB_ID=job,
-                  MASTER_ADDR="127.0.0.1", MASTER_PORT=port)  # fmt: skip
+        clean_env(
+            SLURM_PROCID=str(r),
+            SLURM_NTASKS="2",
+            SLURM_LOCALID=str(r),
+            SLURM_JOB_ID=job,
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=port,
+        )
         for r in range(2)
     ]
     results = run_group([command, command], envs, tmp_path)
@@ -317,9 +399,18 @@ def test_a_rank_that_dies_does_not_hang_the_others(tmp_path):
     JournalLogger with log_on_workers=0) must stop, keep what it logged, and the job must end."""
     savedir = tmp_path / "mllogs"
     code, out, took = torchrun(
-        2, savedir, "--journal-workers", "0", "--tensorboard-workers", "off",
-        "--mlflow-workers", "off", "--crash", "1:1:1", timeout=120,
-    )  # fmt: skip
+        2,
+        savedir,
+        "--journal-workers",
+        "0",
+        "--tensorboard-workers",
+        "off",
+        "--mlflow-workers",
+        "off",
+        "--crash",
+        "1:1:1",
+        timeout=120,
+    )
     assert code != 0, out[-3000:]
     assert took < 120
     run = the_run(savedir)
@@ -380,8 +471,14 @@ def test_reduce_mismatch_and_timeout_name_the_metric(tmp_path):
     savedir.mkdir()
     port = str(free_port())
     envs = [
-        clean_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-                  MASTER_PORT=port, FANLOG_REDUCE_TIMEOUT="2")  # fmt: skip
+        clean_env(
+            RANK=str(r),
+            LOCAL_RANK=str(r),
+            WORLD_SIZE="2",
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=port,
+            FANLOG_REDUCE_TIMEOUT="2",
+        )
         for r in range(2)
     ]
     command = [sys.executable, str(script), str(savedir)]
@@ -457,12 +554,19 @@ def test_a_logger_opened_on_rank_0_only_with_a_known_run_id_needs_no_collective(
         ({"OMPI_COMM_WORLD_RANK": "2", "OMPI_COMM_WORLD_SIZE": "3"}, (2, 3, 2, "openmpi")),
         ({"PMI_RANK": "1", "PMI_SIZE": "2", "MPI_LOCALRANKID": "0"}, (1, 2, 0, "mpich")),
         # mpirun inside a SLURM allocation: every process inherits SLURM_PROCID=0.
-        ({"SLURM_PROCID": "0", "SLURM_NTASKS": "1", "OMPI_COMM_WORLD_RANK": "3",
-          "OMPI_COMM_WORLD_SIZE": "4"}, (3, 4, 3, "openmpi")),
+        (
+            {
+                "SLURM_PROCID": "0",
+                "SLURM_NTASKS": "1",
+                "OMPI_COMM_WORLD_RANK": "3",
+                "OMPI_COMM_WORLD_SIZE": "4",
+            },
+            (3, 4, 3, "openmpi"),
+        ),
         ({"RANK": "1"}, (1, 2, 1, "torchrun")),  # no size: at least rank + 1
         ({}, (0, 1, 0, "default")),
     ],
-)  # fmt: skip
+)
 def test_placement_from_each_launcher(monkeypatch, env, expected):
     for name in LAUNCHER_VARIABLES + ("PMI_SIZE", "MPI_LOCALRANKID", "SLURM_LOCALID"):
         monkeypatch.delenv(name, raising=False)
@@ -548,9 +652,7 @@ def test_changing_reduce_fx_within_an_epoch_is_an_error(journal_logger):
         journal_logger.log(1.0, "k", on_epoch=True, reduce_fx="max")
 
 
-@pytest.mark.parametrize(
-    ("fx", "expected"), [("mean", 0.875), ("sum", 3.5), ("max", 2.0), ("min", -0.5)]
-)
+@pytest.mark.parametrize(("fx", "expected"), [("mean", 0.875), ("sum", 3.5), ("max", 2.0), ("min", -0.5)])
 def test_accumulator_mixes_tensors_and_floats_without_leaving_the_tensor(fx, expected):
     """The device path (tensors kept as tensors), run here with CPU tensors: the result
     stays a tensor, so on a GPU nothing would be copied to the host before end_epoch."""

@@ -41,10 +41,23 @@ def missing_pages() -> list[str]:
 def test_nav_names_every_required_page() -> None:
     pages = set(load_nav())
     required = {
-        "index.md", "quickstart.md", "concepts.md", "cli.md", "api.md",
-        "backends/mlflow.md", "backends/tensorboard.md", "backends/wandb.md", "backends/prov.md",
-        "backends/azureml.md", "distributed.md", "bad-inputs.md", "sync.md", "lightning.md",
-        "migration-itwinai.md", "config.md", "benchmarks.md",
+        "index.md",
+        "quickstart.md",
+        "concepts.md",
+        "cli.md",
+        "api.md",
+        "backends/mlflow.md",
+        "backends/tensorboard.md",
+        "backends/wandb.md",
+        "backends/prov.md",
+        "backends/azureml.md",
+        "distributed.md",
+        "bad-inputs.md",
+        "sync.md",
+        "lightning.md",
+        "migration-itwinai.md",
+        "config.md",
+        "benchmarks.md",
     }
     assert required <= pages, sorted(required - pages)
     on_disk = {p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md")}
@@ -65,15 +78,33 @@ def test_docs_build_strict(tmp_path: Path) -> None:
     os.symlink(ROOT / "src", tmp_path / "src")
     site = tmp_path / "site"
     done = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(tmp_path / "mkdocs.yml"),
-         "-d", str(site)],
-        capture_output=True, text=True, timeout=240, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "-f",
+            str(tmp_path / "mkdocs.yml"),
+            "-d",
+            str(site),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
         env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
     )
     assert done.returncode == 0, done.stdout + done.stderr
     api = (site / "api" / "index.html").read_text()
-    for name in ("create_logger_context", "destroy_logger_context", "read_run", "plot_run",
-                 "PipelineSettings", "PartialDelivery"):
+    for name in (
+        "create_logger_context",
+        "destroy_logger_context",
+        "read_run",
+        "plot_run",
+        "PipelineSettings",
+        "PartialDelivery",
+    ):
         assert name in api, f"{name} missing from the API reference"
     concepts = (site / "concepts" / "index.html").read_text()
     assert "log_on_workers" in concepts and "journal.sqlite" in concepts
@@ -89,7 +120,11 @@ def test_quickstart_code_runs(tmp_path: Path) -> None:
     script.write_text("\n".join(blocks))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "FANLOG_"))}
     done = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
         env=env,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -107,8 +142,12 @@ def test_cli_page_documents_every_option() -> None:
     from fanlog.cli import runs as cli_runs
 
     text = (DOCS / "cli.md").read_text()
-    for command in (cli_runs.ls_command, cli_runs.show_command, cli_runs.plot_command,
-                    cli_runs.export_command):
+    for command in (
+        cli_runs.ls_command,
+        cli_runs.show_command,
+        cli_runs.plot_command,
+        cli_runs.export_command,
+    ):
         assert f"fanlog {command.name}" in text
         for param in command.params:
             longest = max(getattr(param, "opts", []), key=len)

@@ -58,8 +58,12 @@ BURST = textwrap.dedent(
 
 @pytest.mark.parametrize("style", ["with", "no-with"])
 def test_a_second_ctrl_c_during_destroy_loses_nothing(tmp_path: Path, style: str) -> None:
-    child = subprocess.Popen([sys.executable, "-c", BURST, style, str(tmp_path / "sd")],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    child = subprocess.Popen(
+        [sys.executable, "-c", BURST, style, str(tmp_path / "sd")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert child.stdout is not None
     line = child.stdout.readline()
     assert line.split() == ["burst", "0"], child.stderr.read() if child.stderr else line
@@ -105,7 +109,9 @@ def test_sigterm_during_destroy_closes_as_killed_within_the_grace(tmp_path: Path
     grace = 3.0
     child = subprocess.Popen(
         [sys.executable, "-c", TERM_IN_DESTROY, where, str(tmp_path / "sd"), TESTS],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**__import__("os").environ, "FANLOG_SIGTERM_GRACE": str(grace)},
     )
     assert child.stdout is not None
@@ -143,11 +149,17 @@ NO_WITH = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize(("how", "status"), [("exception", "failed"), ("ctrl-c", "killed"),
-                                             ("normal", "finished"), ("sys-exit", "finished")])
+@pytest.mark.parametrize(
+    ("how", "status"),
+    [("exception", "failed"), ("ctrl-c", "killed"), ("normal", "finished"), ("sys-exit", "finished")],
+)
 def test_without_start_logging_the_exit_decides_the_status(tmp_path: Path, how: str, status: str) -> None:
-    child = subprocess.Popen([sys.executable, "-c", NO_WITH, how, str(tmp_path / "sd")],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    child = subprocess.Popen(
+        [sys.executable, "-c", NO_WITH, how, str(tmp_path / "sd")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     if how == "ctrl-c":
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "waiting"
@@ -166,6 +178,7 @@ def test_automatic_steps_are_unique_per_key_across_threads(tmp_path: Path) -> No
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)  # switch threads as often as possible: races show up
     try:
+
         def work() -> None:
             for _ in range(5000):
                 logger.log(1.0, "shared")

@@ -62,16 +62,21 @@ def test_outage_server_stopped_mid_run_and_restarted_loses_nothing(
     start_server: Callable[..., Any],
 ) -> None:
     server = start_server("outage")
-    logger = MLflowLogger(savedir=str(server.workdir / "sd"), tracking_uri=server.url,
-                          experiment_name="outage", log_freq="batch", retry_initial=0.1,
-                          retry_max=0.5, down_after=1.0)  # fmt: skip
+    logger = MLflowLogger(
+        savedir=str(server.workdir / "sd"),
+        tracking_uri=server.url,
+        experiment_name="outage",
+        log_freq="batch",
+        retry_initial=0.1,
+        retry_max=0.5,
+        down_after=1.0,
+    )
     logger.create_logger_context(rank=0)
     up: list[float] = []
     down: list[float] = []
     step = 0
 
-    def loop(samples: list[float], until: Callable[[], bool], at_least: int,
-             work: float = 0.001) -> None:
+    def loop(samples: list[float], until: Callable[[], bool], at_least: int, work: float = 0.001) -> None:
         nonlocal step
         count = 0
         while count < at_least or not until():
@@ -104,15 +109,20 @@ def test_outage_server_stopped_mid_run_and_restarted_loses_nothing(
     assert p99(down) <= max(LOOP_BOUND_SECONDS, 5 * p99(up)), (p99(up), p99(down))
 
 
-def test_server_that_never_comes_back_then_sync_to_a_new_server(
-    tmp_path: Path, mlflow_server: Any
-) -> None:
+def test_server_that_never_comes_back_then_sync_to_a_new_server(tmp_path: Path, mlflow_server: Any) -> None:
     from support.mlflow_server import free_port
 
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    logger = MLflowLogger(savedir=str(tmp_path / "sd"), tracking_uri=dead, experiment_name="gone",
-                          log_freq="batch", retry_initial=0.1, retry_max=0.3, down_after=0.5,
-                          close_timeout=2.0)  # fmt: skip
+    logger = MLflowLogger(
+        savedir=str(tmp_path / "sd"),
+        tracking_uri=dead,
+        experiment_name="gone",
+        log_freq="batch",
+        retry_initial=0.1,
+        retry_max=0.3,
+        down_after=0.5,
+        close_timeout=2.0,
+    )
     logger.create_logger_context(rank=0)
     for step in range(200):
         logger.log(step * 0.5, "loss", step=step)
@@ -131,9 +141,7 @@ def test_server_that_never_comes_back_then_sync_to_a_new_server(
     assert report.journals[0].cursor == "mlflow"  # continues the run's own delivery record
     client, runs = mlflow_runs(mlflow_server.url, "gone")
     assert len(runs) == 1
-    assert sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, "loss")) == list(
-        range(200)
-    )
+    assert sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, "loss")) == list(range(200))
     assert runs[0].data.params == {"lr": "0.1"}
 
 
@@ -156,15 +164,27 @@ TRAIN = textwrap.dedent(
 )
 
 
-def start_training(tmp_path: Path, module: str, cls: str, flush: float, options: dict[str, Any],
-                   env: dict[str, str] | None = None, shell: bool = False) -> subprocess.Popen[str]:
+def start_training(
+    tmp_path: Path,
+    module: str,
+    cls: str,
+    flush: float,
+    options: dict[str, Any],
+    env: dict[str, str] | None = None,
+    shell: bool = False,
+) -> subprocess.Popen[str]:
     script = tmp_path / "train.py"
     script.write_text(TRAIN.format(module=module, cls=cls, flush=flush, options=repr(options)))
     command = [sys.executable, str(script), str(tmp_path / "sd")]
     if shell:  # through a shell, as SLURM's batch script runs it: $? is 128 + signal
         command = ["sh", "-c", " ".join(f"'{c}'" for c in command) + "; exit $?"]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, **(env or {})})  # fmt: skip
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def wait_for(process: subprocess.Popen[str], word: str, lines: list[str]) -> list[str]:
@@ -176,15 +196,17 @@ def wait_for(process: subprocess.Popen[str], word: str, lines: list[str]) -> lis
     raise AssertionError("training subprocess ended early:\n" + "".join(lines))
 
 
-def test_sigterm_flushes_within_grace_marks_killed_and_exits_143(
-    tmp_path: Path, mlflow_server: Any
-) -> None:
+def test_sigterm_flushes_within_grace_marks_killed_and_exits_143(tmp_path: Path, mlflow_server: Any) -> None:
     grace = 8.0
     process = start_training(
-        tmp_path, "mlflow", "MLflowLogger", 0.2,
+        tmp_path,
+        "mlflow",
+        "MLflowLogger",
+        0.2,
         {"tracking_uri": mlflow_server.url, "experiment_name": "sigterm"},
-        env={"FANLOG_SIGTERM_GRACE": str(grace)}, shell=True,
-    )  # fmt: skip
+        env={"FANLOG_SIGTERM_GRACE": str(grace)},
+        shell=True,
+    )
     lines: list[str] = []
     _, pid, journal_path = wait_for(process, "ready", lines)
     while int(wait_for(process, "logged", lines)[1]) < 200:
@@ -208,12 +230,11 @@ def test_sigterm_flushes_within_grace_marks_killed_and_exits_143(
     assert len(client.get_metric_history(runs[0].info.run_id, "loss")) == last
 
 
-def test_kill_9_keeps_a_readable_journal_and_sync_delivers_it(
-    tmp_path: Path, mlflow_server: Any
-) -> None:
+def test_kill_9_keeps_a_readable_journal_and_sync_delivers_it(tmp_path: Path, mlflow_server: Any) -> None:
     flush_interval = 0.5
-    process = start_training(tmp_path, "journal", "JournalLogger", flush_interval,
-                             {"experiment_name": "kill9"})  # fmt: skip
+    process = start_training(
+        tmp_path, "journal", "JournalLogger", flush_interval, {"experiment_name": "kill9"}
+    )
     lines: list[str] = []
     _, pid, journal_path = wait_for(process, "ready", lines)
     logged: list[tuple[int, float]] = []
@@ -252,8 +273,9 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
         point = tmp_path / name
         point.mkdir()
         options = f"size={size}" + (",ro" if readonly else "")
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
-                              capture_output=True, text=True)  # fmt: skip
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], capture_output=True, text=True
+        )
         if done.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); see docs/sync.md")
         mounted.append(point)
@@ -305,8 +327,9 @@ def test_disk_full_mid_run_warns_and_trackers_keep_receiving(
     same path in the code: the journal insert raises.)"""
     point = tmpfs("small", size="2m")
     logdir = tmp_path / "tb"  # the tracker's own store is elsewhere, with room
-    logger = TensorBoardLogger(savedir=str(point / "sd"), logdir=str(logdir), log_freq="batch",
-                               flush_secs=1, retry_initial=0.2)  # fmt: skip
+    logger = TensorBoardLogger(
+        savedir=str(point / "sd"), logdir=str(logdir), log_freq="batch", flush_secs=1, retry_initial=0.2
+    )
     logger.create_logger_context(rank=0)
     for step in range(100):
         logger.log(float(step), "loss", step=step)

@@ -63,8 +63,7 @@ def test_no_sync_on_caller_thread(tmp_path):
             logger.log(loss, "train/loss", step=step, batch_idx=step)
             logger.log(running, "train/running", step=step, batch_idx=step)
             logger.log(loss.detach(), "train/epoch_loss", step=step, batch_idx=step, on_epoch=True)
-            logger.log(torch.rand(3, 8, 8, device=device), "sample", kind="image", step=step,
-                       batch_idx=step)
+            logger.log(torch.rand(3, 8, 8, device=device), "sample", kind="image", step=step, batch_idx=step)
             logger.log(model[0].weight.detach(), "w", kind="histogram", step=step, batch_idx=step)
             expected.append(running.clone())
         logger.end_epoch()

@@ -53,8 +53,12 @@ def run_child(tmp_path: Path, url: str, experiment: str, **options: Any) -> tupl
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_HTTP_REQUEST_TIMEOUT"}  # fanlog's own
     done = subprocess.run(
         [sys.executable, "-c", CHILD, str(tmp_path / "sd"), url, experiment, json.dumps(options)],
-        capture_output=True, text=True, timeout=300, env=env, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     said = dict(line.split(" ", 1) for line in done.stdout.splitlines() if " " in line)
     return said, done.stderr
@@ -78,9 +82,7 @@ def assert_all_there(client: Any, run: Any) -> None:
 
 
 @pytest.mark.slow
-def test_server_that_never_answers_then_sync_delivers_everything(
-    tmp_path: Path, mlflow_server: Any
-) -> None:
+def test_server_that_never_answers_then_sync_delivers_everything(tmp_path: Path, mlflow_server: Any) -> None:
     hanging = HangingServer()
     try:
         said, stderr = run_child(tmp_path, hanging.url, "hung")  # the default settings
@@ -126,8 +128,7 @@ def test_server_slower_than_down_after_counts_as_down_and_sync_completes(
         assert said["flush"] == "False" and said["destroy"] == "False"
         assert "its tracker has not answered a call" in stderr
         proxy.wait_idle()  # what the child abandoned still reaches the server
-        report = fanlog.sync(said["journal"], to="mlflow", tracking_uri=mlflow_server.url,
-                             progress=False)  # fmt: skip
+        report = fanlog.sync(said["journal"], to="mlflow", tracking_uri=mlflow_server.url, progress=False)
     finally:
         proxy.close()
     assert report.ok, report.summary()
@@ -151,8 +152,7 @@ def test_server_that_drips_its_answer_counts_as_down_and_flush_returns(
         said, stderr = run_child(tmp_path, proxy.url, experiment)
         assert said["flush"] == "False" and said["destroy"] == "False"
         assert "its tracker has not answered a call" in stderr
-        report = fanlog.sync(said["journal"], to="mlflow", tracking_uri=mlflow_server.url,
-                             progress=False)  # fmt: skip
+        report = fanlog.sync(said["journal"], to="mlflow", tracking_uri=mlflow_server.url, progress=False)
     finally:
         proxy.close()
     assert report.ok, report.summary()
@@ -174,11 +174,24 @@ def test_sync_to_a_server_that_never_answers_fails_and_keeps_the_cursor(tmp_path
     hanging = HangingServer()
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "fanlog.cli", "sync", journal, "--to", "mlflow", "--tracking-uri",
-             hanging.url, "--no-progress"],
-            capture_output=True, text=True, timeout=300, check=False,
+            [
+                sys.executable,
+                "-m",
+                "fanlog.cli",
+                "sync",
+                journal,
+                "--to",
+                "mlflow",
+                "--tracking-uri",
+                hanging.url,
+                "--no-progress",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
             env={**os.environ, "MLFLOW_HTTP_REQUEST_TIMEOUT": "1"},
-        )  # fmt: skip
+        )
     finally:
         hanging.close()
     assert done.returncode == 1, done.stdout + done.stderr
@@ -189,15 +202,24 @@ def test_sync_to_a_server_that_never_answers_fails_and_keeps_the_cursor(tmp_path
 
 @pytest.mark.slow
 def test_fanlog_sets_the_mlflow_request_timeout_unless_the_user_did(tmp_path: Path) -> None:
-    code = "from fanlog.backends.mlflow import MLflowBackend\nimport os\nMLflowBackend().prepare()\n" \
-           "print(os.environ['MLFLOW_HTTP_REQUEST_TIMEOUT'], os.environ['MLFLOW_HTTP_REQUEST_MAX_RETRIES'])"
+    code = (
+        "from fanlog.backends.mlflow import MLflowBackend\nimport os\nMLflowBackend().prepare()\n"
+        "print(os.environ['MLFLOW_HTTP_REQUEST_TIMEOUT'], os.environ['MLFLOW_HTTP_REQUEST_MAX_RETRIES'])"
+    )
     outputs = []
     for value in (None, "7"):
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_HTTP_REQUEST")}
         if value is not None:
             env["MLFLOW_HTTP_REQUEST_TIMEOUT"] = value
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              timeout=120, env=env, cwd=tmp_path, check=False)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            cwd=tmp_path,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr
         outputs.append(done.stdout.split())
     assert outputs == [["30", "0"], ["7", "0"]]
@@ -249,8 +271,9 @@ class BlockingLogger(BackendLogger):
 def test_a_call_that_never_returns_counts_as_down(tmp_path: Path) -> None:
     hanging = HangingServer()
     host, port = hanging.url.removeprefix("http://").split(":")
-    logger = BlockingLogger(BlockingBackend(address=(host, int(port))), savedir=str(tmp_path),
-                            down_after=0.5, close_timeout=60)  # fmt: skip
+    logger = BlockingLogger(
+        BlockingBackend(address=(host, int(port))), savedir=str(tmp_path), down_after=0.5, close_timeout=60
+    )
     try:
         logger.create_logger_context(rank=0)
         for step in range(100):

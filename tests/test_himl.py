@@ -53,8 +53,9 @@ class HimlModule(LightningModule):
         first = torch.optim.SGD(self.layer.parameters(), lr=0.1)
         if self.schedulers == 0:
             return first
-        second = torch.optim.SGD([{"params": self.head.weight, "lr": 0.2},
-                                  {"params": self.head.bias, "lr": 0.3}])  # fmt: skip
+        second = torch.optim.SGD(
+            [{"params": self.head.weight, "lr": 0.2}, {"params": self.head.bias, "lr": 0.3}]
+        )
         schedulers = [torch.optim.lr_scheduler.StepLR(o, step_size=1, gamma=0.5) for o in (first, second)]
         return [first, second][: self.schedulers], schedulers[: self.schedulers]
 
@@ -74,9 +75,17 @@ class SingleScheduler(HimlModule):
 def fit(tmp_path: Path, module: LightningModule) -> Any:
     journal = JournalLogger(savedir=tmp_path / "logs")
     x = torch.linspace(-1, 1, 16).unsqueeze(1)
-    trainer = Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=FanlogLogger(journal),
-                      default_root_dir=tmp_path, enable_progress_bar=False, enable_model_summary=False,
-                      enable_checkpointing=False, num_sanity_val_steps=0)  # fmt: skip
+    trainer = Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        devices=1,
+        logger=FanlogLogger(journal),
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(module, DataLoader(TensorDataset(x, 2 * x + 1), batch_size=8))
     return fanlog.read_run(journal.journal_path)
 
@@ -105,8 +114,10 @@ class TwoOptimizers(HimlModule):
 def test_every_himl_call_form_reaches_the_journal(tmp_path: Path) -> None:
     module = TwoOptimizers()
     run = fit(tmp_path, module)
-    per_epoch = {key: [v for _, v in run.metric(key)] for key in
-                 ("m_int", "kw_value", "both", "extra", "fanlog_dict", "positional", "m_loss")}  # fmt: skip
+    per_epoch = {
+        key: [v for _, v in run.metric(key)]
+        for key in ("m_int", "kw_value", "both", "extra", "fanlog_dict", "positional", "m_loss")
+    }
     assert per_epoch["m_int"] == [1.0, 1.0] and per_epoch["kw_value"] == [0.5, 0.5]
     assert per_epoch["both"] == [2.0, 2.0] and per_epoch["extra"] == [3.0, 3.0]
     assert per_epoch["fanlog_dict"] == [4.0, 4.0]

@@ -30,8 +30,9 @@ def wakeups(thread: threading.Thread) -> int:
 def test_an_idle_run_wakes_no_thread_and_later_records_arrive(tmp_path: Path, trackers: int) -> None:
     others = set(threading.enumerate())  # threads another test left behind are not ours
     recordings = [RecordingLogger(savedir=str(tmp_path)) for _ in range(trackers)]
-    logger = LoggersCollection([JournalLogger(savedir=str(tmp_path), log_freq="batch"), *recordings],
-                               flush_interval=0.05)  # fmt: skip
+    logger = LoggersCollection(
+        [JournalLogger(savedir=str(tmp_path), log_freq="batch"), *recordings], flush_interval=0.05
+    )
     logger.create_logger_context(rank=0)
     logger.log(1.0, "warm-up", step=0)
     assert logger.flush(timeout=30)

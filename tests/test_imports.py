@@ -16,8 +16,17 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "fanlog"
-TRACKERS = ("mlflow", "wandb", "tensorboard", "tensorboardX", "torch.utils.tensorboard", "azureml",
-            "azure", "yprov4ml", "prov4ml")  # fmt: skip
+TRACKERS = (
+    "mlflow",
+    "wandb",
+    "tensorboard",
+    "tensorboardX",
+    "torch.utils.tensorboard",
+    "azureml",
+    "azure",
+    "yprov4ml",
+    "prov4ml",
+)
 TRACKER_HOMES = ("fanlog.backends", "fanlog.compat")
 IMPORT_FUNCTIONS = {"import_module", "import_tracker", "__import__", "find_spec"}
 """Calls whose first argument, a string, names a module that gets imported."""
@@ -66,8 +75,9 @@ def import_time_statements(body: list[ast.stmt]) -> Iterator[ast.Import | ast.Im
         elif isinstance(node, (ast.Try, ast.With)):
             for block in ("body", "handlers", "orelse", "finalbody"):
                 for part in getattr(node, block, []):
-                    yield from import_time_statements(part.body if isinstance(part, ast.ExceptHandler)
-                                                      else [part])  # fmt: skip
+                    yield from import_time_statements(
+                        part.body if isinstance(part, ast.ExceptHandler) else [part]
+                    )
 
 
 def targets(module: str, node: ast.Import | ast.ImportFrom) -> Iterator[str]:
@@ -105,7 +115,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == "open":
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state and (found := visit(nxt)):
                 return found
         state[node] = "done"
@@ -195,14 +205,24 @@ def test_import_time_edges_are_read_as_python_runs_them() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["mlflow", "mlflow.tracking", "wandb.proto.wandb_internal_pb2", "torch.utils.tensorboard",
-     "tensorboard.compat.proto", "azureml.mlflow", "azure.identity", "yprov4ml", "prov4ml.x"],
-)  # fmt: skip
+    [
+        "mlflow",
+        "mlflow.tracking",
+        "wandb.proto.wandb_internal_pb2",
+        "torch.utils.tensorboard",
+        "tensorboard.compat.proto",
+        "azureml.mlflow",
+        "azure.identity",
+        "yprov4ml",
+        "prov4ml.x",
+    ],
+)
 def test_tracker_names_are_recognised(name: str) -> None:
     assert names_tracker(name)
 
 
-@pytest.mark.parametrize("name", ["fanlog.backends.mlflow", "torch", "torch.utils.data", "accelerate",
-                                  "wandbx", "prov", "numpy"])  # fmt: skip
+@pytest.mark.parametrize(
+    "name", ["fanlog.backends.mlflow", "torch", "torch.utils.data", "accelerate", "wandbx", "prov", "numpy"]
+)
 def test_other_names_are_not_trackers(name: str) -> None:
     assert not names_tracker(name)

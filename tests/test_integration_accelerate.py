@@ -31,8 +31,14 @@ from fanlog import JournalLogger, LoggersCollection, find_runs, read_run  # noqa
 from fanlog.integrations.accelerate import FanlogTracker  # noqa: E402
 from test_wandb_backend import QUIET, offline_env, offline_runs  # noqa: E402, F401 (offline_env: autouse fixture)
 
-CONFIG = {"lr": 1e-3, "layers": 1, "model": "gpt2", "amp": False, "schedule": None,
-          "hub_token": "hf_do_not_leak_5"}  # fmt: skip
+CONFIG = {
+    "lr": 1e-3,
+    "layers": 1,
+    "model": "gpt2",
+    "amp": False,
+    "schedule": None,
+    "hub_token": "hf_do_not_leak_5",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -56,8 +62,12 @@ def train(accelerator: Accelerator, steps: int = 6) -> list[dict[str, Any]]:
         accelerator.backward(loss)
         optimizer.step()
         optimizer.zero_grad()
-        row = {"train/loss": loss.item(), "lr": optimizer.param_groups[0]["lr"], "step_int": step * 10,
-               "note": f"step {step}"}  # fmt: skip
+        row = {
+            "train/loss": loss.item(),
+            "lr": optimizer.param_groups[0]["lr"],
+            "step_int": step * 10,
+            "note": f"step {step}",
+        }
         accelerator.log(row, step=step)
         rows.append(row)
     return rows
@@ -73,16 +83,22 @@ def test_accelerate_matches_its_own_tensorboard_and_mlflow(tmp_path, mlflow_serv
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
     savedir = tmp_path / "mllogs"
-    trackers = LoggersCollection([
-        JournalLogger(savedir=savedir),
-        MLflowLogger(savedir=savedir, tracking_uri=mlflow_server.url, experiment_name="fanlog-accelerate"),
-        TensorBoardLogger(savedir=savedir, logdir=str(tmp_path / "tb-fanlog")),
-        WandBLogger(savedir=savedir, mode="offline", settings=QUIET),
-    ], unsupported="ignore")  # fmt: skip
+    trackers = LoggersCollection(
+        [
+            JournalLogger(savedir=savedir),
+            MLflowLogger(
+                savedir=savedir, tracking_uri=mlflow_server.url, experiment_name="fanlog-accelerate"
+            ),
+            TensorBoardLogger(savedir=savedir, logdir=str(tmp_path / "tb-fanlog")),
+            WandBLogger(savedir=savedir, mode="offline", settings=QUIET),
+        ],
+        unsupported="ignore",
+    )
     tracker = FanlogTracker(trackers)
     # fanlog first: its MLflow backend would join a run Accelerate's MLflow tracker had started.
-    accelerator = Accelerator(log_with=[tracker, "tensorboard", "mlflow"],
-                              project_dir=str(tmp_path / "tb-own"), cpu=True)  # fmt: skip
+    accelerator = Accelerator(
+        log_with=[tracker, "tensorboard", "mlflow"], project_dir=str(tmp_path / "tb-own"), cpu=True
+    )
     accelerator.init_trackers("accelerate-own", config=CONFIG)
     assert accelerator.get_tracker("fanlog") is tracker
     assert accelerator.get_tracker("fanlog", unwrap=True) is trackers and trackers.is_active
@@ -90,8 +106,9 @@ def test_accelerate_matches_its_own_tensorboard_and_mlflow(tmp_path, mlflow_serv
     accelerator.end_training()
     assert not trackers.is_active
 
-    numbers = {key: [(step, row[key]) for step, row in enumerate(rows)]
-               for key in ("train/loss", "lr", "step_int")}  # fmt: skip
+    numbers = {
+        key: [(step, row[key]) for step, row in enumerate(rows)] for key in ("train/loss", "lr", "step_int")
+    }
     run = read_run(savedir)
     assert run.meta[0]["status"] == "finished"
     assert {m.key for m in run.metrics} == set(numbers)
@@ -110,8 +127,11 @@ def test_accelerate_matches_its_own_tensorboard_and_mlflow(tmp_path, mlflow_serv
     their_run, their_metrics = mlflow_run(mlflow_server.url, "accelerate-own")
     our_run, our_metrics = mlflow_run(mlflow_server.url, "fanlog-accelerate")
     assert our_run.info.status == their_run.info.status == "FINISHED"
-    assert our_metrics == their_metrics == {k: [(s, pytest.approx(v)) for s, v in series]
-                                            for k, series in numbers.items()}  # fmt: skip
+    assert (
+        our_metrics
+        == their_metrics
+        == {k: [(s, pytest.approx(v)) for s, v in series] for k, series in numbers.items()}
+    )
     assert their_run.data.params["hub_token"] == "hf_do_not_leak_5"  # Accelerate's tracker stores it
     assert our_run.data.params == {**their_run.data.params, "hub_token": "***REDACTED***"}
 
@@ -132,8 +152,15 @@ def test_log_forms_steps_dicts_images_and_odd_values(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for _ in range(3):
-            accelerator.log({"a": 1.0, "pair": {"x": 1, "y": torch.tensor(2.5)}, "bad": [1, 2],
-                             "worse": torch.ones(2), "np": np.float32(0.25)})  # fmt: skip
+            accelerator.log(
+                {
+                    "a": 1.0,
+                    "pair": {"x": 1, "y": torch.tensor(2.5)},
+                    "bad": [1, 2],
+                    "worse": torch.ones(2),
+                    "np": np.float32(0.25),
+                }
+            )
         accelerator.log({"a": 5.0}, step=10)
         accelerator.log({"a": 6.0})
         tracker.log_images({"samples": np.zeros((2, 3, 4, 4), dtype=np.float32)}, step=7)
@@ -156,11 +183,14 @@ def test_log_kwargs_reach_fanlog_and_its_log_freq(tmp_path):
     keeps every batch, one TensorBoard every second batch, one only epoch-level values."""
     from fanlog import TensorBoardLogger
 
-    trackers = LoggersCollection([
-        JournalLogger(log_freq="batch"),
-        TensorBoardLogger(log_freq=2, logdir=str(tmp_path / "tb-every-2")),
-        TensorBoardLogger(log_freq="epoch", logdir=str(tmp_path / "tb-epochs")),
-    ], savedir=tmp_path / "mllogs")  # fmt: skip
+    trackers = LoggersCollection(
+        [
+            JournalLogger(log_freq="batch"),
+            TensorBoardLogger(log_freq=2, logdir=str(tmp_path / "tb-every-2")),
+            TensorBoardLogger(log_freq="epoch", logdir=str(tmp_path / "tb-epochs")),
+        ],
+        savedir=tmp_path / "mllogs",
+    )
     accelerator = Accelerator(log_with=[FanlogTracker(trackers)], cpu=True)
     accelerator.init_trackers("freq")
     for i in range(6):
@@ -168,8 +198,10 @@ def test_log_kwargs_reach_fanlog_and_its_log_freq(tmp_path):
     accelerator.log({"epoch_loss": 1.0}, step=0)
     accelerator.end_training()
     assert [s for s, _ in read_run(tmp_path / "mllogs").metric("loss")] == [0, 1, 2, 3, 4, 5]
-    assert tensorboard_scalars(tmp_path / "tb-every-2") == {"loss": [(0, 0.0), (2, 2.0), (4, 4.0)],
-                                                           "epoch_loss": [(0, 1.0)]}  # fmt: skip
+    assert tensorboard_scalars(tmp_path / "tb-every-2") == {
+        "loss": [(0, 0.0), (2, 2.0), (4, 4.0)],
+        "epoch_loss": [(0, 1.0)],
+    }
     assert tensorboard_scalars(tmp_path / "tb-epochs") == {"epoch_loss": [(0, 1.0)]}
 
 
@@ -182,7 +214,9 @@ def test_tracker_from_a_config_path_a_dict_or_fanlog_config(tmp_path, monkeypatc
     assert from_dict.tracker.savedir == str(tmp_path / "from-dict")
     from_env = FanlogTracker().tracker
     assert (from_env.savedir, [type(m).__name__ for m in from_env.members()]) == (
-        str(tmp_path / "from-yaml"), ["JournalLogger"])
+        str(tmp_path / "from-yaml"),
+        ["JournalLogger"],
+    )
     accelerator = Accelerator(log_with=[FanlogTracker(str(path))], cpu=True)
     accelerator.init_trackers("from-yaml", config={"lr": 0.1})
     accelerator.log({"loss": 0.5}, step=3)
@@ -191,11 +225,14 @@ def test_tracker_from_a_config_path_a_dict_or_fanlog_config(tmp_path, monkeypatc
     assert (run.metric("loss"), run.params, run.meta[0]["status"]) == ([(3, 0.5)], {"lr": 0.1}, "finished")
 
 
-@pytest.mark.parametrize(("source", "error", "words"), [
-    (3.5, TypeError, ["FanlogTracker", "float"]),
-    ({1, 2}, TypeError, ["FanlogTracker", "set"]),
-    ({"loggers": [{"type": "mlfow"}]}, ValueError, ["mlfow"]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("source", "error", "words"),
+    [
+        (3.5, TypeError, ["FanlogTracker", "float"]),
+        ({1, 2}, TypeError, ["FanlogTracker", "set"]),
+        ({"loggers": [{"type": "mlfow"}]}, ValueError, ["mlfow"]),
+    ],
+)
 def test_bad_logger_sources_name_what_was_expected(source, error, words):
     with pytest.raises(error) as caught:
         FanlogTracker(source)
@@ -216,11 +253,14 @@ def test_a_logger_the_user_started_is_only_flushed(tmp_path):
 
 # ---------------------------------------------------------------------- real processes
 @pytest.mark.slow
-@pytest.mark.parametrize(("how", "what", "status"), [
-    pytest.param("--fail-at", 3, "failed", id="exception"),
-    pytest.param("signal", signal.SIGTERM, "killed", id="sigterm"),
-    pytest.param("signal", signal.SIGINT, "killed", id="ctrl-c"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("how", "what", "status"),
+    [
+        pytest.param("--fail-at", 3, "failed", id="exception"),
+        pytest.param("signal", signal.SIGTERM, "killed", id="sigterm"),
+        pytest.param("signal", signal.SIGINT, "killed", id="ctrl-c"),
+    ],
+)
 def test_run_status_follows_how_the_loop_ended(tmp_path, how, what, status):
     from support.hf_launch import interrupt_job, run_job
 
@@ -244,8 +284,14 @@ def test_torchrun_main_process_only(tmp_path):
     from support.hf_launch import run_job
 
     savedir = tmp_path / "mllogs"
-    done = run_job(tmp_path, "accelerate", {"type": "journal", "savedir": str(savedir), "log_on_workers": -1},
-                   "--steps", "4", nproc=2)  # fmt: skip
+    done = run_job(
+        tmp_path,
+        "accelerate",
+        {"type": "journal", "savedir": str(savedir), "log_on_workers": -1},
+        "--steps",
+        "4",
+        nproc=2,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     (run_dir,) = find_runs(savedir)
     run = read_run(run_dir)
@@ -262,8 +308,16 @@ def test_torchrun_every_process_with_a_shared_run_id(tmp_path):
     from support.hf_launch import run_job
 
     savedir = tmp_path / "mllogs"
-    done = run_job(tmp_path, "accelerate", {"type": "journal", "savedir": str(savedir), "log_on_workers": -1},
-                   "--steps", "4", "--every-process", nproc=2, FANLOG_RUN_ID="shared-7")  # fmt: skip
+    done = run_job(
+        tmp_path,
+        "accelerate",
+        {"type": "journal", "savedir": str(savedir), "log_on_workers": -1},
+        "--steps",
+        "4",
+        "--every-process",
+        nproc=2,
+        FANLOG_RUN_ID="shared-7",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert [Path(p).name for p in find_runs(savedir)] == ["shared-7"]
     run = read_run(savedir / "runs" / "shared-7")

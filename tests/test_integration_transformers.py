@@ -37,8 +37,13 @@ SECRET_KEYS = ("hub_token", "api_key", "password", "wandb_token")
 
 def make_trainer(tmp_path: Path, callbacks: list[Any], **overrides: Any) -> Trainer:
     args = training_arguments(str(tmp_path / "out"), **overrides)
-    return Trainer(model=tiny_bert(), args=args, train_dataset=RandomTokens(64, 1),
-                   eval_dataset=RandomTokens(16, 2), callbacks=callbacks)  # fmt: skip
+    return Trainer(
+        model=tiny_bert(),
+        args=args,
+        train_dataset=RandomTokens(64, 1),
+        eval_dataset=RandomTokens(16, 2),
+        callbacks=callbacks,
+    )
 
 
 def sectioned_key(key: str) -> str:
@@ -84,14 +89,21 @@ def test_trainer_matches_transformers_own_mlflow_and_tensorboard(tmp_path, mlflo
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "hf-own-trainer")
     monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tb-hf"))
     savedir = tmp_path / "mllogs"
-    trackers = LoggersCollection([
-        JournalLogger(savedir=savedir),
-        MLflowLogger(savedir=savedir, tracking_uri=mlflow_server.url, experiment_name="fanlog-trainer"),
-        TensorBoardLogger(savedir=savedir, logdir=str(tmp_path / "tb-fanlog")),
-        WandBLogger(savedir=savedir, mode="offline", settings=QUIET),
-    ], unsupported="ignore")  # fmt: skip
-    trainer = make_trainer(tmp_path, [FanlogCallback(trackers, log_model="all")],
-                           report_to=["mlflow", "tensorboard"], hub_token="hf_do_not_leak_1")
+    trackers = LoggersCollection(
+        [
+            JournalLogger(savedir=savedir),
+            MLflowLogger(savedir=savedir, tracking_uri=mlflow_server.url, experiment_name="fanlog-trainer"),
+            TensorBoardLogger(savedir=savedir, logdir=str(tmp_path / "tb-fanlog")),
+            WandBLogger(savedir=savedir, mode="offline", settings=QUIET),
+        ],
+        unsupported="ignore",
+    )
+    trainer = make_trainer(
+        tmp_path,
+        [FanlogCallback(trackers, log_model="all")],
+        report_to=["mlflow", "tensorboard"],
+        hub_token="hf_do_not_leak_1",
+    )
     # MLflow's callback starts a process-wide MLflow run; fanlog's MLflow backend would attach to
     # an active run (by design), so it runs after ours. PrinterCallback pops `total_flos` from
     # the log dict it prints, so it goes last, as in a Trainer without our callback.
@@ -104,8 +116,15 @@ def test_trainer_matches_transformers_own_mlflow_and_tensorboard(tmp_path, mlflo
 
     by_trainer = logged_by_trainer(trainer)
     expected = {sectioned_key(key): series for key, series in by_trainer.items()}
-    assert {"train/loss", "train/grad_norm", "train/learning_rate", "train/epoch", "eval/loss",
-            "train/train_loss", "train/total_flos"} <= set(expected)  # fmt: skip
+    assert {
+        "train/loss",
+        "train/grad_norm",
+        "train/learning_rate",
+        "train/epoch",
+        "eval/loss",
+        "train/train_loss",
+        "train/total_flos",
+    } <= set(expected)
     assert [s for s, _ in expected["train/loss"]] == [2, 4, 6, 8, 10]
     assert [s for s, _ in expected["eval/loss"]] == [5, 10]
 
@@ -205,8 +224,14 @@ def test_raw_keys_and_logging_after_training_reopen_the_run(tmp_path):
 def test_epochs_follow_the_trainer(tmp_path):
     """One epoch is 16 steps here: records after on_epoch_end carry epoch 1."""
     savedir = tmp_path / "mllogs"
-    trainer = make_trainer(tmp_path, [FanlogCallback(JournalLogger(savedir=savedir))], max_steps=20,
-                           logging_steps=4, eval_strategy="no", save_strategy="no")  # fmt: skip
+    trainer = make_trainer(
+        tmp_path,
+        [FanlogCallback(JournalLogger(savedir=savedir))],
+        max_steps=20,
+        logging_steps=4,
+        eval_strategy="no",
+        save_strategy="no",
+    )
     trainer.train()
     losses = [r for r in read_run(savedir).records if r.key == "train/loss"]
     assert [(r.step, r.epoch) for r in losses] == [(4, 0), (8, 0), (12, 0), (16, 0), (20, 1)]
@@ -220,11 +245,16 @@ def test_values_fanlog_cannot_store_are_skipped_with_one_warning(tmp_path):
     class OddValues(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step in (3, 4):
-                trainer.log({"shape": [1, 2], "phase": 1j, "batch": torch.ones(3), "note": "warm-up",
-                             "ok": 0.5})  # fmt: skip
+                trainer.log(
+                    {"shape": [1, 2], "phase": 1j, "batch": torch.ones(3), "note": "warm-up", "ok": 0.5}
+                )
 
-    trainer = make_trainer(tmp_path, [FanlogCallback(JournalLogger(savedir=savedir)), OddValues()],
-                           eval_strategy="no", save_strategy="no")  # fmt: skip
+    trainer = make_trainer(
+        tmp_path,
+        [FanlogCallback(JournalLogger(savedir=savedir)), OddValues()],
+        eval_strategy="no",
+        save_strategy="no",
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.train()
@@ -247,12 +277,18 @@ def test_params_hold_arguments_and_config_without_secrets(tmp_path):
 
     savedir = tmp_path / "mllogs"
     secrets = {"api_key": "sk-do-not-leak-2", "password": "do-not-leak-3", "wandb_token": "do-not-leak-4"}
-    trackers = LoggersCollection([JournalLogger(savedir=savedir), TensorBoardLogger(savedir=savedir)],
-                                 unsupported="ignore")  # fmt: skip
-    args = training_arguments(str(tmp_path / "out"), hub_token="hf_do_not_leak_1", max_steps=2,
-                              eval_strategy="no", save_steps=2)  # fmt: skip
-    trainer = Trainer(model=tiny_bert(**secrets), args=args, train_dataset=RandomTokens(16, 1),
-                      callbacks=[FanlogCallback(trackers, log_model="all")])  # fmt: skip
+    trackers = LoggersCollection(
+        [JournalLogger(savedir=savedir), TensorBoardLogger(savedir=savedir)], unsupported="ignore"
+    )
+    args = training_arguments(
+        str(tmp_path / "out"), hub_token="hf_do_not_leak_1", max_steps=2, eval_strategy="no", save_steps=2
+    )
+    trainer = Trainer(
+        model=tiny_bert(**secrets),
+        args=args,
+        train_dataset=RandomTokens(16, 1),
+        callbacks=[FanlogCallback(trackers, log_model="all")],
+    )
     trainer.train()
     assert files_containing(tmp_path / "out", "hf_do_not_leak_1")  # the Trainer's own checkpoint has it
 
@@ -281,14 +317,23 @@ def test_log_model_options(tmp_path, log_model):
     what the journal holds is still complete."""
     savedir = tmp_path / "mllogs"
     trainer = make_trainer(
-        tmp_path, [FanlogCallback(JournalLogger(savedir=savedir), log_model=log_model)], max_steps=9,
-        eval_steps=3, save_steps=3, save_total_limit=1, load_best_model_at_end=True,
-        metric_for_best_model="eval_loss", greater_is_better=False, logging_steps=3,
-    )  # fmt: skip
+        tmp_path,
+        [FanlogCallback(JournalLogger(savedir=savedir), log_model=log_model)],
+        max_steps=9,
+        eval_steps=3,
+        save_steps=3,
+        save_total_limit=1,
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        logging_steps=3,
+    )
     trainer.train()
     artifacts = read_run(savedir).of_kind("artifact")
-    kept = sorted((p for p in os.listdir(tmp_path / "out") if p.startswith("checkpoint-")),
-                  key=lambda p: int(p.split("-")[1]))  # fmt: skip
+    kept = sorted(
+        (p for p in os.listdir(tmp_path / "out") if p.startswith("checkpoint-")),
+        key=lambda p: int(p.split("-")[1]),
+    )
     best = os.path.basename(trainer.state.best_model_checkpoint)
     if log_model is False:
         assert artifacts == []
@@ -326,11 +371,14 @@ def test_logger_from_a_config_path_a_dict_or_fanlog_config(tmp_path, monkeypatch
     assert read_run(tmp_path / "from-yaml").metric("train/loss") == [(2, pytest.approx(0.69, abs=0.05))]
 
 
-@pytest.mark.parametrize(("source", "error", "words"), [
-    (42, TypeError, ["FanlogCallback", "int"]),
-    (object(), TypeError, ["FanlogCallback", "object"]),
-    ({"type": "nope"}, ValueError, ["nope"]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("source", "error", "words"),
+    [
+        (42, TypeError, ["FanlogCallback", "int"]),
+        (object(), TypeError, ["FanlogCallback", "object"]),
+        ({"type": "nope"}, ValueError, ["nope"]),
+    ],
+)
 def test_bad_logger_sources_name_what_was_expected(source, error, words):
     with pytest.raises(error) as caught:
         FanlogCallback(source)
@@ -348,8 +396,9 @@ def test_a_logger_the_user_started_is_only_flushed(tmp_path):
     savedir = tmp_path / "mllogs"
     logger = JournalLogger(savedir=savedir)
     with logger.start_logging():
-        trainer = make_trainer(tmp_path, [FanlogCallback(logger)], max_steps=4, eval_strategy="no",
-                               save_strategy="no")  # fmt: skip
+        trainer = make_trainer(
+            tmp_path, [FanlogCallback(logger)], max_steps=4, eval_strategy="no", save_strategy="no"
+        )
         trainer.train()
         assert logger.is_active
         assert read_run(savedir).metric("train/loss") == logged_by_trainer(trainer)["loss"]  # flushed
@@ -374,8 +423,9 @@ def test_each_train_call_is_a_run_and_a_caught_exception_closes_its_run_failed(t
     A train() that finished is not reopened by the next one: each gets its own run."""
     savedir = tmp_path / "mllogs"
     callback = FanlogCallback(JournalLogger(savedir=savedir))
-    first = make_trainer(tmp_path, [callback, FailAt(3 if first_fails else 99)], eval_strategy="no",
-                         save_strategy="no")  # fmt: skip
+    first = make_trainer(
+        tmp_path, [callback, FailAt(3 if first_fails else 99)], eval_strategy="no", save_strategy="no"
+    )
     if first_fails:
         with pytest.raises(RuntimeError, match="boom at step 3"):
             first.train()
@@ -425,8 +475,10 @@ def test_trainer_under_torchrun_two_ranks(tmp_path):
     from support.hf_launch import run_job
 
     savedir = tmp_path / "mllogs"
-    config = {"savedir": str(savedir), "loggers": [{"type": "journal", "log_on_workers": -1},
-                                                   {"type": "tensorboard"}]}  # fmt: skip
+    config = {
+        "savedir": str(savedir),
+        "loggers": [{"type": "journal", "log_on_workers": -1}, {"type": "tensorboard"}],
+    }
     done = run_job(tmp_path, "trainer", config, "--log-model", "all", nproc=2)
     assert done.returncode == 0, done.stderr[-3000:]
 

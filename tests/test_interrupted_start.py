@@ -30,14 +30,13 @@ from support.journals import count, fanlog_cli, journals_of, meta
 HALF_MADE = {
     "after-connect": "c = sqlite3.connect(path)",
     "after-wal": "c = sqlite3.connect(path); c.execute('PRAGMA journal_mode=WAL'); "
-                 "c.execute('PRAGMA synchronous=NORMAL')",
+    "c.execute('PRAGMA synchronous=NORMAL')",
     "after-exclusive-wal": "c = sqlite3.connect(path); c.execute('PRAGMA locking_mode=EXCLUSIVE'); "
-                           "c.execute('PRAGMA journal_mode=WAL'); "
-                           "c.execute('CREATE TABLE IF NOT EXISTS x (a)'); c.execute('DROP TABLE x')",
-    "after-tables": "c = sqlite3.connect(path); c.execute('PRAGMA journal_mode=WAL'); "
-                    "c.executescript(DDL)",
+    "c.execute('PRAGMA journal_mode=WAL'); "
+    "c.execute('CREATE TABLE IF NOT EXISTS x (a)'); c.execute('DROP TABLE x')",
+    "after-tables": "c = sqlite3.connect(path); c.execute('PRAGMA journal_mode=WAL'); c.executescript(DDL)",
     "empty-file": "open(path, 'wb').close()",
-}  # fmt: skip
+}
 
 
 def die_while_creating(journal: Path, step: str) -> None:

@@ -27,9 +27,14 @@ HANDLER = "support.isolated_handler:Recorder"
 
 def start(workdir: Path, call_timeout: float = 60.0) -> Worker:
     workdir.mkdir(parents=True, exist_ok=True)
-    return Worker(HANDLER, str(workdir), name="recorder", call_timeout=call_timeout,
-                  env={"PYTHONPATH": TESTS, "ISOLATED_TEST_VALUE": "from the parent"},
-                  final_op="end")  # fmt: skip
+    return Worker(
+        HANDLER,
+        str(workdir),
+        name="recorder",
+        call_timeout=call_timeout,
+        env={"PYTHONPATH": TESTS, "ISOLATED_TEST_VALUE": "from the parent"},
+        final_op="end",
+    )
 
 
 def test_the_handler_runs_in_a_child_in_its_own_directory(tmp_path: Path) -> None:
@@ -100,8 +105,9 @@ PARENT = textwrap.dedent("""
 def test_a_child_whose_parent_is_killed_saves_what_it_has_and_exits(tmp_path: Path) -> None:
     workdir = tmp_path / "cwd"
     workdir.mkdir()
-    done = subprocess.run([sys.executable, "-c", PARENT, str(workdir), TESTS], capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", PARENT, str(workdir), TESTS], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
     saved = workdir / "parent-gone.txt"
     deadline = time.monotonic() + 60

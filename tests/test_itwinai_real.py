@@ -30,10 +30,20 @@ needs_itwinai = pytest.mark.skipif(not ITWINAI_PYTHON, reason="FANLOG_ITWINAI_PY
 
 
 def run_script(python: str, script: str, *args: str) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONDONTWRITEBYTECODE": "1",
-           "MLFLOW_DISABLE_TELEMETRY": "true"}  # fmt: skip
-    done = subprocess.run([python, str(SUPPORT / script), *args], capture_output=True, text=True,
-                          env=env, timeout=600, check=False)  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(SRC),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    done = subprocess.run(
+        [python, str(SUPPORT / script), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (line,) = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     result: dict[str, Any] = json.loads(line.removeprefix("RESULT "))
@@ -53,13 +63,19 @@ def test_itwinais_torch_trainer_on_fanlog(mlflow_server: Any, tmp_path: Path) ->
     assert worker.info.run_id == seen["worker_run_id"]
     assert worker.data.tags["mlflow.parentRunId"] == seen["train_run_id"] == runs["real-run"].info.run_id
     assert {"strategy", "global_rank", "global_world_size", "optim_lr", "distributed_strategy"} <= set(
-        worker.data.params)  # fmt: skip
+        worker.data.params
+    )
     assert worker.data.params["optim_lr"] == "0.1"
-    assert set(worker.data.metrics) == {"epoch_time_s", "global_validation_loss_epoch", "train_loss_epoch",
-                                        "validation_loss_epoch"}  # fmt: skip
+    assert set(worker.data.metrics) == {
+        "epoch_time_s",
+        "global_validation_loss_epoch",
+        "train_loss_epoch",
+        "validation_loss_epoch",
+    }
     folders = sorted(a.path for a in client.list_artifacts(worker.info.run_id))
     assert [f for f in folders if f.startswith("epoch_")] == [
-        f"epoch_{e}_{part}" for e in (0, 1) for part in ("config", "model", "state")]  # fmt: skip
+        f"epoch_{e}_{part}" for e in (0, 1) for part in ("config", "model", "state")
+    ]
     (document,) = (tmp_path / "prov").rglob("prov_real_*.json")
     assert "train_loss_epoch" in document.read_text()
 

@@ -43,9 +43,14 @@ pytest.importorskip("yprov4ml")
 EPOCHS = 2
 BATCHES = 4
 HPARAMS: dict[str, Any] = {
-    "batch_size": 8, "shuffle_train": True, "optimizer": "sgd", "optim_lr": 0.1,
-    "optim_betas": (0.9, 0.99), "lr_scheduler": None, "fp16_allreduce": False,
-}  # fmt: skip
+    "batch_size": 8,
+    "shuffle_train": True,
+    "optimizer": "sgd",
+    "optim_lr": 0.1,
+    "optim_betas": (0.9, 0.99),
+    "lr_scheduler": None,
+    "fp16_allreduce": False,
+}
 """A slice of itwinai's TrainingConfiguration.model_dump(): a tuple, None, str, bool, float."""
 
 
@@ -104,8 +109,9 @@ def train_like_itwinai(logger: Any, rank: int, checkpoints: Path) -> dict[str, A
             step += 1
         logger.log(1.0 / step, "train_loss_epoch", kind="metric", step=step)
         logger.log(0.5 / (epoch + 1), "validation_loss", kind="metric", step=epoch, batch_idx=0)
-        logger.log(0.5 / (epoch + 1), "validation_loss_epoch", kind="metric", step=epoch + 1,
-                   context="validation")  # fmt: skip
+        logger.log(
+            0.5 / (epoch + 1), "validation_loss_epoch", kind="metric", step=epoch + 1, context="validation"
+        )
         for path in write_checkpoint(checkpoints / f"epoch_{epoch}", net):
             logger.log(path, f"epoch_{epoch}_{Path(path).stem}", kind="artifact")
         logger.log(0.5 / (epoch + 1), "global_validation_loss_epoch", kind="metric", step=epoch)
@@ -126,13 +132,26 @@ def train_like_itwinai(logger: Any, rank: int, checkpoints: Path) -> dict[str, A
 
 
 def test_itwinai_trainer_shape_against_every_tracker(mlflow_server: Any, tmp_path: Path) -> None:
-    mlf = MLFlowLogger(savedir=str(tmp_path / "m"), experiment_name="itwinai-shape",
-                       tracking_uri=mlflow_server.url, log_freq="epoch")  # fmt: skip
+    mlf = MLFlowLogger(
+        savedir=str(tmp_path / "m"),
+        experiment_name="itwinai-shape",
+        tracking_uri=mlflow_server.url,
+        log_freq="epoch",
+    )
     tb = TensorBoardLogger(savedir=str(tmp_path / "tb"), log_freq="batch")
-    wb = WandBLogger(savedir=str(tmp_path / "wb"), project_name="itwinai-shape", log_freq=2,
-                     offline_mode=True, settings=QUIET)  # fmt: skip
-    prov = Prov4MLLogger(provenance_save_dir=str(tmp_path / "prov"), experiment_name="tiny",
-                         create_svg=False, savedir=str(tmp_path / "p"))  # fmt: skip
+    wb = WandBLogger(
+        savedir=str(tmp_path / "wb"),
+        project_name="itwinai-shape",
+        log_freq=2,
+        offline_mode=True,
+        settings=QUIET,
+    )
+    prov = Prov4MLLogger(
+        provenance_save_dir=str(tmp_path / "prov"),
+        experiment_name="tiny",
+        create_svg=False,
+        savedir=str(tmp_path / "p"),
+    )
     collection = LoggersCollection([mlf, tb, wb, prov])
     assert not collection.is_initialized and not mlf.is_initialized
     with pytest.raises(LoggerNotStartedError, match="has not been initialized"):
@@ -148,8 +167,13 @@ def test_itwinai_trainer_shape_against_every_tracker(mlflow_server: Any, tmp_pat
     assert any("'carbon'" in m for m in journal_only), "carbon reaches no tracker: said once"
     assert sum("model_version" in str(w.message) for w in caught) == 1
 
-    params = {"strategy": "non-distributed", "global_rank": 0, "global_world_size": 1,
-              **HPARAMS, "distributed_strategy": "NonDistributedStrategy"}  # fmt: skip
+    params = {
+        "strategy": "non-distributed",
+        "global_rank": 0,
+        "global_world_size": 1,
+        **HPARAMS,
+        "distributed_strategy": "NonDistributedStrategy",
+    }
 
     # MLflow: the worker run is the child of the train run, named as the trainer named it.
     client = MlflowClient(tracking_uri=mlflow_server.url)
@@ -163,8 +187,10 @@ def test_itwinai_trainer_shape_against_every_tracker(mlflow_server: Any, tmp_pat
     assert worker.info.status == "FINISHED"
     assert set(worker.data.params) == set(params)
     assert worker.data.params["optim_lr"] == "0.1" and worker.data.params["strategy"] == "non-distributed"
-    history = {key: sorted((m.step, m.value) for m in client.get_metric_history(worker.info.run_id, key))
-               for key in worker.data.metrics}  # fmt: skip
+    history = {
+        key: sorted((m.step, m.value) for m in client.get_metric_history(worker.info.run_id, key))
+        for key in worker.data.metrics
+    }
     assert "train_loss" not in history, "log_freq='epoch' drops the batch metrics"
     assert history["train_loss_epoch"] == [(4, 0.25), (8, 0.125)]
     assert history["epoch_time_s"] == [(0, 1.0), (1, 2.0)]
@@ -224,15 +250,20 @@ def test_itwinai_trainer_shape_against_every_tracker(mlflow_server: Any, tmp_pat
 def test_run_id_attaches_to_the_worker_run(mlflow_server: Any, tmp_path: Path) -> None:
     """itwinai's GPU monitor: after ``is_initialized = False``, ``create_logger_context(run_id=...)``
     attaches to the worker's run; the records of both starts are in that one run."""
-    first = MLFlowLogger(savedir=str(tmp_path / "a"), experiment_name="attach",
-                         tracking_uri=mlflow_server.url, run_name="ctor-name")  # fmt: skip
+    first = MLFlowLogger(
+        savedir=str(tmp_path / "a"),
+        experiment_name="attach",
+        tracking_uri=mlflow_server.url,
+        run_name="ctor-name",
+    )
     active = first.create_logger_context(rank=0, unknown_option=1)
     assert isinstance(active, mlflow.ActiveRun) and first.active_run is active
     assert first.run_id == active.info.run_id and first.is_initialized
     first.log(1.0, "gpu_power_W", step=0)
     first.destroy_logger_context()
-    monitor = MLFlowLogger(savedir=str(tmp_path / "b"), experiment_name="attach",
-                           tracking_uri=mlflow_server.url)  # fmt: skip
+    monitor = MLFlowLogger(
+        savedir=str(tmp_path / "b"), experiment_name="attach", tracking_uri=mlflow_server.url
+    )
     monitor.is_initialized = False
     again = monitor.create_logger_context(rank=0, parent_run_id="", run_id=first.run_id)
     assert again.info.run_id == first.run_id
@@ -244,7 +275,9 @@ def test_run_id_attaches_to_the_worker_run(mlflow_server: Any, tmp_path: Path) -
     assert run.info.run_name == "ctor-name", "no run_name option: the constructor's is used"
     assert run.data.params == {"probing_interval": "5"}
     assert sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "gpu_power_W")) == [
-        (0, 1.0), (1, 2.0)]  # fmt: skip
+        (0, 1.0),
+        (1, 2.0),
+    ]
 
 
 @pytest.mark.parametrize(

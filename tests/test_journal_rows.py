@@ -137,7 +137,8 @@ def collection(tmp_path: Path) -> tuple[LoggersCollection, RecordingLogger]:
     recording = RecordingLogger(savedir=str(tmp_path / "sd"))
     logger = LoggersCollection(
         [JournalLogger(savedir=str(tmp_path / "sd"), log_freq="batch"), recording],
-        unsupported="ignore", flush_interval=0.05,
+        unsupported="ignore",
+        flush_interval=0.05,
     )
     logger.create_logger_context(rank=0)
     return logger, recording
@@ -160,7 +161,8 @@ def test_rows_that_fail_to_encode_are_set_aside_and_the_rest_is_written(tmp_path
     assert int(query(path, "SELECT COUNT(*) FROM records WHERE kind = 'fragile'")[0][0]) == 10_000 - 5
     aside = query(path, "SELECT kind, key, step, reason FROM unstored ORDER BY rowid")
     assert [(k, key, int(step)) for k, key, step, _ in aside] == [
-        ("fragile", f"notes/{i % 3}", _auto_step(i)) for i in sorted(bad_at)]
+        ("fragile", f"notes/{i % 3}", _auto_step(i)) for i in sorted(bad_at)
+    ]
     assert all("cannot encode this one" in reason for *_, reason in aside)
     assert [r.value for r in recording.instance.records] == [float(i) for i in range(10_000)]
 
@@ -179,9 +181,7 @@ BAD_ROWS = {  # rows built by code other than log() (which would refuse them), a
 
 
 @pytest.mark.parametrize("case", list(BAD_ROWS))
-def test_rows_that_fail_to_insert_are_set_aside_and_later_batches_written(
-    tmp_path: Path, case: str
-) -> None:
+def test_rows_that_fail_to_insert_are_set_aside_and_later_batches_written(tmp_path: Path, case: str) -> None:
     logger, recording = collection(tmp_path)
     pipeline = logger._pipeline
     metric = get_kind("metric")
@@ -189,8 +189,9 @@ def test_rows_that_fail_to_insert_are_set_aside_and_later_batches_written(
 
     def submit(i: int, **bad: Any) -> None:
         row = {"key": "loss", "step": i, "batch_idx": None, **bad}
-        pipeline.submit((metric, row["key"], float(i), row["step"], row["batch_idx"], 0, time.time(),
-                         mask, None))  # fmt: skip
+        pipeline.submit(
+            (metric, row["key"], float(i), row["step"], row["batch_idx"], 0, time.time(), mask, None)
+        )
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

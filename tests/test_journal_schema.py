@@ -68,8 +68,7 @@ READ_BACK = textwrap.dedent("""
 
 
 def python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
@@ -85,8 +84,7 @@ def user_kinds_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_writer_records_each_kinds_storage_once(user_kinds_run: Path) -> None:
     stored = dict(query(user_kinds_run, "SELECT name, storage FROM kinds"))
-    assert stored == {"metric": "num", "embedding": "npy", "score": "num", "blob": "bytes",
-                      "note": "json"}  # fmt: skip
+    assert stored == {"metric": "num", "embedding": "npy", "score": "num", "blob": "bytes", "note": "json"}
     assert meta(user_kinds_run)["schema_version"] == SCHEMA_VERSION == 2
 
 
@@ -135,8 +133,9 @@ def bump_version(journal: Path, version: object) -> str:
     """Say, with plain SQLite, that the journal has schema `version`; return the file's hash."""
     conn = sqlite3.connect(journal)
     with conn:
-        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
-                     (json.dumps(version),))  # fmt: skip
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (json.dumps(version),)
+        )
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
     for suffix in ("-wal", "-shm"):
@@ -163,18 +162,24 @@ def small_run(savedir: Path, job_id: str, records: int = 4) -> Path:
 def test_every_reader_refuses_a_journal_of_a_newer_fanlog(tmp_path: Path, version: int) -> None:
     journal = small_run(tmp_path / "sd", f"newer-{version}")
     before = bump_version(journal, version)
-    said = (f"written by a newer fanlog (schema {version}); this fanlog reads up to schema "
-            f"{SCHEMA_VERSION}; upgrade")  # fmt: skip
+    said = (
+        f"written by a newer fanlog (schema {version}); this fanlog reads up to schema "
+        f"{SCHEMA_VERSION}; upgrade"
+    )
     with pytest.raises(NewerJournalError, match=r"written by a newer fanlog \(schema"):
         read_run(journal)
     listing = json.loads(fanlog_cli("ls", str(tmp_path / "sd"), "--json").stdout)
     assert [entry["status"] for entry in listing] == [f"unreadable (it was {said} fanlog to read it)"]
-    for command in (("show", str(journal)), ("export", str(journal)), ("plot", str(journal), "-o",
-                                                                          str(tmp_path / "c.png"))):
+    for command in (
+        ("show", str(journal)),
+        ("export", str(journal)),
+        ("plot", str(journal), "-o", str(tmp_path / "c.png")),
+    ):
         done = fanlog_cli(*command, check=False)
         assert done.returncode == 1 and said in done.stderr, (command, done.stderr)
-    done = fanlog_cli("sync", str(journal), "--to", "tensorboard", "--logdir", str(tmp_path / "tb"),
-                      check=False)  # fmt: skip
+    done = fanlog_cli(
+        "sync", str(journal), "--to", "tensorboard", "--logdir", str(tmp_path / "tb"), check=False
+    )
     assert done.returncode == 1 and said in done.stdout + done.stderr
     assert not (tmp_path / "tb").exists()
     assert digest(journal) == before  # no reader wrote into it
@@ -251,8 +256,11 @@ def test_a_kind_registered_with_another_storage_on_resume_is_set_aside(tmp_path:
 def test_the_layout_builds_and_parses_the_same_paths(tmp_path: Path) -> None:
     rank_dir = layout.rank_dir(str(tmp_path / "sd"), "run-7", 3)
     assert rank_dir == str(tmp_path / "sd" / "runs" / "run-7" / "rank-3")
-    for number, name, files in [(1, "journal.sqlite", "files"), (2, "journal.2.sqlite", "files.2"),
-                                (12, "journal.12.sqlite", "files.12")]:  # fmt: skip
+    for number, name, files in [
+        (1, "journal.sqlite", "files"),
+        (2, "journal.2.sqlite", "files.2"),
+        (12, "journal.12.sqlite", "files.12"),
+    ]:
         path = layout.journal_file(rank_dir, number)
         assert os.path.basename(path) == name
         assert layout.journal_number(path) == number
@@ -287,14 +295,23 @@ def test_the_writer_alive_rule(tmp_path: Path) -> None:
     assert writer_alive(ended.pid, host) is False
     for code in ["pass", "import os; os.kill(os.getpid(), 9)", "raise SystemExit(3)"]:
         unreaped = subprocess.Popen([sys.executable, "-c", code])  # dead, not waited for yet
-        while not os.path.exists(f"/proc/{unreaped.pid}/stat") or b") Z" not in Path(
-                f"/proc/{unreaped.pid}/stat").read_bytes():
+        while (
+            not os.path.exists(f"/proc/{unreaped.pid}/stat")
+            or b") Z" not in Path(f"/proc/{unreaped.pid}/stat").read_bytes()
+        ):
             time.sleep(0.01)
         assert writer_alive(unreaped.pid, host) is False, code  # a zombie is gone
         unreaped.wait()
     assert writer_alive(1, host) is True  # init: someone's process, alive
-    for pid, on in [(os.getpid(), "some-other-host"), (None, host), ("12", host), (True, host),
-                    (0, host), (-1, host), (os.getpid(), None)]:  # fmt: skip
+    for pid, on in [
+        (os.getpid(), "some-other-host"),
+        (None, host),
+        ("12", host),
+        (True, host),
+        (0, host),
+        (-1, host),
+        (os.getpid(), None),
+    ]:
         assert writer_alive(pid, on) is None, (pid, on)
 
 
@@ -322,9 +339,13 @@ def test_sync_and_ls_agree_on_whether_the_writer_is_alive(tmp_path: Path) -> Non
 
     blocked = tmp_path / "not-a-dir"
     blocked.write_text("")
-    writer = subprocess.Popen([sys.executable, "-c", LIVE_WRITER, str(tmp_path / "sd"), str(blocked)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                              text=True)  # fmt: skip
+    writer = subprocess.Popen(
+        [sys.executable, "-c", LIVE_WRITER, str(tmp_path / "sd"), str(blocked)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         assert writer.stdout is not None
         journal = writer.stdout.readline().strip()

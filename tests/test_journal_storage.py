@@ -44,18 +44,21 @@ tmpfs /scratch/local tmpfs rw 0 0
 """
 
 
-@pytest.mark.parametrize(("path", "expected"), [
-    ("/home/alice/run", "xfs"),
-    ("/home/shared/alice/mllogs", "nfs4"),
-    ("/home/sharedother/x", "xfs"),  # a prefix of the name is not a parent directory
-    ("/scratch/proj/mllogs", "lustre"),
-    ("/scratch/local/mllogs", "tmpfs"),  # the longest mount point wins
-    ("/gpfs/projects/p1/not/created/yet", "gpfs"),
-    ("/mnt/beegfs", "beegfs"),
-    ("/mnt/smb/runs", "cifs"),
-    ("/mnt/my data/runs", "fuse.sshfs"),  # \\040 in /proc/mounts is a space
-    ("/opt/elsewhere", "ext4"),
-])
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/home/alice/run", "xfs"),
+        ("/home/shared/alice/mllogs", "nfs4"),
+        ("/home/sharedother/x", "xfs"),  # a prefix of the name is not a parent directory
+        ("/scratch/proj/mllogs", "lustre"),
+        ("/scratch/local/mllogs", "tmpfs"),  # the longest mount point wins
+        ("/gpfs/projects/p1/not/created/yet", "gpfs"),
+        ("/mnt/beegfs", "beegfs"),
+        ("/mnt/smb/runs", "cifs"),
+        ("/mnt/my data/runs", "fuse.sshfs"),  # \\040 in /proc/mounts is a space
+        ("/opt/elsewhere", "ext4"),
+    ],
+)
 def test_file_system_type_from_mounts(path: str, expected: str) -> None:
     assert file_system_type(path, MOUNTS) == expected
     assert is_network(expected) == (expected not in ("ext4", "xfs", "tmpfs"))
@@ -89,8 +92,9 @@ def test_on_a_network_file_system_the_journal_is_exclusive(
     monkeypatch.setenv("FANLOG_JOURNAL_FS", fs)
     savedir = tmp_path / "sd"
     recording = RecordingLogger(savedir=str(savedir))
-    logger = LoggersCollection([JournalLogger(savedir=str(savedir), log_freq="batch"), recording],
-                               job_id="net")  # fmt: skip
+    logger = LoggersCollection(
+        [JournalLogger(savedir=str(savedir), log_freq="batch"), recording], job_id="net"
+    )
     logger.create_logger_context(rank=0)
     for step in range(500):
         logger.log(float(step), "loss", step=step)
@@ -101,15 +105,17 @@ def test_on_a_network_file_system_the_journal_is_exclusive(
     assert len(recording.instance.records) == 500  # the dispatcher too
 
     started = time.monotonic()
-    other = subprocess.run([sys.executable, "-c", READER, str(savedir)], capture_output=True,
-                           text=True, timeout=120)  # fmt: skip
+    other = subprocess.run(
+        [sys.executable, "-c", READER, str(savedir)], capture_output=True, text=True, timeout=120
+    )
     assert other.stdout.startswith("busy:") and "network file system" in other.stdout
     assert path in other.stdout and str(os.getpid()) in other.stdout
     shown = fanlog_cli("show", str(savedir), check=False)
     assert shown.returncode == 1 and "locked by its writer" in shown.stderr
     assert "Traceback" not in shown.stderr
-    synced = fanlog_cli("sync", str(savedir), "--to", "tensorboard", "--logdir",
-                        str(tmp_path / "tb"), check=False)  # fmt: skip
+    synced = fanlog_cli(
+        "sync", str(savedir), "--to", "tensorboard", "--logdir", str(tmp_path / "tb"), check=False
+    )
     assert synced.returncode == 1 and "locked by its writer" in synced.stderr
     assert "held by its writer" in fanlog_cli("ls", str(savedir)).stdout
     assert time.monotonic() - started < 100  # refused quickly, not after SQLite's 30 s timeouts
@@ -138,8 +144,9 @@ def test_on_a_local_file_system_the_journal_is_shared(
 @pytest.mark.parametrize("how", ["deleted", "replaced"])
 def test_a_wal_file_deleted_during_the_run_is_noticed(tmp_path: Path, how: str) -> None:
     recording = RecordingLogger(savedir=str(tmp_path / "sd"))
-    logger = LoggersCollection([JournalLogger(savedir=str(tmp_path / "sd"), log_freq="batch"),
-                                recording], flush_interval=0.05)  # fmt: skip
+    logger = LoggersCollection(
+        [JournalLogger(savedir=str(tmp_path / "sd"), log_freq="batch"), recording], flush_interval=0.05
+    )
     logger.create_logger_context(rank=0)
     for step in range(1000):
         logger.log(float(step), "before", step=step)
@@ -183,14 +190,16 @@ def lose_journal(path: str, how: str) -> None:
         os.replace(path + ".copy", path)
 
 
-@pytest.mark.parametrize("how", ["main-deleted", "all-deleted", "rank-dir-deleted",
-                                 "replaced-by-dir", "replaced-by-copy"])  # fmt: skip
+@pytest.mark.parametrize(
+    "how", ["main-deleted", "all-deleted", "rank-dir-deleted", "replaced-by-dir", "replaced-by-copy"]
+)
 def test_a_journal_file_deleted_during_the_run_is_said_and_never_reported_durable(
     tmp_path: Path, how: str
 ) -> None:
     recording = RecordingLogger(savedir=str(tmp_path / "sd"))
-    logger = LoggersCollection([JournalLogger(savedir=str(tmp_path / "sd"), log_freq="batch"),
-                                recording], flush_interval=0.05)  # fmt: skip
+    logger = LoggersCollection(
+        [JournalLogger(savedir=str(tmp_path / "sd"), log_freq="batch"), recording], flush_interval=0.05
+    )
     logger.create_logger_context(rank=0)
     for step in range(1000):
         logger.log(float(step), "before", step=step)
@@ -226,20 +235,32 @@ def change(path: Path, how: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("how", "capture"), [("deleted", "link"), ("replaced", "link"),
-                                              ("rewritten", "copy"), ("rewritten", "auto"),
-                                              ("deleted", "auto")])
-def test_artifacts_are_captured_at_the_call(tmp_path: Path, mlflow_server: Any, how: str,
-                                            capture: str) -> None:
+@pytest.mark.parametrize(
+    ("how", "capture"),
+    [
+        ("deleted", "link"),
+        ("replaced", "link"),
+        ("rewritten", "copy"),
+        ("rewritten", "auto"),
+        ("deleted", "auto"),
+    ],
+)
+def test_artifacts_are_captured_at_the_call(
+    tmp_path: Path, mlflow_server: Any, how: str, capture: str
+) -> None:
     from mlflow import MlflowClient
 
     from fanlog.backends.mlflow import MLflowLogger
 
     source_dir = tmp_path / "work"
     (source_dir / "folder").mkdir(parents=True)
-    logger = MLflowLogger(savedir=str(tmp_path / "sd"), tracking_uri=mlflow_server.url,
-                          experiment_name=f"capture-{how}-{capture}", log_freq="batch",
-                          capture=capture)  # fmt: skip
+    logger = MLflowLogger(
+        savedir=str(tmp_path / "sd"),
+        tracking_uri=mlflow_server.url,
+        experiment_name=f"capture-{how}-{capture}",
+        log_freq="batch",
+        capture=capture,
+    )
     logger.create_logger_context(rank=0)
     originals: dict[str, str] = {}
     for n in range(5):
@@ -270,10 +291,15 @@ def test_artifacts_are_captured_at_the_call(tmp_path: Path, mlflow_server: Any, 
         assert digest(download / key) == expected, key
 
 
-@pytest.mark.parametrize(("capture", "size", "linked"), [
-    ("auto", LINK_MIN_BYTES, True), ("auto", 10_000, False), ("link", 10_000, True),
-    ("copy", LINK_MIN_BYTES, False),
-])
+@pytest.mark.parametrize(
+    ("capture", "size", "linked"),
+    [
+        ("auto", LINK_MIN_BYTES, True),
+        ("auto", 10_000, False),
+        ("link", 10_000, True),
+        ("copy", LINK_MIN_BYTES, False),
+    ],
+)
 def test_hard_links_where_the_file_system_allows_them(
     tmp_path: Path, capture: str, size: int, linked: bool
 ) -> None:
@@ -318,8 +344,9 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
     def mount(name: str) -> Path:
         point = tmp_path / name
         point.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(point)],
-                              capture_output=True, text=True)  # fmt: skip
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(point)], capture_output=True, text=True
+        )
         if done.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()})")
         mounted.append(point)
@@ -391,6 +418,7 @@ def test_a_live_exclusive_journal_is_read_in_process_with_the_writers_connection
     assert logger.flush(timeout=30)
     with pytest.raises(sqlite3.OperationalError, match="locked"):  # another connection: refused
         sqlite3.connect(str(logger.journal_path), timeout=0.1).execute(
-            "SELECT COUNT(*) FROM records").fetchone()
+            "SELECT COUNT(*) FROM records"
+        ).fetchone()
     assert read_run(str(logger.journal_path)).metric("loss") == [(0, 1.0)]
     logger.destroy_logger_context()

@@ -56,7 +56,8 @@ def collection(tmp_path: Path) -> tuple[LoggersCollection, RecordingLogger]:
     recording = RecordingLogger(savedir=str(tmp_path / "sd"))
     logger = LoggersCollection(
         [JournalLogger(savedir=str(tmp_path / "sd"), log_freq="batch"), recording],
-        unsupported="ignore", flush_interval=0.05,
+        unsupported="ignore",
+        flush_interval=0.05,
     )
     logger.create_logger_context(rank=0)
     return logger, recording
@@ -82,7 +83,8 @@ def test_an_option_json_cannot_hold_sets_that_record_aside_and_the_writer_goes_o
         logger.destroy_logger_context()
     assert count(path, "train/loss") == 1100 and count(path, "val/acc") == 1
     assert query(path, "SELECT options FROM records WHERE key = 'val/acc'") == [
-        ('{"note": "fine", "epoch_tag": 3}',)]
+        ('{"note": "fine", "epoch_tag": 3}',)
+    ]
     ((key, step, reason),) = query(path, "SELECT key, step, reason FROM unstored")
     assert (key, int(step)) == ("val/acc", 0) and "keyword option 'note'" in reason
     assert meta(path)["status"] == "finished"
@@ -121,11 +123,13 @@ def test_an_identifier_with_a_lone_surrogate_is_stored_escaped_and_never_an_outa
     path = logger.journal_path
     assert logger.destroy_logger_context()
     assert count(path, "train/loss") == 1100 and count(path) == 1103
-    assert query(path, "SELECT key, step FROM records WHERE kind = ? AND key NOT IN "
-                 "('train/loss', 'after') ORDER BY seq", kind) == [(stored, 0), (stored, 1)]
+    assert query(
+        path,
+        "SELECT key, step FROM records WHERE kind = ? AND key NOT IN ('train/loss', 'after') ORDER BY seq",
+        kind,
+    ) == [(stored, 0), (stored, 1)]
     assert query(path, "SELECT COUNT(*) FROM unstored") == [(0,)]
-    assert [r.key for r in recording.instance.records if r.key.startswith(stored[:2])] == [
-        stored, stored]
+    assert [r.key for r in recording.instance.records if r.key.startswith(stored[:2])] == [stored, stored]
     assert len(recording.instance.records) == 1103
 
 

@@ -78,8 +78,9 @@ def test_two_loggers_with_one_run_id_in_one_process(
     first, second = journals_of(rank_dir)
     assert (count(first, "train/loss"), count(second, "eval/acc")) == (3000, 1000)
     assert count(first) == 3000 and count(second) == 1000  # nothing of one in the other
-    assert [r.value for r in evaluation.members()[1].instance.records] == [float(s) for s in
-                                                                           range(0, 3000, 3)]
+    assert [r.value for r in evaluation.members()[1].instance.records] == [
+        float(s) for s in range(0, 3000, 3)
+    ]
     data = read_run(rank_dir.parent)
     assert len(data.metric("train/loss")) == 3000 and len(data.metric("eval/acc")) == 1000
     assert set(data.journals) == {first, second}
@@ -94,8 +95,10 @@ def test_a_spawned_worker_starts_the_logger_it_was_handed(tmp_path: Path) -> Non
     context = multiprocessing.get_context("spawn")
     with context.Pool(2) as pool:
         # a started logger travels unstarted, keeping its run id; an unstarted one as it is
-        pending = [pool.apply_async(log_with, (parent, "worker/started", 700)),
-                   pool.apply_async(log_with, (unstarted, "worker/unstarted", 500))]
+        pending = [
+            pool.apply_async(log_with, (parent, "worker/started", 700)),
+            pool.apply_async(log_with, (unstarted, "worker/unstarted", 500)),
+        ]
         for step in range(2000):  # the parent goes on logging meanwhile
             parent.log(float(step), "parent/loss", step=step)
         paths = [result.get(timeout=120) for result in pending]
@@ -107,8 +110,7 @@ def test_a_spawned_worker_starts_the_logger_it_was_handed(tmp_path: Path) -> Non
     assert sum(count(p, "worker/unstarted") for p in set(paths)) == 500
     assert count(str(parent.journal_path)) == 2000
     assert all(meta(p)["status"] == "finished" and meta(p)["run_id"] == "spawned" for p in paths)
-    check_listed(savedir, "spawned",
-                 {"parent/loss": 2000, "worker/started": 700, "worker/unstarted": 500})
+    check_listed(savedir, "spawned", {"parent/loss": 2000, "worker/started": 700, "worker/unstarted": 500})
 
 
 SECOND_PROCESS = textwrap.dedent(
@@ -132,8 +134,12 @@ SECOND_PROCESS = textwrap.dedent(
 
 def test_a_second_process_with_the_same_job_id_while_the_first_runs(tmp_path: Path) -> None:
     savedir = tmp_path / "sd"
-    first = subprocess.Popen([sys.executable, "-c", SECOND_PROCESS, str(savedir)],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    first = subprocess.Popen(
+        [sys.executable, "-c", SECOND_PROCESS, str(savedir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert first.stdin is not None and first.stdout is not None
     first_path = first.stdout.readline().strip()
     first.stdin.write("more\n")
@@ -141,8 +147,7 @@ def test_a_second_process_with_the_same_job_id_while_the_first_runs(tmp_path: Pa
     assert first.stdout.readline().strip() == "500"
     second = JournalLogger(savedir=str(savedir), log_freq="batch", job_id="resumed")
     second.create_logger_context(rank=0)
-    assert second.journal_path != first_path and Path(str(second.journal_path)).name == \
-        "journal.2.sqlite"
+    assert second.journal_path != first_path and Path(str(second.journal_path)).name == "journal.2.sqlite"
     for step in range(1200):
         second.log(float(step), "second/loss")
         if step == 600:
@@ -205,8 +210,13 @@ def test_the_writer_lock_is_a_real_lock(tmp_path: Path) -> None:
     lock_file = f"{logger.journal_path}.lock"
 
     def probe() -> str:
-        done = subprocess.run([sys.executable, "-c", LOCK_PROBE, lock_file], capture_output=True,
-                              text=True, timeout=60, check=True)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-c", LOCK_PROBE, lock_file],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
         return done.stdout.strip()
 
     assert probe() == "held"
@@ -227,8 +237,10 @@ def test_an_integrity_error_is_not_taken_for_a_full_disk(tmp_path: Path) -> None
     path = str(logger.journal_path)
     rogue = Journal(path)  # a second connection
     with rogue._conn:
-        rogue._conn.execute("INSERT INTO records (seq, kind, key, step, time, mask, num) VALUES "
-                            "(101, 'metric', 'rogue', 0, 0, 1, 0)")  # fmt: skip
+        rogue._conn.execute(
+            "INSERT INTO records (seq, kind, key, step, time, mask, num) VALUES "
+            "(101, 'metric', 'rogue', 0, 0, 1, 0)"
+        )
     rogue.close()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -265,8 +277,9 @@ def test_without_working_flock_an_owner_file_locks(tmp_path: Path, monkeypatch: 
     second.destroy_logger_context()
     assert not os.path.exists(f"{first.journal_path}.owner")
     # an owner file left by a process that is gone (kill -9) is taken over
-    Path(f"{first.journal_path}.owner").write_text(json.dumps(
-        {"pid": 2**22 + 12345, "host": os.uname().nodename, "mode": "wal"}))
+    Path(f"{first.journal_path}.owner").write_text(
+        json.dumps({"pid": 2**22 + 12345, "host": os.uname().nodename, "mode": "wal"})
+    )
     third = JournalLogger(savedir=savedir, job_id="nolocks").create_logger_context(rank=0)
     assert third.journal_path == first.journal_path
     third.destroy_logger_context()

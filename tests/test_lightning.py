@@ -35,8 +35,9 @@ LR = 0.1
 class TinyRegressor(LightningModule):
     """y = 2x + 1 with one Linear layer; a StepLR halves the learning rate every epoch."""
 
-    def __init__(self, lr: float = LR, hidden: int = 4, fail_at_epoch: int | None = None,
-                 two_groups: bool = False) -> None:
+    def __init__(
+        self, lr: float = LR, hidden: int = 4, fail_at_epoch: int | None = None, two_groups: bool = False
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.layer = torch.nn.Linear(1, 1)
@@ -61,8 +62,10 @@ class TinyRegressor(LightningModule):
 
     def configure_optimizers(self) -> Any:
         if self.hparams.two_groups:
-            groups = [{"params": self.layer.parameters()},
-                      {"params": self.head.parameters(), "lr": self.hparams.lr / 10}]
+            groups = [
+                {"params": self.layer.parameters()},
+                {"params": self.head.parameters(), "lr": self.hparams.lr / 10},
+            ]
             optimizer = torch.optim.SGD(groups, lr=self.hparams.lr)
         else:
             optimizer = torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
@@ -77,10 +80,17 @@ def loader() -> DataLoader:
 
 def fit(tmp_path: Path, adapter: FanlogLogger, module: LightningModule, **trainer_kw: Any) -> Trainer:
     trainer = Trainer(
-        max_epochs=2, accelerator="cpu", devices=1, logger=adapter, default_root_dir=tmp_path,
-        enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1,
-        num_sanity_val_steps=0, **trainer_kw,
-    )  # fmt: skip
+        max_epochs=2,
+        accelerator="cpu",
+        devices=1,
+        logger=adapter,
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        num_sanity_val_steps=0,
+        **trainer_kw,
+    )
     trainer.fit(module, loader(), loader())
     return trainer
 
@@ -102,8 +112,14 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     adapter = FanlogLogger(collection, log_model="all", log_graph=True)
     checkpoint = ModelCheckpoint(monitor="val_loss", save_top_k=2, save_last=True)
     trainer = fit(tmp_path, adapter, TinyRegressor(), callbacks=[checkpoint])
-    return {"trainer": trainer, "collection": collection, "adapter": adapter, "checkpoint": checkpoint,
-            "run": fanlog.read_run(collection.journal_path), "tb": collection.members()[1].backend}
+    return {
+        "trainer": trainer,
+        "collection": collection,
+        "adapter": adapter,
+        "checkpoint": checkpoint,
+        "run": fanlog.read_run(collection.journal_path),
+        "tb": collection.members()[1].backend,
+    }
 
 
 def test_metrics_epochs_and_learning_rates_reach_the_journal(fitted: dict[str, Any]) -> None:
@@ -167,8 +183,12 @@ def test_experiment_version_and_checkpoint_dir_come_from_fanlog(fitted: dict[str
 def test_log_model_true_logs_the_best_k_at_the_end(tmp_path: Path) -> None:
     journal = JournalLogger(savedir=tmp_path / "logs")
     checkpoint = ModelCheckpoint(monitor="val_loss", save_top_k=1, filename="{epoch}")
-    fit(tmp_path, FanlogLogger(journal, log_model=True), TinyRegressor(two_groups=True),
-        callbacks=[checkpoint])
+    fit(
+        tmp_path,
+        FanlogLogger(journal, log_model=True),
+        TinyRegressor(two_groups=True),
+        callbacks=[checkpoint],
+    )
     run = fanlog.read_run(journal.journal_path)
     names = [r.key for r in run.of_kind("artifact")]
     kept = [f"checkpoints/{os.path.basename(p)}" for p in checkpoint.best_k_models]

@@ -54,20 +54,32 @@ def test_every_checkpoint_reaches_mlflow_over_many_fits(tmp_path: Path, mlflow_s
     client = MlflowClient(tracking_uri=mlflow_server.url)
     for fit in range(FITS):
         workdir = tmp_path / f"fit-{fit}"
-        logger = MLflowLogger(savedir=str(workdir / "logs"), tracking_uri=mlflow_server.url,
-                              experiment_name="lightning-checkpoints", log_freq="batch")  # fmt: skip
+        logger = MLflowLogger(
+            savedir=str(workdir / "logs"),
+            tracking_uri=mlflow_server.url,
+            experiment_name="lightning-checkpoints",
+            log_freq="batch",
+        )
         checkpoint = ModelCheckpoint(dirpath=workdir / "ckpt")  # save_top_k=1: the old one goes
-        trainer = Trainer(max_epochs=EPOCHS, accelerator="cpu", devices=1,
-                          logger=FanlogLogger(logger, log_model="all"), callbacks=[checkpoint],
-                          default_root_dir=workdir, enable_progress_bar=False,
-                          enable_model_summary=False, log_every_n_steps=1)  # fmt: skip
+        trainer = Trainer(
+            max_epochs=EPOCHS,
+            accelerator="cpu",
+            devices=1,
+            logger=FanlogLogger(logger, log_model="all"),
+            callbacks=[checkpoint],
+            default_root_dir=workdir,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            log_every_n_steps=1,
+        )
         trainer.fit(Line(), loader())
         assert not logger.is_active  # the adapter ended the run it started
         journal = read_run(str(logger.journal_path))
         assert journal.meta[0]["status"] == "finished"
         logged = {r.key: r.value for r in journal.of_kind("artifact")}
-        assert sorted(logged) == [f"checkpoints/epoch={e}-step={4 * (e + 1)}.ckpt"
-                                  for e in range(EPOCHS)], logged
+        assert sorted(logged) == [f"checkpoints/epoch={e}-step={4 * (e + 1)}.ckpt" for e in range(EPOCHS)], (
+            logged
+        )
         assert len(list((workdir / "ckpt").iterdir())) == 1  # Lightning kept only the last one
 
         run_id = logger.members()[0].backend.run_id

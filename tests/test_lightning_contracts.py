@@ -62,10 +62,17 @@ def loader() -> DataLoader:
 
 
 def fit(tmp_path: Path, adapter: Any, **kw: Any) -> Trainer:
-    options: dict[str, Any] = {"max_epochs": 2, "accelerator": "cpu", "devices": 1, "logger": adapter,
-                               "default_root_dir": tmp_path, "enable_progress_bar": False,
-                               "enable_model_summary": False, "num_sanity_val_steps": 0,
-                               "log_every_n_steps": 1}  # fmt: skip
+    options: dict[str, Any] = {
+        "max_epochs": 2,
+        "accelerator": "cpu",
+        "devices": 1,
+        "logger": adapter,
+        "default_root_dir": tmp_path,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        "log_every_n_steps": 1,
+    }
     options.update(kw)
     trainer = Trainer(**options)
     trainer.fit(Tiny(), loader(), loader())
@@ -76,8 +83,9 @@ def fit(tmp_path: Path, adapter: Any, **kw: Any) -> Trainer:
 def test_a_started_adapter_pickles(mlflow_server: Any, tmp_path: Path, with_mlflow: bool) -> None:
     members: list[Any] = [JournalLogger(savedir=tmp_path)]
     if with_mlflow:
-        members.append(MLflowLogger(savedir=tmp_path, tracking_uri=mlflow_server.url,
-                                    experiment_name="pickled"))  # fmt: skip
+        members.append(
+            MLflowLogger(savedir=tmp_path, tracking_uri=mlflow_server.url, experiment_name="pickled")
+        )
     adapter = FanlogLogger(LoggersCollection(members))
     adapter.log_hyperparams({"lr": 0.1})
     copy = pickle.loads(pickle.dumps(adapter))
@@ -133,13 +141,15 @@ def test_mlflow_runs_get_mlflows_source_tags(mlflow_server: Any, tmp_path: Path)
     repo = tmp_path / "repo"
     repo.mkdir()
     script = repo / "train.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         from fanlog.backends.mlflow import MLflowLogger
-        logger = MLflowLogger(savedir={str(tmp_path / 'logs')!r}, tracking_uri={mlflow_server.url!r},
+        logger = MLflowLogger(savedir={str(tmp_path / "logs")!r}, tracking_uri={mlflow_server.url!r},
                               experiment_name="tags")
         with logger.start_logging():
             logger.log(1.0, "loss", step=0)
-    """))
+    """)
+    )
     git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@e"]
     subprocess.run([*git[:3], "init", "-q", "-b", "main"], check=True)
     subprocess.run([*git, "add", "train.py"], check=True)
@@ -176,8 +186,11 @@ def test_checkpoints_are_named_after_the_mlflow_experiment_and_tensorboard_keeps
 
 @pytest.mark.parametrize("log_model", ["all", True, False])
 def test_itwinai_lightning_adapter(mlflow_server: Any, tmp_path: Path, log_model: Any) -> None:
-    mlf = itwinai.MLFlowLogger(savedir=str(tmp_path), tracking_uri=mlflow_server.url,
-                               experiment_name=f"itwinai-lightning-{log_model}")  # fmt: skip
+    mlf = itwinai.MLFlowLogger(
+        savedir=str(tmp_path),
+        tracking_uri=mlflow_server.url,
+        experiment_name=f"itwinai-lightning-{log_model}",
+    )
     adapter = itwinai.ItwinaiLogger(itwinai_logger=mlf, log_model=log_model)
     assert adapter.experiment is mlf and mlf.is_initialized
     adapter.log_hyperparams({"lr": 0.1})

@@ -94,9 +94,13 @@ def download(client: Any, run_id: str, path: str, dst: Path) -> Path:
 
 def run_script(code: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, capture_output=True, text=True,
-        timeout=timeout, check=False,
-    )  # fmt: skip
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 # ---------------------------------------------------------------- every kind, read back
@@ -137,8 +141,7 @@ def test_every_kind_round_trips(store: Store, tmp_path: Path, monkeypatch: Any) 
         logger.log(str(data_dir), "outdir", kind="artifact")
         logger.log(net, "net", kind="model")
         logger.log(weights, "tensors/w", kind="torch")
-        logger.log({"source": "/data/train", "num_rows": 10}, "train-set", kind="dataset",
-                   context="training")  # fmt: skip
+        logger.log({"source": "/data/train", "num_rows": 10}, "train-set", kind="dataset", context="training")
         assert logger.flush(timeout=120)
         run_id = logger.mlflow_run_id
     plt.close(figure)
@@ -155,9 +158,18 @@ def test_every_kind_round_trips(store: Store, tmp_path: Path, monkeypatch: Any) 
     assert run.data.tags["mlflow.note.content"] == "all kinds"
 
     files = set(artifact_files(client, run_id))
-    expected = {"notes/readme.md", "config.yaml", "summary.json", "plots/curve.png",
-                "images/pil.png", "images/gray.png", "outputs/data.csv", "outdir/a.txt",
-                "outdir/sub/b.txt", "tensors/w.pt"}  # fmt: skip
+    expected = {
+        "notes/readme.md",
+        "config.yaml",
+        "summary.json",
+        "plots/curve.png",
+        "images/pil.png",
+        "images/gray.png",
+        "outputs/data.csv",
+        "outdir/a.txt",
+        "outdir/sub/b.txt",
+        "tensors/w.pt",
+    }
     assert expected <= files
     stepped = [f for f in files if f.startswith("images/samples+step+3+") and f.endswith(".png")]
     assert len(stepped) == 1
@@ -215,9 +227,10 @@ def _model_requirements(store: Store, run_id: str, dst: Path) -> set[str]:
     (output,) = store.reader.get_run(run_id).outputs.model_outputs
     location = store.reader.get_logged_model(output.model_id).artifact_location
     local = mlflow.artifacts.download_artifacts(
-        artifact_uri=f"{location}/requirements.txt", dst_path=str(dst),
+        artifact_uri=f"{location}/requirements.txt",
+        dst_path=str(dst),
         tracking_uri=store.tracking_uri,
-    )  # fmt: skip
+    )
     return {line.strip() for line in Path(local).read_text().splitlines() if line.strip()}
 
 
@@ -286,8 +299,9 @@ def test_write_respects_request_limits(server_store: Store, tmp_path: Path) -> N
     sizes: list[tuple[int, int, int]] = []
     real_log_batch = backend._client.log_batch
 
-    def counting_log_batch(run_id: str, metrics: Any = (), params: Any = (), tags: Any = (),
-                           **kw: Any) -> Any:  # fmt: skip
+    def counting_log_batch(
+        run_id: str, metrics: Any = (), params: Any = (), tags: Any = (), **kw: Any
+    ) -> Any:
         sizes.append((len(metrics), len(params), len(tags)))
         return real_log_batch(run_id, metrics=metrics, params=params, tags=tags, **kw)
 
@@ -333,8 +347,13 @@ def test_param_conflict_is_a_clear_error(server_store: Store, tmp_path: Path) ->
     now = time.time()
     backend.write([Record(1, "param", "lr", 0.1, 0, now), Record(2, "param", "lr", 0.1, 0, now)])
     with pytest.raises(PartialDelivery) as caught:
-        backend.write([Record(3, "metric", "x", 1.0, 0, now), Record(4, "param", "lr", 0.2, 0, now),
-                       Record(5, "metric", "x", 2.0, 1, now)])  # fmt: skip
+        backend.write(
+            [
+                Record(3, "metric", "x", 1.0, 0, now),
+                Record(4, "param", "lr", 0.2, 0, now),
+                Record(5, "metric", "x", 2.0, 1, now),
+            ]
+        )
     assert caught.value.done == 2  # the metric before, and the refused param itself
     assert isinstance(caught.value.cause, ParamConflictError)
     assert "'lr'" in str(caught.value.cause) and "'0.1'" in str(caught.value.cause)
@@ -384,10 +403,13 @@ def test_failed_status_after_exception(store: Store) -> None:
 def test_killed_status_after_sigterm(mlflow_server: MlflowServer, tmp_path: Path) -> None:
     ready = tmp_path / "ready"
     process = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
             import time
             from fanlog.backends.mlflow import MLflowLogger
-            logger = MLflowLogger(savedir={str(tmp_path / 'logs')!r}, log_freq="batch",
+            logger = MLflowLogger(savedir={str(tmp_path / "logs")!r}, log_freq="batch",
                                   tracking_uri={mlflow_server.url!r}, experiment_name="sigterm")
             logger.create_logger_context()
             for step in range(100):
@@ -397,9 +419,10 @@ def test_killed_status_after_sigterm(mlflow_server: MlflowServer, tmp_path: Path
             for step in range(100, 200):
                 logger.log(float(step), "loss", step=step)
             time.sleep(120)
-        """)],
+        """),
+        ],
         cwd=tmp_path,
-    )  # fmt: skip
+    )
     try:
         deadline = time.monotonic() + 90
         while not (ready.exists() and ready.read_text()) and process.poll() is None:
@@ -418,11 +441,10 @@ def test_killed_status_after_sigterm(mlflow_server: MlflowServer, tmp_path: Path
 
 
 # ---------------------------------------------------------------- runs: resume, reuse, ranks
-def test_resume_from_a_second_process_with_run_id(
-    store: Store, tmp_path: Path, monkeypatch: Any
-) -> None:
+def test_resume_from_a_second_process_with_run_id(store: Store, tmp_path: Path, monkeypatch: Any) -> None:
     uri = store.tracking_uri
-    first = run_script(f"""
+    first = run_script(
+        f"""
         from fanlog.backends.mlflow import MLflowLogger
         logger = MLflowLogger(savedir={str(store.savedir)!r}, tracking_uri={uri!r},
                               experiment_name="resume", log_freq="batch")
@@ -432,7 +454,9 @@ def test_resume_from_a_second_process_with_run_id(
             logger.log(0.1, "lr", kind="param")
             logger.flush(timeout=60)
             print("RUN_ID=" + logger.mlflow_run_id)
-    """, tmp_path)  # fmt: skip
+    """,
+        tmp_path,
+    )
     assert first.returncode == 0, first.stderr
     (run_id,) = [line[7:] for line in first.stdout.splitlines() if line.startswith("RUN_ID=")]
     assert store.reader.get_run(run_id).info.status == "FINISHED"
@@ -496,10 +520,16 @@ def test_per_rank_runs_hang_below_one_parent(server_store: Store) -> None:
     job = f"job-{uuid.uuid4().hex[:6]}"
     experiment = f"ranks-{job}"
     loggers = [
-        server_store.logger(per_rank_runs=True, log_on_workers=-1, job_id=job,
-                            experiment_name=experiment, retry_initial=0.1, retry_max=0.5)
+        server_store.logger(
+            per_rank_runs=True,
+            log_on_workers=-1,
+            job_id=job,
+            experiment_name=experiment,
+            retry_initial=0.1,
+            retry_max=0.5,
+        )
         for _ in range(3)
-    ]  # fmt: skip
+    ]
     for rank in (2, 1, 0):  # the children start before the parent exists
         loggers[rank].create_logger_context(rank=rank)
     for rank, logger in enumerate(loggers):
@@ -527,8 +557,14 @@ def test_per_rank_runs_hang_below_one_parent(server_store: Store) -> None:
 def test_server_outage_loses_nothing_and_never_blocks(start_server: Any, tmp_path: Path) -> None:
     server = start_server("outage")
     client = MlflowClient(server.url)
-    logger = MLflowLogger(savedir=tmp_path / "logs", tracking_uri=server.url, log_freq="batch",
-                          experiment_name="outage", retry_initial=0.2, retry_max=1.0)  # fmt: skip
+    logger = MLflowLogger(
+        savedir=tmp_path / "logs",
+        tracking_uri=server.url,
+        log_freq="batch",
+        experiment_name="outage",
+        retry_initial=0.2,
+        retry_max=1.0,
+    )
     logger.create_logger_context()
     for step in range(200):
         logger.log(float(step), "loss", step=step)
@@ -562,8 +598,14 @@ def test_5xx_and_429_answers_are_retried(mlflow_server: MlflowServer, tmp_path: 
     """The real server behind a real HTTP hop that answers some `log-batch` calls with errors."""
     proxy = FaultProxy(mlflow_server.url, failures=[503, 500, 429, 502])
     try:
-        logger = MLflowLogger(savedir=tmp_path / "logs", tracking_uri=proxy.url, log_freq="batch",
-                              experiment_name="faults", retry_initial=0.1, retry_max=0.5)  # fmt: skip
+        logger = MLflowLogger(
+            savedir=tmp_path / "logs",
+            tracking_uri=proxy.url,
+            log_freq="batch",
+            experiment_name="faults",
+            retry_initial=0.1,
+            retry_max=0.5,
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             logger.create_logger_context()
@@ -571,8 +613,10 @@ def test_5xx_and_429_answers_are_retried(mlflow_server: MlflowServer, tmp_path: 
                 logger.log(float(step), "loss", step=step)
             client = MlflowClient(mlflow_server.url)
             deadline = time.monotonic() + 60
-            while logger.mlflow_run_id is None or len(
-                client.get_metric_history(logger.mlflow_run_id, "loss")) < 300:  # fmt: skip
+            while (
+                logger.mlflow_run_id is None
+                or len(client.get_metric_history(logger.mlflow_run_id, "loss")) < 300
+            ):
                 assert time.monotonic() < deadline, f"not delivered: {logger.delivery_errors()}"
                 time.sleep(0.2)
             run_id = logger.mlflow_run_id
@@ -583,8 +627,7 @@ def test_5xx_and_429_answers_are_retried(mlflow_server: MlflowServer, tmp_path: 
     assert proxy.injected == [503, 500, 429, 502]
     errors = logger.delivery_errors()["mlflow"]
     assert len(errors) == 4  # each answer is one failed attempt, each named by its status
-    assert all(f"{status} error" in error for status, error in zip(proxy.injected, errors,
-                                                                   strict=True))  # fmt: skip
+    assert all(f"{status} error" in error for status, error in zip(proxy.injected, errors, strict=True))
     history = client.get_metric_history(run_id, "loss")
     assert sorted((m.step, m.value) for m in history) == [(s, float(s)) for s in range(300)]
     assert client.get_run(run_id).info.status == "FINISHED"
@@ -594,8 +637,9 @@ def test_unreachable_server_keeps_records_in_the_journal(tmp_path: Path) -> None
     from fanlog import read_run
 
     url = f"http://127.0.0.1:{free_port()}"
-    logger = MLflowLogger(savedir=tmp_path / "logs", tracking_uri=url, log_freq="batch",
-                          close_timeout=2.0, retry_initial=0.1)  # fmt: skip
+    logger = MLflowLogger(
+        savedir=tmp_path / "logs", tracking_uri=url, log_freq="batch", close_timeout=2.0, retry_initial=0.1
+    )
     logger.create_logger_context()
     started = time.perf_counter()
     for step in range(1000):
@@ -617,13 +661,16 @@ def test_unreachable_server_keeps_records_in_the_journal(tmp_path: Path) -> None
 
 # ---------------------------------------------------------------- packaging
 def test_import_does_not_import_mlflow_or_torch(tmp_path: Path) -> None:
-    result = run_script("""
+    result = run_script(
+        """
         import sys
         import fanlog.backends.mlflow
         import fanlog
         assert fanlog.MLflowLogger is fanlog.backends.mlflow.MLflowLogger
         print(sorted(m for m in sys.modules if m.split(".")[0] in ("mlflow", "torch")))
-    """, tmp_path)  # fmt: skip
+    """,
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
@@ -650,8 +697,7 @@ def test_nan_and_inf_metrics_round_trip(store: Store) -> None:
             logger.log(value, "weird", step=step)
         assert logger.flush(timeout=60)
         run_id = logger.mlflow_run_id
-    values = [m.value for m in sorted(store.reader.get_metric_history(run_id, "weird"),
-                                      key=lambda m: m.step)]  # fmt: skip
+    values = [m.value for m in sorted(store.reader.get_metric_history(run_id, "weird"), key=lambda m: m.step)]
     assert values[0] == 1.5 and math.isnan(values[1])
     # MLflow's SQL store keeps ±inf as ±(largest float), documented MLflow behaviour.
     assert values[2] >= sys.float_info.max and values[3] <= -sys.float_info.max

@@ -35,11 +35,19 @@ CASES = {
     "artifact-name-surrogate": ("artifact", a_file, os.fsdecode(b"ckpt_\xff.bin"), "valid Unicode"),
     "artifact-dir-surrogate": ("artifact", a_file, os.fsdecode(b"d\xfe/x.bin"), "valid Unicode"),
     "image-truncated-file": ("image", truncated_png, "sample", "a readable image"),
-    "metric-long-double-beyond-float": ("metric", lambda _: np.longdouble("1e4000"), "loss",
-                                        "within float range"),
-    "metric-negative-long-double": ("metric", lambda _: np.array([np.longdouble("-1e4000")]), "loss",
-                                    "within float range"),
-}  # fmt: skip
+    "metric-long-double-beyond-float": (
+        "metric",
+        lambda _: np.longdouble("1e4000"),
+        "loss",
+        "within float range",
+    ),
+    "metric-negative-long-double": (
+        "metric",
+        lambda _: np.array([np.longdouble("-1e4000")]),
+        "loss",
+        "within float range",
+    ),
+}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

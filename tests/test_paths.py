@@ -32,8 +32,14 @@ ODD_NAMES = ["runs [v2]#1?x%41", "a b#c d", "q?x%25y [z]", "100%", "#?"]
 def fanlog_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """`python -m fanlog.cli ARGS` in a fresh interpreter, as a user would run it."""
     env = {k: v for k, v in os.environ.items() if k != "FANLOG_SAVEDIR"}
-    return subprocess.run([sys.executable, "-m", "fanlog.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=180)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "fanlog.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=180,
+    )
 
 
 def tree(root: Path) -> dict[str, int]:
@@ -50,8 +56,11 @@ def offline_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
     for name in ("WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_IDENTITY_TOKEN_FILE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    for name, value in (("WANDB_MODE", "offline"), ("WANDB_SILENT", "true"),
-                        ("WANDB_ERROR_REPORTING", "false")):  # fmt: skip
+    for name, value in (
+        ("WANDB_MODE", "offline"),
+        ("WANDB_SILENT", "true"),
+        ("WANDB_ERROR_REPORTING", "false"),
+    ):
         monkeypatch.setenv(name, value)
     for name in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
         monkeypatch.setenv(name, str(tmp_path / "home" / name.lower()))
@@ -104,11 +113,17 @@ def test_odd_save_dir_through_trackers_and_every_command(
 
     work = tmp_path / "work"
     savedir = work / name
-    members: list[Any] = [JournalLogger(savedir=savedir), MLflowLogger(savedir=savedir),
-                          TensorBoardLogger(savedir=savedir)]  # fmt: skip
+    members: list[Any] = [
+        JournalLogger(savedir=savedir),
+        MLflowLogger(savedir=savedir),
+        TensorBoardLogger(savedir=savedir),
+    ]
     if name == ODD_NAMES[0]:
-        members.append(WandBLogger(savedir=str(savedir), mode="offline",
-                                   settings={"x_disable_stats": True, "console": "off"}))  # fmt: skip
+        members.append(
+            WandBLogger(
+                savedir=str(savedir), mode="offline", settings={"x_disable_stats": True, "console": "off"}
+            )
+        )
     logger = LoggersCollection(members, savedir=savedir, job_id="odd", run_name="odd")
     logger.create_logger_context(rank=0)
     logger.save_hyperparameters({"lr": 0.1, "layers": 4})
@@ -146,8 +161,9 @@ def test_odd_save_dir_through_trackers_and_every_command(
 
     # sync from the odd save dir into a new TensorBoard log dir, and into the odd one.
     logdir = work / f"{name} synced"
-    synced = fanlog_cli("sync", str(journal), "--to", "tensorboard", "--logdir", str(logdir),
-                        "--cursor", "copy")  # a new cursor: every record again
+    synced = fanlog_cli(
+        "sync", str(journal), "--to", "tensorboard", "--logdir", str(logdir), "--cursor", "copy"
+    )  # a new cursor: every record again
     assert synced.returncode == 0, synced.stderr
     accumulator = ea.EventAccumulator(str(logdir))
     accumulator.Reload()
@@ -223,10 +239,15 @@ def _directory(path: Path) -> None:
 
 
 DAMAGE = {
-    "empty": _empty, "truncated": _truncated, "header-only": _header_only, "garbled": _garbled,
-    "schema-garbled": _schema_garbled, "text-file": _text_file, "other-sqlite": _other_sqlite,
+    "empty": _empty,
+    "truncated": _truncated,
+    "header-only": _header_only,
+    "garbled": _garbled,
+    "schema-garbled": _schema_garbled,
+    "text-file": _text_file,
+    "other-sqlite": _other_sqlite,
     "directory": _directory,
-}  # fmt: skip
+}
 
 
 @pytest.mark.slow

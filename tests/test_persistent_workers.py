@@ -52,8 +52,13 @@ def test_persistent_workers_log_the_right_epoch_and_unique_steps(
     tmp_path: Path, epochs: int, workers: int
 ) -> None:
     savedir = tmp_path / "sd"
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(savedir), str(epochs), str(workers)],
-                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(savedir), str(epochs), str(workers)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     records = fanlog.read_run(savedir / "runs" / "dl").records
     items = [r for r in records if r.key == "worker/item"]

@@ -24,8 +24,13 @@ from support.journals import count, journals_of, meta, query
 pytestmark = pytest.mark.slow
 SCRIPT = Path(__file__).parent / "support" / "fork_scenarios.py"
 ROUNDS = {
-    "os-fork-exit": 40, "os-fork-return": 30, "process-fork": 20, "process-spawn": 3, "pool": 8,
-    "terminate": 15, "dataloader": 8,
+    "os-fork-exit": 40,
+    "os-fork-return": 30,
+    "process-fork": 20,
+    "process-spawn": 3,
+    "pool": 8,
+    "terminate": 15,
+    "dataloader": 8,
 }
 
 
@@ -35,7 +40,9 @@ def test_children_never_touch_the_parents_run_and_lose_nothing(tmp_path: Path, s
     try:
         done = subprocess.run(
             [sys.executable, str(SCRIPT), scenario, str(savedir), str(ROUNDS[scenario])],
-            capture_output=True, text=True, timeout=240,
+            capture_output=True,
+            text=True,
+            timeout=240,
         )
     except subprocess.TimeoutExpired as hung:
         pytest.fail(f"{scenario} hung:\n{hung.stderr!r}")
@@ -66,8 +73,13 @@ def test_sync_delivers_a_forked_childs_journal_to_the_parents_tracker_run(
     from fanlog.delivery.sync import sync
 
     savedir = tmp_path / "sd"
-    logger = MLflowLogger(savedir=str(savedir), tracking_uri=mlflow_server.url,
-                          experiment_name="forked-children", log_freq="batch", job_id="forked")
+    logger = MLflowLogger(
+        savedir=str(savedir),
+        tracking_uri=mlflow_server.url,
+        experiment_name="forked-children",
+        log_freq="batch",
+        job_id="forked",
+    )
     logger.create_logger_context(rank=0)
     for step in range(50):
         logger.log(float(step), "parent/loss", step=step)

@@ -166,8 +166,9 @@ def test_two_ranks_write_their_own_files_under_one_run_id(tmp_path: Path) -> Non
 
     exp_dir = tmp_path / "prov" / "exp_job-2"
     assert sorted(p.name for p in exp_dir.glob("prov_*.json")) == [
-        "prov_exp_GR0_job-2.json", "prov_exp_GR1_job-2.json",
-    ]  # fmt: skip
+        "prov_exp_GR0_job-2.json",
+        "prov_exp_GR1_job-2.json",
+    ]
     for rank in range(2):
         name = f"exp_GR{rank}_job-2"
         doc = read_document(exp_dir / f"prov_{name}.json")
@@ -274,8 +275,10 @@ def test_kill_9_of_the_training_process_still_writes_the_document(tmp_path: Path
     script.write_text(KILLED_CHILD)
     done = subprocess.run(
         [sys.executable, str(script), str(tmp_path / "prov"), str(tmp_path / "journal")],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == -9, done.stderr[-2000:]
     document = tmp_path / "prov" / "exp_killed" / "prov_exp_GR0_killed.json"
     found: dict[str, dict[str, Any]] = {}

@@ -164,10 +164,13 @@ def test_records_refused_for_one_same_reason_are_refused_once_a_later_record_is_
 
 PROXY_ANSWERS = {
     "html-400": (400, "text/html", b"<html><body><h1>400 Bad Request</h1>blocked by policy</body></html>"),
-    "json-400-with-id": (400, "application/json",
-                         b'{"error_code": "INVALID_PARAMETER_VALUE", "message": "rejected, request {n}"}'),
+    "json-400-with-id": (
+        400,
+        "application/json",
+        b'{"error_code": "INVALID_PARAMETER_VALUE", "message": "rejected, request {n}"}',
+    ),
     "text-422": (422, "text/plain", b"Unprocessable Entity"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.slow
@@ -182,9 +185,14 @@ def test_mlflow_behind_a_proxy_that_refuses_every_log_batch(
     proxy.refuse_every = ("log-batch", *PROXY_ANSWERS[answer])
     experiment = f"blanket-{answer}-{uuid.uuid4().hex[:6]}"
     try:
-        logger = fanlog.MLflowLogger(savedir=str(tmp_path / "sd"), tracking_uri=proxy.url,
-                                     experiment_name=experiment, log_freq="batch",
-                                     retry_initial=0.05, retry_max=0.5)  # fmt: skip
+        logger = fanlog.MLflowLogger(
+            savedir=str(tmp_path / "sd"),
+            tracking_uri=proxy.url,
+            experiment_name=experiment,
+            log_freq="batch",
+            retry_initial=0.05,
+            retry_max=0.5,
+        )
         logger.create_logger_context(rank=0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)

@@ -13,8 +13,19 @@ import pytest
 from fanlog import JournalLogger, LoggersCollection, read_run
 from support.journals import fanlog_cli
 
-BAD_IDS = ["sweep/trial-3", "../../escaped", "..", ".", "x\x00y", "a\\b", "line\nbreak",
-           "   ", " padded", "x" * 201, "/abs"]  # fmt: skip
+BAD_IDS = [
+    "sweep/trial-3",
+    "../../escaped",
+    "..",
+    ".",
+    "x\x00y",
+    "a\\b",
+    "line\nbreak",
+    "   ",
+    " padded",
+    "x" * 201,
+    "/abs",
+]
 
 
 def files_under(root: Path) -> set[str]:
@@ -44,8 +55,9 @@ def test_a_bad_fanlog_run_id_is_refused_at_create_naming_the_variable(
     assert not any("journal" in f for f in files_under(tmp_path))
 
 
-@pytest.mark.parametrize("good", ["slurm-42.0", "sweep-trial-3", "run 1", "ünïcode-λ", "a=b,c",
-                                  "x" * 200, "[bracket]"])  # fmt: skip
+@pytest.mark.parametrize(
+    "good", ["slurm-42.0", "sweep-trial-3", "run 1", "ünïcode-λ", "a=b,c", "x" * 200, "[bracket]"]
+)
 def test_good_run_ids_are_seen_by_every_reader(tmp_path: Path, good: str) -> None:
     savedir = tmp_path / "sd"
     logger = JournalLogger(savedir=savedir, job_id=good, log_freq="batch")

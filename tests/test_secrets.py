@@ -60,8 +60,7 @@ def offline_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_ERROR_REPORTING", "false")
-    for name in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR",
-                 "WANDB_ARTIFACT_DIR"):  # fmt: skip
+    for name in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
         monkeypatch.setenv(name, str(tmp_path / "wandb-home" / name.lower()))
     yield
 
@@ -92,13 +91,17 @@ def test_secret_hyperparameters_reach_no_tracker_and_not_the_journal(
     from fanlog.backends.wandb import WandBLogger
 
     savedir = tmp_path / "sd"
-    logger = LoggersCollection([
-        JournalLogger(savedir=str(savedir)),
-        MLflowLogger(savedir=str(savedir), tracking_uri=mlflow_server.url, experiment_name="secrets"),
-        TensorBoardLogger(savedir=str(savedir)),
-        WandBLogger(savedir=str(savedir), mode="offline",
-                    settings={"x_disable_stats": True, "console": "off"}),
-    ], savedir=str(savedir))  # fmt: skip
+    logger = LoggersCollection(
+        [
+            JournalLogger(savedir=str(savedir)),
+            MLflowLogger(savedir=str(savedir), tracking_uri=mlflow_server.url, experiment_name="secrets"),
+            TensorBoardLogger(savedir=str(savedir)),
+            WandBLogger(
+                savedir=str(savedir), mode="offline", settings={"x_disable_stats": True, "console": "off"}
+            ),
+        ],
+        savedir=str(savedir),
+    )
     logger.create_logger_context(rank=0)
     logger.save_hyperparameters(HYPERPARAMETERS)
     logger.log(HYPERPARAMETERS, "config.json", kind="dict")  # the whole config, as a document
@@ -177,119 +180,364 @@ class Leak:
 
 GH_TOKEN = "ghp_" + "Zq8" * 12  # 36 characters after the prefix, as GitHub's are
 WANDB_HEX = "9e107d9d372bb6826bd81d3542a419d6e107d9d3"
-JWT = ("eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ0ZXN0LW9ubHkiLCJpYXQiOjE3MDAwMDAwMDB9."
-       "c2lnbmF0dXJlLXRlc3Qtb25seQ")  # fmt: skip
+JWT = (
+    "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ0ZXN0LW9ubHkiLCJpYXQiOjE3MDAwMDAwMDB9."
+    "c2lnbmF0dXJlLXRlc3Qtb25seQ"
+)
 
 LEAKS = [
     # URL credentials, in every kind that carries text
-    Leak("url-mysql-param", "mysql://admin:S3cr3tUrlPw@db.internal:3306/app", "db_url",
-         secrets=("S3cr3tUrlPw",), kept=("db.internal:3306/app", "admin")),
-    Leak("url-amqp-text", "broker at amqp://guest:RabbitPw9x@mq.local/vhost is up", "notes", "text",
-         secrets=("RabbitPw9x",), kept=("mq.local/vhost",)),
-    Leak("url-no-user-tag", "redis://:RedisOnlyPw77@cache:6379/0", "cache", "tag",
-         secrets=("RedisOnlyPw77",), kept=("cache:6379",)),
-    Leak("url-token-as-user", "https://hfUserPartToken0987654321@huggingface.co/org/repo", "repo",
-         secrets=("hfUserPartToken0987654321",), kept=("huggingface.co/org/repo",)),
-    Leak("url-in-dict", {"store": {"uri": "https://deployer:GlDeployPw55@gitlab.example.org/g/r.git"}},
-         "cfg", "dict", secrets=("GlDeployPw55",), kept=("gitlab.example.org",)),
+    Leak(
+        "url-mysql-param",
+        "mysql://admin:S3cr3tUrlPw@db.internal:3306/app",
+        "db_url",
+        secrets=("S3cr3tUrlPw",),
+        kept=("db.internal:3306/app", "admin"),
+    ),
+    Leak(
+        "url-amqp-text",
+        "broker at amqp://guest:RabbitPw9x@mq.local/vhost is up",
+        "notes",
+        "text",
+        secrets=("RabbitPw9x",),
+        kept=("mq.local/vhost",),
+    ),
+    Leak(
+        "url-no-user-tag",
+        "redis://:RedisOnlyPw77@cache:6379/0",
+        "cache",
+        "tag",
+        secrets=("RedisOnlyPw77",),
+        kept=("cache:6379",),
+    ),
+    Leak(
+        "url-token-as-user",
+        "https://hfUserPartToken0987654321@huggingface.co/org/repo",
+        "repo",
+        secrets=("hfUserPartToken0987654321",),
+        kept=("huggingface.co/org/repo",),
+    ),
+    Leak(
+        "url-in-dict",
+        {"store": {"uri": "https://deployer:GlDeployPw55@gitlab.example.org/g/r.git"}},
+        "cfg",
+        "dict",
+        secrets=("GlDeployPw55",),
+        kept=("gitlab.example.org",),
+    ),
     # HTTP authorization, as text and nested
-    Leak("auth-header-text", "curl -H 'Authorization: Bearer opaqueTok.en-42xyz' https://api.x", "cmd",
-         "text", secrets=("opaqueTok.en-42xyz",), kept=("curl -H", "https://api.x")),
-    Leak("auth-basic-text", "proxy-authorization: Basic QWxhZGRpbjpPcGVuU2VzYW1lOTk=", "hdr", "text",
-         secrets=("QWxhZGRpbjpPcGVuU2VzYW1lOTk",)),
-    Leak("auth-nested-lowercase", {"request": {"headers": {"authorization": "Token tkn-998877aa"}}},
-         "req", "dict", secrets=("tkn-998877aa",), kept=("request",)),
-    Leak("auth-header-pairs", {"headers": [("Authorization", "Bearer pairBearer-123")]}, "http",
-         "param", secrets=("pairBearer-123",)),
+    Leak(
+        "auth-header-text",
+        "curl -H 'Authorization: Bearer opaqueTok.en-42xyz' https://api.x",
+        "cmd",
+        "text",
+        secrets=("opaqueTok.en-42xyz",),
+        kept=("curl -H", "https://api.x"),
+    ),
+    Leak(
+        "auth-basic-text",
+        "proxy-authorization: Basic QWxhZGRpbjpPcGVuU2VzYW1lOTk=",
+        "hdr",
+        "text",
+        secrets=("QWxhZGRpbjpPcGVuU2VzYW1lOTk",),
+    ),
+    Leak(
+        "auth-nested-lowercase",
+        {"request": {"headers": {"authorization": "Token tkn-998877aa"}}},
+        "req",
+        "dict",
+        secrets=("tkn-998877aa",),
+        kept=("request",),
+    ),
+    Leak(
+        "auth-header-pairs",
+        {"headers": [("Authorization", "Bearer pairBearer-123")]},
+        "http",
+        "param",
+        secrets=("pairBearer-123",),
+    ),
     # keys that name secrets
-    *[Leak(f"key-{key}", {key: f"KeyedValue-{n}", "region": "eu-west-1"}, "cloud", "dict",
-           secrets=(f"KeyedValue-{n}",), kept=("eu-west-1",))
-      for n, key in enumerate(["secret_access_key", "access_key", "pwd", "passphrase", "auth", "sas",
-                               "client_secret", "aws_session_token", "DB_PASS", "smtpPassword",
-                               "x-api-key", "sas_url", "SessionToken", "github_token",
-                               "connection_string", "Cookie", "private_key", "signature"])],
-    Leak("key-identifier-param", "plainvalue-but-secret-key", "storage/account_key",
-         secrets=("plainvalue-but-secret-key",)),
-    Leak("key-identifier-text", "-----nothing shaped like a secret-----", "vault.passphrase", "text",
-         secrets=("nothing shaped like a secret",)),
+    *[
+        Leak(
+            f"key-{key}",
+            {key: f"KeyedValue-{n}", "region": "eu-west-1"},
+            "cloud",
+            "dict",
+            secrets=(f"KeyedValue-{n}",),
+            kept=("eu-west-1",),
+        )
+        for n, key in enumerate(
+            [
+                "secret_access_key",
+                "access_key",
+                "pwd",
+                "passphrase",
+                "auth",
+                "sas",
+                "client_secret",
+                "aws_session_token",
+                "DB_PASS",
+                "smtpPassword",
+                "x-api-key",
+                "sas_url",
+                "SessionToken",
+                "github_token",
+                "connection_string",
+                "Cookie",
+                "private_key",
+                "signature",
+            ]
+        )
+    ],
+    Leak(
+        "key-identifier-param",
+        "plainvalue-but-secret-key",
+        "storage/account_key",
+        secrets=("plainvalue-but-secret-key",),
+    ),
+    Leak(
+        "key-identifier-text",
+        "-----nothing shaped like a secret-----",
+        "vault.passphrase",
+        "text",
+        secrets=("nothing shaped like a secret",),
+    ),
     # Azure connection strings
-    Leak("azure-account-key", "DefaultEndpointsProtocol=https;AccountName=acct;"
-         "AccountKey=Zm9vYmFyYmF6cXV4+/Azure==;EndpointSuffix=core.windows.net", "storage",
-         secrets=("Zm9vYmFyYmF6cXV4+/Azure",), kept=("AccountName=acct", "core.windows.net")),
-    Leak("azure-service-bus", "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=send;"
-         "SharedAccessKey=SbKeyValue123+=", "bus", "text", secrets=("SbKeyValue123",),
-         kept=("SharedAccessKeyName=send",)),
-    Leak("azure-sas", "BlobEndpoint=https://a.blob.core.windows.net;SharedAccessSignature="
-         "sv=2022-11-02&sig=SigValue%2Bxyz%3D", "blob", "tag", secrets=("SigValue%2Bxyz%3D",)),
-    Leak("azure-sas-url", "https://a.blob.core.windows.net/c/d.bin?sv=2022&se=2030&sig=UrlSig%2Fabc",
-         "data_url", secrets=("UrlSig%2Fabc",), kept=("a.blob.core.windows.net/c/d.bin",)),
+    Leak(
+        "azure-account-key",
+        "DefaultEndpointsProtocol=https;AccountName=acct;"
+        "AccountKey=Zm9vYmFyYmF6cXV4+/Azure==;EndpointSuffix=core.windows.net",
+        "storage",
+        secrets=("Zm9vYmFyYmF6cXV4+/Azure",),
+        kept=("AccountName=acct", "core.windows.net"),
+    ),
+    Leak(
+        "azure-service-bus",
+        "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=SbKeyValue123+=",
+        "bus",
+        "text",
+        secrets=("SbKeyValue123",),
+        kept=("SharedAccessKeyName=send",),
+    ),
+    Leak(
+        "azure-sas",
+        "BlobEndpoint=https://a.blob.core.windows.net;SharedAccessSignature="
+        "sv=2022-11-02&sig=SigValue%2Bxyz%3D",
+        "blob",
+        "tag",
+        secrets=("SigValue%2Bxyz%3D",),
+    ),
+    Leak(
+        "azure-sas-url",
+        "https://a.blob.core.windows.net/c/d.bin?sv=2022&se=2030&sig=UrlSig%2Fabc",
+        "data_url",
+        secrets=("UrlSig%2Fabc",),
+        kept=("a.blob.core.windows.net/c/d.bin",),
+    ),
     # command lines
-    Leak("argv-flag-value", ["train.py", "--wandb-api-key", "ArgvKey123", "--epochs", "3"], "argv",
-         secrets=("ArgvKey123",), kept=("--epochs",)),
+    Leak(
+        "argv-flag-value",
+        ["train.py", "--wandb-api-key", "ArgvKey123", "--epochs", "3"],
+        "argv",
+        secrets=("ArgvKey123",),
+        kept=("--epochs",),
+    ),
     Leak("argv-flag-equals", ("train.py", "--db-password=ArgvPw456"), "argv", secrets=("ArgvPw456",)),
-    Leak("argv-in-dict", {"cmd": ["--token", "ArgvTok789", "-p", "8080"]}, "launch", "dict",
-         secrets=("ArgvTok789",), kept=("8080",)),  # -p is not redacted (see the docs)
-    Leak("argv-in-text", "python train.py --hf-token hfArgvTok000 --epochs 3", "cmdline", "text",
-         secrets=("hfArgvTok000",), kept=("--epochs 3",)),
-    Leak("pairs", [("passwd", "PairPw1"), ("user", "bob")], "login", secrets=("PairPw1",),
-         kept=("bob",)),
-    Leak("pairs-tuple-of-tuples", (("api_key", "PairKey2"),), "keys", "dict_value",
-         secrets=("PairKey2",)),
+    Leak(
+        "argv-in-dict",
+        {"cmd": ["--token", "ArgvTok789", "-p", "8080"]},
+        "launch",
+        "dict",
+        secrets=("ArgvTok789",),
+        kept=("8080",),
+    ),  # -p is not redacted (see the docs)
+    Leak(
+        "argv-in-text",
+        "python train.py --hf-token hfArgvTok000 --epochs 3",
+        "cmdline",
+        "text",
+        secrets=("hfArgvTok000",),
+        kept=("--epochs 3",),
+    ),
+    Leak("pairs", [("passwd", "PairPw1"), ("user", "bob")], "login", secrets=("PairPw1",), kept=("bob",)),
+    Leak("pairs-tuple-of-tuples", (("api_key", "PairKey2"),), "keys", "dict_value", secrets=("PairKey2",)),
     # assignments inside free text
-    Leak("env-assignment", "HF_TOKEN=envTok111 python run.py", "launch_cmd", "text",
-         secrets=("envTok111",), kept=("python run.py",)),
-    Leak("env-export-quoted", "export GITHUB_TOKEN='env tok 222'\nexport LR=0.1", "env", "text",
-         secrets=("env tok 222",), kept=("LR=0.1",)),
-    Leak("env-yaml", "mlflow:\n  tracking_password: envPw444\n  uri: http://h", "config.yaml", "text",
-         secrets=("envPw444",), kept=("uri: http://h",)),
-    Leak("env-json-in-text", '{"client_secret": "jsonSecret 555", "id": 7}', "blob", "text",
-         secrets=("jsonSecret 555",), kept=('"id": 7',)),
+    Leak(
+        "env-assignment",
+        "HF_TOKEN=envTok111 python run.py",
+        "launch_cmd",
+        "text",
+        secrets=("envTok111",),
+        kept=("python run.py",),
+    ),
+    Leak(
+        "env-export-quoted",
+        "export GITHUB_TOKEN='env tok 222'\nexport LR=0.1",
+        "env",
+        "text",
+        secrets=("env tok 222",),
+        kept=("LR=0.1",),
+    ),
+    Leak(
+        "env-yaml",
+        "mlflow:\n  tracking_password: envPw444\n  uri: http://h",
+        "config.yaml",
+        "text",
+        secrets=("envPw444",),
+        kept=("uri: http://h",),
+    ),
+    Leak(
+        "env-json-in-text",
+        '{"client_secret": "jsonSecret 555", "id": 7}',
+        "blob",
+        "text",
+        secrets=("jsonSecret 555",),
+        kept=('"id": 7',),
+    ),
     # token formats
-    Leak("github-token", f"pushed with {GH_TOKEN}", "note", "text", secrets=(GH_TOKEN,),
-         kept=("pushed with",)),
-    Leak("aws-access-key-id", "AKIAZ7TESTONLYKEY123 in us-east-1", "aws", "tag",
-         secrets=("AKIAZ7TESTONLYKEY123",), kept=("us-east-1",)),
+    Leak(
+        "github-token", f"pushed with {GH_TOKEN}", "note", "text", secrets=(GH_TOKEN,), kept=("pushed with",)
+    ),
+    Leak(
+        "aws-access-key-id",
+        "AKIAZ7TESTONLYKEY123 in us-east-1",
+        "aws",
+        "tag",
+        secrets=("AKIAZ7TESTONLYKEY123",),
+        kept=("us-east-1",),
+    ),
     Leak("jwt", f"id token {JWT}", "oidc", "text", secrets=(JWT[:40],)),
     Leak("slack", "alerts via xoxp-1234567890-abcdefGHIJKL", "alerts", secrets=("xoxp-1234567890",)),
     Leak("openai", "sk-proj-TESTONLYabcdefghijklmnop0123", "llm", secrets=("TESTONLYabcdefghij",)),
-    Leak("wandb-login", f"ran `wandb login {WANDB_HEX}` first", "setup", "text",
-         secrets=(WANDB_HEX,)),
+    Leak("wandb-login", f"ran `wandb login {WANDB_HEX}` first", "setup", "text", secrets=(WANDB_HEX,)),
     # options of log() and other kinds
-    Leak("options", 0.5, "loss", "metric", secrets=("OptPw999", "optTok-abc123"),
-         kept=("warmup",),
-         options={"note": "warmup", "password": "OptPw999", "src": "Bearer optTok-abc123"}),
-    Leak("dataset-key", {"path": "s3://bucket/train", "token": "DsTok-321"}, "train", "dataset",
-         secrets=("DsTok-321",), kept=("s3://bucket/train",)),
-    Leak("dataset-url", "postgres://reader:DsUrlPw@warehouse/analytics", "eval", "dataset",
-         secrets=("DsUrlPw",), kept=("warehouse/analytics",)),
-    Leak("dataset-secret-identifier", {"source": "HiddenSrc-31", "rows": "10"}, "hf_token", "dataset",
-         secrets=("HiddenSrc-31",)),
-    Leak("prov-documents", {"upload": "https://u:ProvPw@h/x"}, "docs", "prov_documents",
-         secrets=("ProvPw",)),
+    Leak(
+        "options",
+        0.5,
+        "loss",
+        "metric",
+        secrets=("OptPw999", "optTok-abc123"),
+        kept=("warmup",),
+        options={"note": "warmup", "password": "OptPw999", "src": "Bearer optTok-abc123"},
+    ),
+    Leak(
+        "dataset-key",
+        {"path": "s3://bucket/train", "token": "DsTok-321"},
+        "train",
+        "dataset",
+        secrets=("DsTok-321",),
+        kept=("s3://bucket/train",),
+    ),
+    Leak(
+        "dataset-url",
+        "postgres://reader:DsUrlPw@warehouse/analytics",
+        "eval",
+        "dataset",
+        secrets=("DsUrlPw",),
+        kept=("warehouse/analytics",),
+    ),
+    Leak(
+        "dataset-secret-identifier",
+        {"source": "HiddenSrc-31", "rows": "10"},
+        "hf_token",
+        "dataset",
+        secrets=("HiddenSrc-31",),
+    ),
+    Leak("prov-documents", {"upload": "https://u:ProvPw@h/x"}, "docs", "prov_documents", secrets=("ProvPw",)),
     # shapes found by the review of issue 12 (D2)
-    Leak("netrc-line", "machine github.com login bob password NetrcPw1", ".netrc", "text",
-         secrets=("NetrcPw1",), kept=("machine github.com login bob",)),
-    Leak("netrc-lines", "machine h.example\n  login bob\n  password NetrcPw2\n", "netrc", "text",
-         secrets=("NetrcPw2",), kept=("login bob",)),
-    Leak("env-service-keys", {"KAGGLE_KEY": "SvcKey1", "OPENAI_KEY": "SvcKey2", "COHERE_KEY": "SvcKey3",
-                              "LICENSE_KEY": "SvcKey4", "S3_KEY": "SvcKey5", "HOME": "/home/u"},
-         "env", "dict", secrets=("SvcKey1", "SvcKey2", "SvcKey3", "SvcKey4", "SvcKey5"),
-         kept=("/home/u",)),
-    Leak("pairs-as-lists", {"env": [["AWS_SECRET_ACCESS_KEY", "ListPair1"], ["password", "ListPair2"],
-                                    ["region", "eu-north-1"]]}, "cfg", "param",
-         secrets=("ListPair1", "ListPair2"), kept=("eu-north-1",)),
-    Leak("triple", [("password", "=", "TriplePw3"), ("user", "=", "ann")], "creds", "param",
-         secrets=("TriplePw3",), kept=("ann",)),
-    Leak("query-key", "https://maps.example.com/api/geocode?key=QueryKey77abc&q=paris", "geo", "text",
-         secrets=("QueryKey77abc",), kept=("q=paris",)),
-    Leak("mysql-glued", "mysql -u root -pMysqlPw8 analytics", "restore", "text",
-         secrets=("MysqlPw8",), kept=("analytics",)),
-    Leak("curl-user", "curl -u bob:CurlPw9 https://api.example.com/v1", "fetch", "text",
-         secrets=("CurlPw9",), kept=("https://api.example.com/v1",)),
-    Leak("json-escaped-quote", '{"password": "a\\"EscQuotePw", "id": 3}', "blob2", "text",
-         secrets=("EscQuotePw",), kept=('"id": 3',)),
-    Leak("prose-password", "reminder: the password is ProsePw10 for now", "todo", "text",
-         secrets=("ProsePw10",), kept=("for now",)),
+    Leak(
+        "netrc-line",
+        "machine github.com login bob password NetrcPw1",
+        ".netrc",
+        "text",
+        secrets=("NetrcPw1",),
+        kept=("machine github.com login bob",),
+    ),
+    Leak(
+        "netrc-lines",
+        "machine h.example\n  login bob\n  password NetrcPw2\n",
+        "netrc",
+        "text",
+        secrets=("NetrcPw2",),
+        kept=("login bob",),
+    ),
+    Leak(
+        "env-service-keys",
+        {
+            "KAGGLE_KEY": "SvcKey1",
+            "OPENAI_KEY": "SvcKey2",
+            "COHERE_KEY": "SvcKey3",
+            "LICENSE_KEY": "SvcKey4",
+            "S3_KEY": "SvcKey5",
+            "HOME": "/home/u",
+        },
+        "env",
+        "dict",
+        secrets=("SvcKey1", "SvcKey2", "SvcKey3", "SvcKey4", "SvcKey5"),
+        kept=("/home/u",),
+    ),
+    Leak(
+        "pairs-as-lists",
+        {
+            "env": [
+                ["AWS_SECRET_ACCESS_KEY", "ListPair1"],
+                ["password", "ListPair2"],
+                ["region", "eu-north-1"],
+            ]
+        },
+        "cfg",
+        "param",
+        secrets=("ListPair1", "ListPair2"),
+        kept=("eu-north-1",),
+    ),
+    Leak(
+        "triple",
+        [("password", "=", "TriplePw3"), ("user", "=", "ann")],
+        "creds",
+        "param",
+        secrets=("TriplePw3",),
+        kept=("ann",),
+    ),
+    Leak(
+        "query-key",
+        "https://maps.example.com/api/geocode?key=QueryKey77abc&q=paris",
+        "geo",
+        "text",
+        secrets=("QueryKey77abc",),
+        kept=("q=paris",),
+    ),
+    Leak(
+        "mysql-glued",
+        "mysql -u root -pMysqlPw8 analytics",
+        "restore",
+        "text",
+        secrets=("MysqlPw8",),
+        kept=("analytics",),
+    ),
+    Leak(
+        "curl-user",
+        "curl -u bob:CurlPw9 https://api.example.com/v1",
+        "fetch",
+        "text",
+        secrets=("CurlPw9",),
+        kept=("https://api.example.com/v1",),
+    ),
+    Leak(
+        "json-escaped-quote",
+        '{"password": "a\\"EscQuotePw", "id": 3}',
+        "blob2",
+        "text",
+        secrets=("EscQuotePw",),
+        kept=('"id": 3',),
+    ),
+    Leak(
+        "prose-password",
+        "reminder: the password is ProsePw10 for now",
+        "todo",
+        "text",
+        secrets=("ProsePw10",),
+        kept=("for now",),
+    ),
     Leak("prose-api-key", "api key is ProseKey11", "todo2", "text", secrets=("ProseKey11",)),
 ]
 
@@ -361,18 +609,26 @@ def test_extra_key_and_value_patterns_and_allow_lists(tmp_path: Path, fresh_secr
     secrets.allow_values(["postgres://demo:demo@localhost/demo"])
     logger = JournalLogger(savedir=str(tmp_path / "sd"))
     logger.create_logger_context(rank=0)
-    logger.save_hyperparameters({
-        "internal_id": "I-42", "owner": "EMP-123456 in team x", "door": "badge=B9Z77 ok",
-        "hf_token": "hf_allowed_on_purpose", "demo_db": "postgres://demo:demo@localhost/demo",
-        "other_db": "postgres://demo:Other7@localhost/demo",
-    })  # fmt: skip
+    logger.save_hyperparameters(
+        {
+            "internal_id": "I-42",
+            "owner": "EMP-123456 in team x",
+            "door": "badge=B9Z77 ok",
+            "hf_token": "hf_allowed_on_purpose",
+            "demo_db": "postgres://demo:demo@localhost/demo",
+            "other_db": "postgres://demo:Other7@localhost/demo",
+        }
+    )
     logger.destroy_logger_context()
     assert logger.journal_path is not None
     assert read_run(logger.journal_path).params == {
-        "internal_id": REDACTED, "owner": f"{REDACTED} in team x", "door": f"badge={REDACTED} ok",
-        "hf_token": "hf_allowed_on_purpose", "demo_db": "postgres://demo:demo@localhost/demo",
+        "internal_id": REDACTED,
+        "owner": f"{REDACTED} in team x",
+        "door": f"badge={REDACTED} ok",
+        "hf_token": "hf_allowed_on_purpose",
+        "demo_db": "postgres://demo:demo@localhost/demo",
         "other_db": f"postgres://demo:{REDACTED}@localhost/demo",
-    }  # fmt: skip
+    }
 
 
 def test_set_enabled_false_turns_redaction_off(tmp_path: Path, fresh_secrets: None) -> None:
@@ -438,14 +694,23 @@ def test_every_class_of_secret_reaches_no_tracker(
 
     savedir = tmp_path / "sd"
     constructor_secrets = ("CtorTagPw1", "ctorTok-2", "CtorDescTok3")
-    logger = LoggersCollection([
-        MLflowLogger(savedir=str(savedir), tracking_uri=mlflow_server.url, experiment_name="leaks",
-                     tags={"db": "postgres://u:CtorTagPw1@h/db", "deploy_token": "ctorTok-2"},
-                     run_description="launched with HF_TOKEN=CtorDescTok3"),
-        TensorBoardLogger(savedir=str(savedir)),
-        WandBLogger(savedir=str(savedir), mode="offline", settings={"x_disable_stats": True,
-                                                                    "console": "off"}),
-    ], savedir=str(savedir), unsupported="ignore")  # fmt: skip
+    logger = LoggersCollection(
+        [
+            MLflowLogger(
+                savedir=str(savedir),
+                tracking_uri=mlflow_server.url,
+                experiment_name="leaks",
+                tags={"db": "postgres://u:CtorTagPw1@h/db", "deploy_token": "ctorTok-2"},
+                run_description="launched with HF_TOKEN=CtorDescTok3",
+            ),
+            TensorBoardLogger(savedir=str(savedir)),
+            WandBLogger(
+                savedir=str(savedir), mode="offline", settings={"x_disable_stats": True, "console": "off"}
+            ),
+        ],
+        savedir=str(savedir),
+        unsupported="ignore",
+    )
     logger.create_logger_context(rank=0)
     leaks = [leak for leak in LEAKS if logger.supports(leak.kind.replace("dict_value", "dict"))]
     assert len(leaks) >= len(LEAKS) - 1  # only prov_documents has no tracker here

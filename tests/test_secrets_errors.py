@@ -45,9 +45,14 @@ def test_a_server_that_echoes_credentials_leaks_them_nowhere(mlflow_server: Any,
     proxy.echo_headers = True
     host = proxy.url.split("//", 1)[1]
     try:
-        logger = fanlog.MLflowLogger(savedir=str(tmp_path / "sd"), tracking_uri=f"http://alice:{password}@{host}",
-                                     experiment_name=f"echo-{uuid.uuid4().hex[:6]}", log_freq="batch",
-                                     retry_initial=0.05, retry_max=0.5)  # fmt: skip
+        logger = fanlog.MLflowLogger(
+            savedir=str(tmp_path / "sd"),
+            tracking_uri=f"http://alice:{password}@{host}",
+            experiment_name=f"echo-{uuid.uuid4().hex[:6]}",
+            log_freq="batch",
+            retry_initial=0.05,
+            retry_max=0.5,
+        )
         logger.create_logger_context(rank=0)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -73,11 +78,14 @@ def test_a_server_that_echoes_credentials_leaks_them_nowhere(mlflow_server: Any,
     assert len(read_run(journal).metric("loss")) == 40
 
 
-@pytest.mark.parametrize(("run_name", "experiment_name", "secret"), [
-    ("run-password=NamePw1", "exp", "NamePw1"),
-    ("run", "exp-token=NameTok2", "NameTok2"),
-    ("postgres://u:NameUrlPw3@db/x", "e", "NameUrlPw3"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("run_name", "experiment_name", "secret"),
+    [
+        ("run-password=NamePw1", "exp", "NamePw1"),
+        ("run", "exp-token=NameTok2", "NameTok2"),
+        ("postgres://u:NameUrlPw3@db/x", "e", "NameUrlPw3"),
+    ],
+)
 def test_run_and_experiment_names_are_redacted(
     tmp_path: Path, run_name: str, experiment_name: str, secret: str
 ) -> None:

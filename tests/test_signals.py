@@ -37,9 +37,11 @@ class Child:
         self.savedir = savedir
         self.process = subprocess.Popen(
             [sys.executable, SCENARIOS, scenario, str(savedir)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
             env={**os.environ, "FANLOG_SIGTERM_GRACE": "5", **env},
-        )  # fmt: skip
+        )
         self.lines: list[str] = []
 
     def wait_ready(self) -> None:
@@ -171,20 +173,23 @@ def test_sigusr1_makes_the_journal_durable_and_does_not_end_the_process(tmp_path
 
 
 # ---------------------------------------------------------------------------- C2: statuses
-@pytest.mark.parametrize(("scenario", "code", "status"), [
-    ("with:exit-0", 0, "finished"),
-    ("with:exit-none", 0, "finished"),
-    ("with:exit-3", 3, "failed"),
-    ("with:exit-text", 1, "failed"),
-    ("with:crash", 1, "failed"),
-    ("nowith:exit-3", 3, "failed"),
-    ("nowith:exit-text", 1, "failed"),
-    ("nowith:exit-0", 0, "finished"),
-    ("nowith:normal", 0, "finished"),
-    ("nowith:rich-traceback", 1, "failed"),
-    ("nowith:own-excepthook", 1, "failed"),
-    ("nowith:own-excepthook-ctrl-c", -signal.SIGINT, "killed"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("scenario", "code", "status"),
+    [
+        ("with:exit-0", 0, "finished"),
+        ("with:exit-none", 0, "finished"),
+        ("with:exit-3", 3, "failed"),
+        ("with:exit-text", 1, "failed"),
+        ("with:crash", 1, "failed"),
+        ("nowith:exit-3", 3, "failed"),
+        ("nowith:exit-text", 1, "failed"),
+        ("nowith:exit-0", 0, "finished"),
+        ("nowith:normal", 0, "finished"),
+        ("nowith:rich-traceback", 1, "failed"),
+        ("nowith:own-excepthook", 1, "failed"),
+        ("nowith:own-excepthook-ctrl-c", -signal.SIGINT, "killed"),
+    ],
+)
 def test_the_status_follows_how_the_program_ends(
     tmp_path: Path, scenario: str, code: int, status: str
 ) -> None:
@@ -241,8 +246,12 @@ SECOND_CTRL_C = textwrap.dedent(
 
 @pytest.mark.parametrize("where", ["after-unregister", "last-epoch"])
 def test_a_second_ctrl_c_anywhere_in_destroy_loses_nothing(tmp_path: Path, where: str) -> None:
-    done = subprocess.run([sys.executable, "-c", SECOND_CTRL_C, where, str(tmp_path / "sd")],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", SECOND_CTRL_C, where, str(tmp_path / "sd")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "KeyboardInterrupt" in done.stderr, done.stderr
     (journal,) = journals_of(tmp_path / "sd" / "runs" / where / "rank-0")
     assert count(journal, "m") == 200_000

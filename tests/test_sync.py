@@ -31,8 +31,9 @@ pytestmark = pytest.mark.slow
 
 def make_run(savedir: Path, job_id: str, metrics: int = 30, extras: bool = True) -> str:
     """A journal-only run (the air-gapped case): metrics at steps, params and every file kind."""
-    logger = JournalLogger(savedir=str(savedir), log_freq="batch", job_id=job_id,
-                           experiment_name=f"exp-{job_id}")  # fmt: skip
+    logger = JournalLogger(
+        savedir=str(savedir), log_freq="batch", job_id=job_id, experiment_name=f"exp-{job_id}"
+    )
     logger.create_logger_context(rank=0)
     for step in range(metrics):
         logger.log(1.0 / (step + 1), "train/loss", step=step)
@@ -59,8 +60,7 @@ def mlflow_run(url: str, job_id: str) -> Any:
     experiment = client.get_experiment_by_name(f"exp-{job_id}")
     if experiment is None:
         return client, None
-    runs = client.search_runs([experiment.experiment_id],
-                              filter_string=f"tags.`fanlog.run_id` = '{job_id}'")  # fmt: skip
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`fanlog.run_id` = '{job_id}'")
     assert len(runs) <= 1, "sync must reattach to one MLflow run, never create a second"
     return client, (runs[0] if runs else None)
 
@@ -78,9 +78,7 @@ def cursor_of(path: str, name: str) -> int:
     return int(row[0]) if row else 0
 
 
-def test_sync_delivers_every_kind_to_a_tracker_the_run_never_used(
-    tmp_path: Path, mlflow_server: Any
-) -> None:
+def test_sync_delivers_every_kind_to_a_tracker_the_run_never_used(tmp_path: Path, mlflow_server: Any) -> None:
     path = make_run(tmp_path / "sd", "never-used")
     report = fanlog.sync(tmp_path / "sd", to="mlflow", tracking_uri=mlflow_server.url, progress=False)
     assert report.ok, report.summary()
@@ -125,21 +123,32 @@ def test_dry_run_reports_and_changes_nothing(tmp_path: Path, mlflow_server: Any)
     _, run = mlflow_run(mlflow_server.url, "dry")
     assert run is None  # nothing was opened on the tracker
 
-    result = CliRunner().invoke(cli, ["sync", path, "--to", "mlflow", "--dry-run",
-                                      "--tracking-uri", mlflow_server.url])  # fmt: skip
+    result = CliRunner().invoke(
+        cli, ["sync", path, "--to", "mlflow", "--dry-run", "--tracking-uri", mlflow_server.url]
+    )
     assert result.exit_code == 0, result.output
     assert "would send 66 record(s)" in result.output
 
 
-def test_sync_killed_mid_way_then_rerun_delivers_each_record_once(
-    tmp_path: Path, mlflow_server: Any
-) -> None:
+def test_sync_killed_mid_way_then_rerun_delivers_each_record_once(tmp_path: Path, mlflow_server: Any) -> None:
     """A `fanlog sync` subprocess is SIGKILLed after some batches; the rerun completes it."""
     steps = 400
     path = make_run(tmp_path / "sd", "killed-sync", metrics=steps, extras=False)
     total = 2 * steps
-    command = [sys.executable, "-m", "fanlog.cli", "sync", path, "--to", "mlflow",
-               "--tracking-uri", mlflow_server.url, "--batch-size", "10", "--no-progress"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "fanlog.cli",
+        "sync",
+        path,
+        "--to",
+        "mlflow",
+        "--tracking-uri",
+        mlflow_server.url,
+        "--batch-size",
+        "10",
+        "--no-progress",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     seen = 0
@@ -170,8 +179,20 @@ def test_sigterm_stops_a_sync_cleanly_and_the_rerun_finishes(tmp_path: Path) -> 
     steps = 4000
     path = make_run(tmp_path / "sd", "term-sync", metrics=steps, extras=False)
     logdir = tmp_path / "tb"
-    command = [sys.executable, "-m", "fanlog.cli", "sync", path, "--to", "tensorboard",
-               "--logdir", str(logdir), "--batch-size", "10", "--no-progress"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "fanlog.cli",
+        "sync",
+        path,
+        "--to",
+        "tensorboard",
+        "--logdir",
+        str(logdir),
+        "--batch-size",
+        "10",
+        "--no-progress",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
@@ -197,14 +218,13 @@ def test_sigterm_stops_a_sync_cleanly_and_the_rerun_finishes(tmp_path: Path) -> 
 
 def test_progress_bar_for_long_syncs(tmp_path: Path) -> None:
     path = make_run(tmp_path / "sd", "progress", metrics=1200, extras=False)
-    result = CliRunner().invoke(
-        cli, ["sync", path, "--to", "tensorboard", "--logdir", str(tmp_path / "tb")]
-    )
+    result = CliRunner().invoke(cli, ["sync", path, "--to", "tensorboard", "--logdir", str(tmp_path / "tb")])
     assert result.exit_code == 0, result.output
     assert "sync rank-0 → tensorboard" in result.output  # the bar's label (no tty: label only)
     assert "sent 2400 record(s)" in result.output
-    quiet = CliRunner().invoke(cli, ["sync", path, "--to", "tensorboard", "--logdir",
-                                     str(tmp_path / "tb"), "--no-progress"])  # fmt: skip
+    quiet = CliRunner().invoke(
+        cli, ["sync", path, "--to", "tensorboard", "--logdir", str(tmp_path / "tb"), "--no-progress"]
+    )
     assert "sent 0 record(s)" in quiet.output and "→" not in quiet.output
 
 
@@ -248,8 +268,9 @@ def test_sync_to_offline_wandb_keeps_steps_and_sends_nothing_twice(
     report = sync(path, to="wandb", progress=False, **options)
     assert report.ok and report.sent == 10, report.summary()
     assert sync(path, to="wandb", progress=False, **options).sent == 0
-    (run_file,) = glob.glob(str(tmp_path / "sd" / "wandb" / "**" / "offline-run-*" / "run-*.wandb"),
-                            recursive=True)
+    (run_file,) = glob.glob(
+        str(tmp_path / "sd" / "wandb" / "**" / "offline-run-*" / "run-*.wandb"), recursive=True
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:

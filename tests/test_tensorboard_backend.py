@@ -55,13 +55,17 @@ def read_events(logdir: str) -> ea.EventAccumulator:
 
 
 def run_info(tmp_path: Path, rank: int = 0, world_size: int = 1, name: str = "demo") -> RunInfo:
-    return RunInfo(run_id="job1", run_name=name, rank=rank, world_size=world_size,
-                   run_dir=str(tmp_path / "run" / f"rank-{rank}"))  # fmt: skip
+    return RunInfo(
+        run_id="job1",
+        run_name=name,
+        rank=rank,
+        world_size=world_size,
+        run_dir=str(tmp_path / "run" / f"rank-{rank}"),
+    )
 
 
 def rec(seq: int, kind: str, key: str, value: Any, step: int = 0, **options: Any) -> Record:
-    return Record(seq=seq, kind=kind, key=key, value=value, step=step, time=1.7e9 + seq,
-                  options=options)  # fmt: skip
+    return Record(seq=seq, kind=kind, key=key, value=value, step=step, time=1.7e9 + seq, options=options)
 
 
 def hparams_of(acc: ea.EventAccumulator) -> tuple[Any, Any]:
@@ -83,9 +87,13 @@ def test_backend_writes_every_kind_at_its_step(tmp_path: Path) -> None:
     backend.prepare()
     backend.open(run_info(tmp_path))
     losses = [(step, 1.0 / (step + 1)) for step in range(50)]
-    records = [rec(1, "param", "lr", 0.01), rec(2, "param", "layers", 3),
-               rec(3, "param", "optimizer", "adam"), rec(4, "param", "nothing", None),
-               rec(5, "param", "amp", True)]  # fmt: skip
+    records = [
+        rec(1, "param", "lr", 0.01),
+        rec(2, "param", "layers", 3),
+        rec(3, "param", "optimizer", "adam"),
+        rec(4, "param", "nothing", None),
+        rec(5, "param", "amp", True),
+    ]
     records += [rec(10 + s, "metric", "train/loss", v, step=s) for s, v in losses]
     # validation logged "in the past" (step 7 after step 49): must be kept, not purged
     records += [rec(100, "metric", "val/loss", 0.5, step=30), rec(101, "metric", "val/loss", 0.7, step=7)]
@@ -105,7 +113,8 @@ def test_backend_writes_every_kind_at_its_step(tmp_path: Path) -> None:
         (s, pytest.approx(v, rel=1e-6)) for s, v in losses
     ]
     assert [(e.step, e.value) for e in acc.Scalars("val/loss")] == [
-        (30, pytest.approx(0.5)), (7, pytest.approx(0.7))
+        (30, pytest.approx(0.5)),
+        (7, pytest.approx(0.7)),
     ]
     assert acc.Scalars("train/loss")[3].wall_time == pytest.approx(1.7e9 + 13)
     image = acc.Images("img")[0]
@@ -161,12 +170,14 @@ def test_a_record_tensorboard_cannot_show_is_skipped_not_retried(tmp_path: Path)
     """A broken PNG or an untraceable graph must not block the records after it."""
     backend = TensorBoardBackend(savedir=str(tmp_path))
     backend.open(run_info(tmp_path))
-    backend.write([
-        rec(1, "metric", "loss", 1.0, step=0),
-        rec(2, "image", "broken", b"not a png", step=0),
-        rec(3, "torch", "not-a-graph", torch_bytes((TinyNet(), "not a tensor"))),
-        rec(4, "metric", "loss", 2.0, step=1),
-    ])  # fmt: skip
+    backend.write(
+        [
+            rec(1, "metric", "loss", 1.0, step=0),
+            rec(2, "image", "broken", b"not a png", step=0),
+            rec(3, "torch", "not-a-graph", torch_bytes((TinyNet(), "not a tensor"))),
+            rec(4, "metric", "loss", 2.0, step=1),
+        ]
+    )
     backend.close(RunStatus.FINISHED)
     acc = read_events(backend.logdir)
     assert [(e.step, e.value) for e in acc.Scalars("loss")] == [(0, 1.0), (1, 2.0)]
@@ -247,8 +258,9 @@ def test_logger_end_to_end_every_kind(tmp_path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    logger = TensorBoardLogger(savedir=str(tmp_path), log_freq="batch", max_queue=50,
-                               flush_secs=5, run_name="e2e")  # fmt: skip
+    logger = TensorBoardLogger(
+        savedir=str(tmp_path), log_freq="batch", max_queue=50, flush_secs=5, run_name="e2e"
+    )
     assert (logger.max_queue, logger.flush_secs) == (50, 5)
     figure, axes = plt.subplots(figsize=(3, 2), dpi=50)
     axes.plot([0, 1], [1, 0])
@@ -275,8 +287,9 @@ def test_logger_end_to_end_every_kind(tmp_path: Path) -> None:
     acc = read_events(logdir)
     assert [(e.step, e.value) for e in acc.Scalars("loss")] == [(s, s * 0.5) for s in range(300)]
     assert acc.Scalars("val/acc")[0].step == 100
-    sizes = {tag: (acc.Images(tag)[0].width, acc.Images(tag)[0].height)
-             for tag in ("pil", "hwc", "chw", "batch")}  # fmt: skip
+    sizes = {
+        tag: (acc.Images(tag)[0].width, acc.Images(tag)[0].height) for tag in ("pil", "hwc", "chw", "batch")
+    }
     assert sizes == {"pil": (16, 8), "hwc": (5, 6), "chw": (5, 6), "batch": (10, 12)}
     assert (acc.Images("fig")[0].width, acc.Images("fig")[0].height) == (150, 100)
     assert len(acc.Histograms("hist")[0].histogram_value.bucket) == 64
@@ -322,8 +335,9 @@ acc = ea.EventAccumulator({str(tmp_path / "notorch")!r}); acc.Reload()
 print([(e.step, e.value) for e in acc.Scalars("x")])
 """
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120, env=env)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[(5, 2.0)]"
 
@@ -337,8 +351,7 @@ def test_import_fanlog_imports_no_tracker() -> None:
         "print(bad)\n"
     )
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
     assert time.monotonic() - started < 60

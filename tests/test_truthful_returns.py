@@ -75,9 +75,7 @@ SLOW_RETRY = {"retry_initial": 30.0, "retry_max": 30.0, "down_after": 1.0, "clos
 
 
 @pytest.mark.parametrize("when", ["before-flush", "before-destroy", "never"])
-def test_a_tracker_back_up_gets_everything_and_the_return_values_say_so(
-    when: str, tmp_path: Path
-) -> None:
+def test_a_tracker_back_up_gets_everything_and_the_return_values_say_so(when: str, tmp_path: Path) -> None:
     logger = OutageLogger(savedir=str(tmp_path), **SLOW_RETRY)
     logger.create_logger_context(rank=0)
     with warnings.catch_warnings():
@@ -120,11 +118,11 @@ def set_aside_by_capture(logger: Any, tmp_path: Path) -> None:
     logger.log(str(source), "w" * 300, kind="artifact")  # a file name too long to capture
 
 
-@pytest.mark.parametrize("set_aside", [set_aside_by_encoding, set_aside_by_capture],
-                         ids=["encoding", "capture"])  # fmt: skip
+@pytest.mark.parametrize(
+    "set_aside", [set_aside_by_encoding, set_aside_by_capture], ids=["encoding", "capture"]
+)
 def test_a_record_set_aside_makes_destroy_return_false(set_aside: Any, tmp_path: Path) -> None:
-    logger = fanlog.JournalLogger(savedir=str(tmp_path / "sd"), log_freq="batch",
-                                  unsupported="ignore")  # fmt: skip
+    logger = fanlog.JournalLogger(savedir=str(tmp_path / "sd"), log_freq="batch", unsupported="ignore")
     logger.create_logger_context(rank=0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

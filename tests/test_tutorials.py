@@ -39,7 +39,7 @@ def read_spec(script: Path) -> CiSpec:
     for line in script.read_text().splitlines():
         if not line.startswith("# ci-"):
             continue
-        name, _, value = line[len("# ci-"):].partition(":")
+        name, _, value = line[len("# ci-") :].partition(":")
         words = shlex.split(value)
         if name == "args":
             spec.args = words
@@ -70,13 +70,19 @@ def command_for(script: Path, spec: CiSpec, savedir: Path) -> list[str]:
 
 def offline_env(tmp_path: Path, extra: dict[str, str]) -> dict[str, str]:
     """The caller's environment without tracker settings that could reach the network."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MLFLOW_", "WANDB_", "FANLOG_", "AZUREML_"))}
-    env.update({
-        "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true",
-        "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(TUTORIALS), env.get("PYTHONPATH")])),
-    })
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "WANDB_", "FANLOG_", "AZUREML_"))
+    }
+    env.update(
+        {
+            "WANDB_MODE": "offline",
+            "WANDB_DIR": str(tmp_path),
+            "WANDB_SILENT": "true",
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(TUTORIALS), env.get("PYTHONPATH")])),
+        }
+    )
     env.update(extra)
     return env
 
@@ -90,12 +96,18 @@ def run_tutorial(script: Path, tmp_path: Path) -> tuple[subprocess.CompletedProc
     savedir = tmp_path / "mllogs"
     try:
         done = subprocess.run(
-            command_for(script, spec, savedir), capture_output=True, text=True, cwd=tmp_path,
-            env=offline_env(tmp_path, spec.env), timeout=spec.timeout,
+            command_for(script, spec, savedir),
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=offline_env(tmp_path, spec.env),
+            timeout=spec.timeout,
         )
     except subprocess.TimeoutExpired as exc:  # say where it hung, before pytest-timeout would
-        pytest.fail(f"{script.name} did not end within {spec.timeout:.0f} s:\n"
-                    f"{_text(exc.stdout)[-2000:]}\n{_text(exc.stderr)[-4000:]}")
+        pytest.fail(
+            f"{script.name} did not end within {spec.timeout:.0f} s:\n"
+            f"{_text(exc.stdout)[-2000:]}\n{_text(exc.stderr)[-4000:]}"
+        )
     assert done.returncode == 0, (
         f"{script.name} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
     )
@@ -127,7 +139,8 @@ def test_tutorial_runs(script: Path, tmp_path: Path) -> None:
         for run in find_runs(savedir):
             data = read_run(run)
             assert data.meta and all(m.get("status") != "running" for m in data.meta.values()), (
-                f"{script.name} left run {run} open")
+                f"{script.name} left run {run} open"
+            )
 
 
 @pytest.mark.slow

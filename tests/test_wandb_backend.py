@@ -40,9 +40,15 @@ from support.wandb_log import read_transaction_log
 
 pytestmark = pytest.mark.slow  # every W&B run starts W&B's service process
 
-QUIET = {"x_disable_stats": True, "x_disable_meta": True, "x_disable_machine_info": True,
-         "console": "off", "disable_git": True, "disable_code": True,
-         "x_save_requirements": False}  # fmt: skip
+QUIET = {
+    "x_disable_stats": True,
+    "x_disable_meta": True,
+    "x_disable_machine_info": True,
+    "console": "off",
+    "disable_git": True,
+    "disable_code": True,
+    "x_save_requirements": False,
+}
 
 
 @pytest.fixture(autouse=True)
@@ -54,8 +60,7 @@ def offline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("NETRC", str(home / ".netrc"))
-    for name in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR",
-                 "WANDB_ARTIFACT_DIR"):  # fmt: skip
+    for name in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
         monkeypatch.setenv(name, str(tmp_path / "wandb-home" / name.lower()))
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_ERROR_REPORTING", "false")
@@ -96,10 +101,9 @@ class OfflineRun:
     def rows(self) -> list[dict[str, Any]]:
         """History rows as {key: value}; nested keys joined with '/' like W&B's UI."""
         return [
-            {"/".join(item.nested_key) or item.key: json.loads(item.value_json)
-             for item in history.item}
+            {"/".join(item.nested_key) or item.key: json.loads(item.value_json) for item in history.item}
             for history in self.of("history")
-        ]  # fmt: skip
+        ]
 
     def series(self, key: str) -> list[tuple[int, Any]]:
         """(fanlog step, value) of every row that holds `key`."""
@@ -125,13 +129,17 @@ def offline_runs(savedir: Path) -> list[OfflineRun]:
 
 
 def info(tmp_path: Path, rank: int = 0, world_size: int = 1, name: str = "job") -> RunInfo:
-    return RunInfo(run_id="job-1", run_name=name, rank=rank, world_size=world_size,
-                   run_dir=str(tmp_path / "runs" / f"rank-{rank}"))  # fmt: skip
+    return RunInfo(
+        run_id="job-1",
+        run_name=name,
+        rank=rank,
+        world_size=world_size,
+        run_dir=str(tmp_path / "runs" / f"rank-{rank}"),
+    )
 
 
 def rec(seq: int, kind: str, key: str, value: Any, step: int = 0, **options: Any) -> Record:
-    return Record(seq=seq, kind=kind, key=key, value=value, step=step, time=1.7e9 + seq,
-                  options=options)  # fmt: skip
+    return Record(seq=seq, kind=kind, key=key, value=value, step=step, time=1.7e9 + seq, options=options)
 
 
 class Net(torch.nn.Module):
@@ -175,8 +183,7 @@ def test_backend_merges_rows_and_keeps_every_step(tmp_path: Path) -> None:
     seq = 10
     for step in range(20):  # three metrics per step → one row per step
         for key in ("loss", "acc", "grad_norm"):
-            records.append(rec(seq, "metric", key, step + {"loss": 0.1, "acc": 0.2}.get(key, 0.3),
-                               step=step))  # fmt: skip
+            records.append(rec(seq, "metric", key, step + {"loss": 0.1, "acc": 0.2}.get(key, 0.3), step=step))
             seq += 1
     # validation "in the past" and a restart from a checkpoint at step 15
     records += [rec(200, "metric", "val/loss", 1.5, step=5), rec(201, "metric", "val/loss", 1.2, step=10)]
@@ -211,17 +218,19 @@ def test_backend_media_artifacts_and_models(tmp_path: Path) -> None:
     backend = WandBBackend(savedir=str(tmp_path), settings=QUIET)
     backend.prepare()
     backend.open(info(tmp_path))
-    backend.write([
-        rec(1, "image", "samples", encode_png(np.zeros((3, 8, 12), np.float32)), step=2),
-        rec(2, "figure", "curve", encode_png(np.full((5, 7, 3), 200, np.uint8)), step=2),
-        rec(3, "histogram", "weights", np.arange(100.0), step=2, bins=10),
-        rec(4, "text", "note", "hello", step=2),
-        rec(40, "image", "broken", b"not a png", step=2),  # skipped with a warning, not retried
-        rec(5, "dict", "summary", {"best": {"epoch": 3, "acc": 0.9}}, step=2),
-        rec(6, "artifact", "reports/report.csv", str(artifact_file), step=2),
-        rec(7, "model", "net", buffer.getvalue(), step=3),
-        rec(8, "tag", "tag", "baseline"),
-    ])  # fmt: skip
+    backend.write(
+        [
+            rec(1, "image", "samples", encode_png(np.zeros((3, 8, 12), np.float32)), step=2),
+            rec(2, "figure", "curve", encode_png(np.full((5, 7, 3), 200, np.uint8)), step=2),
+            rec(3, "histogram", "weights", np.arange(100.0), step=2, bins=10),
+            rec(4, "text", "note", "hello", step=2),
+            rec(40, "image", "broken", b"not a png", step=2),  # skipped with a warning, not retried
+            rec(5, "dict", "summary", {"best": {"epoch": 3, "acc": 0.9}}, step=2),
+            rec(6, "artifact", "reports/report.csv", str(artifact_file), step=2),
+            rec(7, "model", "net", buffer.getvalue(), step=3),
+            rec(8, "tag", "tag", "baseline"),
+        ]
+    )
     backend.close(RunStatus.FAILED)
 
     (run,) = offline_runs(tmp_path)
@@ -250,9 +259,12 @@ def test_backend_reports_partial_delivery(tmp_path: Path) -> None:
     backend = WandBBackend(savedir=str(tmp_path), settings=QUIET)
     backend.prepare()
     backend.open(info(tmp_path))
-    batch = [rec(1, "metric", "loss", 1.0, step=0), rec(2, "metric", "loss", 2.0, step=1),
-             rec(3, "artifact", "gone", str(tmp_path / "deleted.bin"), step=1),
-             rec(4, "metric", "loss", 3.0, step=2)]  # fmt: skip
+    batch = [
+        rec(1, "metric", "loss", 1.0, step=0),
+        rec(2, "metric", "loss", 2.0, step=1),
+        rec(3, "artifact", "gone", str(tmp_path / "deleted.bin"), step=1),
+        rec(4, "metric", "loss", 3.0, step=2),
+    ]
     with pytest.raises(PartialDelivery) as caught:
         backend.write(batch)
     assert caught.value.done == 2
@@ -271,7 +283,8 @@ def test_ranks_share_a_group(tmp_path: Path) -> None:
         backend.close(RunStatus.FINISHED)
     runs = offline_runs(tmp_path)
     assert sorted((r.run.run_group, r.run.display_name, r.run.job_type) for r in runs) == [
-        ("job-42", "job-42-rank0", "rank0"), ("job-42", "job-42-rank1", "rank1")
+        ("job-42", "job-42-rank0", "rank0"),
+        ("job-42", "job-42-rank1", "rank1"),
     ]
     assert len({r.run.run_id for r in runs}) == 2
 
@@ -279,8 +292,9 @@ def test_ranks_share_a_group(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- through the Logger
 def test_logger_end_to_end(tmp_path: Path) -> None:
     """The user's API: journal → dispatcher → W&B offline run, steps and config intact."""
-    logger = WandBLogger(savedir=str(tmp_path), project_name="e2e", log_freq="batch",
-                         settings=QUIET, run_name="trial")  # fmt: skip
+    logger = WandBLogger(
+        savedir=str(tmp_path), project_name="e2e", log_freq="batch", settings=QUIET, run_name="trial"
+    )
     with logger.start_logging():
         logger.save_hyperparameters({"lr": 3e-4, "optim": {"name": "adam", "betas": [0.9, 0.99]}})
         for step in range(200):
@@ -389,8 +403,7 @@ def test_online_start_without_a_server_falls_back_to_offline(
         port = probe.getsockname()[1]
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
     monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
-    logger = WandBLogger(savedir=str(tmp_path), log_freq="batch", settings=QUIET,
-                         init_timeout=2)  # fmt: skip
+    logger = WandBLogger(savedir=str(tmp_path), log_freq="batch", settings=QUIET, init_timeout=2)
     started = time.monotonic()
     with logger.start_logging():
         assert logger.backend is not None and logger.backend.mode == "online"  # credentials
@@ -438,8 +451,9 @@ with logger.start_logging():
 """
     env = dict(os.environ)
     env.pop("WANDB_ERROR_REPORTING")  # as a user has it: wandb's telemetry switched on
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=240, env=env)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=240, env=env
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "MODE offline" in done.stdout
     assert "ATTEMPTS []" in done.stdout, done.stdout

@@ -55,8 +55,12 @@ def test_reserved_wandb_keys_are_renamed_not_lost(
     tmp_path: Path, wandb_offline: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     savedir = tmp_path / "sd"
-    logger = fanlog.WandBLogger(savedir=str(savedir), log_freq="batch", mode="offline",
-                                settings={"x_disable_stats": True, "console": "off"})  # fmt: skip
+    logger = fanlog.WandBLogger(
+        savedir=str(savedir),
+        log_freq="batch",
+        mode="offline",
+        settings={"x_disable_stats": True, "console": "off"},
+    )
     logger.create_logger_context(rank=0)
     with caplog.at_level(logging.WARNING, logger="fanlog"):
         for step in range(3):

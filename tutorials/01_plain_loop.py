@@ -49,8 +49,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--savedir", default="mllogs")
-    parser.add_argument("--tensorboard-freq", type=int, default=2,
-                        help="TensorBoard keeps every n-th batch (and every epoch value)")
+    parser.add_argument(
+        "--tensorboard-freq",
+        type=int,
+        default=2,
+        help="TensorBoard keeps every n-th batch (and every epoch value)",
+    )
     parser.add_argument("--no-tensorboard", action="store_true")
     parser.add_argument("--no-mlflow", action="store_true")
     return parser.parse_args(argv)
@@ -72,9 +76,7 @@ def build_logger(args: argparse.Namespace) -> Logger:
         # No tracking URI: an SQLite store at <savedir>/mlflow.db, artifacts beside it.
         # model_flavour=False stores the model as a state_dict artifact; True uses
         # mlflow.pytorch.log_model, which also infers pip requirements (slower).
-        loggers.append(
-            MLflowLogger(savedir=args.savedir, experiment_name="tutorial-01", model_flavour=False)
-        )
+        loggers.append(MLflowLogger(savedir=args.savedir, experiment_name="tutorial-01", model_flavour=False))
     # Each tracker skips the kinds it cannot store (the console: histograms, the model).
     return LoggersCollection(loggers, run_name="plain-loop", unsupported="ignore")
 
@@ -100,10 +102,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     logger = build_logger(args)
     with logger.start_logging():
-        logger.save_hyperparameters({
-            "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
-            "optimizer": {"name": "SGD", "lr": args.lr, "momentum": 0.9},
-        })
+        logger.save_hyperparameters(
+            {
+                "epochs": args.epochs,
+                "batch_size": args.batch_size,
+                "seed": args.seed,
+                "optimizer": {"name": "SGD", "lr": args.lr, "momentum": 0.9},
+            }
+        )
         step = 0
         for epoch in range(args.epochs):
             model.train()
@@ -124,12 +130,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 val_loss = loss_fn(val_logits, val_labels)
                 accuracy = (val_logits.argmax(dim=1) == val_labels).float().mean()
             # Epoch level: no batch_idx, so every tracker keeps these.
-            logger.log_metrics({
-                "train/epoch_loss": epoch_loss / args.batches,
-                "val/loss": val_loss,
-                "val/accuracy": accuracy,
-                "lr": scheduler.get_last_lr()[0],
-            }, step=epoch)
+            logger.log_metrics(
+                {
+                    "train/epoch_loss": epoch_loss / args.batches,
+                    "val/loss": val_loss,
+                    "val/accuracy": accuracy,
+                    "lr": scheduler.get_last_lr()[0],
+                },
+                step=epoch,
+            )
             logger.log(model[0].weight.detach().flatten(), "weights/layer0", kind="histogram", step=epoch)
             scheduler.step()
             logger.end_epoch()

@@ -34,8 +34,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=None,
-                        help="YAML config (default: $FANLOG_CONFIG, else configs/mlflow.yaml)")
+    parser.add_argument(
+        "--config", default=None, help="YAML config (default: $FANLOG_CONFIG, else configs/mlflow.yaml)"
+    )
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batches", type=int, default=20, help="training batches per epoch")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -77,8 +78,9 @@ def main(argv: list[str] | None = None) -> str:
                 step += 1
             logger.log(total / args.batches, "train/epoch_loss", step=epoch)
             logger.end_epoch()
-    print(f"logged to: {', '.join(type(m).__name__ for m in logger.members())}; "
-          f"journal: {logger.journal_path}")  # fmt: skip
+    print(
+        f"logged to: {', '.join(type(m).__name__ for m in logger.members())}; journal: {logger.journal_path}"
+    )
     return str(logger.journal_path)
 
 

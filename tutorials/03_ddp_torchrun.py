@@ -71,13 +71,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tensorboard-workers", type=workers, default=-1)
     parser.add_argument("--mlflow-workers", type=workers, default=0)
     parser.add_argument("--wandb-workers", type=workers, default=None, help="off by default; offline")
-    parser.add_argument("--log-freq", default="batch", type=lambda s: int(s) if s.isdigit() else s,
-                        help="'batch', 'epoch' or every N batches")  # fmt: skip
+    parser.add_argument(
+        "--log-freq",
+        default="batch",
+        type=lambda s: int(s) if s.isdigit() else s,
+        help="'batch', 'epoch' or every N batches",
+    )
     parser.add_argument("--dist-backend", default="nccl" if torch.cuda.is_available() else "gloo")
     parser.add_argument(
-        "--crash", default=None, metavar="RANK:EPOCH:BATCH",
+        "--crash",
+        default=None,
+        metavar="RANK:EPOCH:BATCH",
         help="make RANK die (os._exit) at that batch, to see the other ranks stop cleanly",
-    )  # fmt: skip
+    )
     return parser.parse_args(argv)
 
 
@@ -88,22 +94,24 @@ def build_logger(args: argparse.Namespace) -> Logger:
     if args.journal_workers is not None:
         loggers.append(JournalLogger(log_on_workers=args.journal_workers, **common))
     if args.tensorboard_workers is not None:
-        loggers.append(
-            TensorBoardLogger(log_on_workers=args.tensorboard_workers, flush_secs=5, **common)
-        )
+        loggers.append(TensorBoardLogger(log_on_workers=args.tensorboard_workers, flush_secs=5, **common))
     if args.mlflow_workers is not None:
         loggers.append(
             MLflowLogger(
-                experiment_name=args.experiment, tracking_uri=args.tracking_uri,
-                log_on_workers=args.mlflow_workers, per_rank_runs=True, **common,
+                experiment_name=args.experiment,
+                tracking_uri=args.tracking_uri,
+                log_on_workers=args.mlflow_workers,
+                per_rank_runs=True,
+                **common,
             )
-        )  # fmt: skip
+        )
     if args.wandb_workers is not None:
         from fanlog import WandBLogger
 
         loggers.append(
-            WandBLogger(project_name=args.experiment, mode="offline",
-                        log_on_workers=args.wandb_workers, **common)  # fmt: skip
+            WandBLogger(
+                project_name=args.experiment, mode="offline", log_on_workers=args.wandb_workers, **common
+            )
         )
     if not loggers:
         raise SystemExit("no tracker selected: every --*-workers is 'off'")
@@ -137,22 +145,21 @@ def main(argv: list[str] | None = None) -> None:
     crash = [int(part) for part in args.crash.split(":")] if args.crash else None
     torch.manual_seed(args.seed)
     dataset = make_data(args, world_size)
-    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
-                                 seed=args.seed)  # fmt: skip
+    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=args.seed)
     loader = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, drop_last=True)
     model: nn.Module = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1)).to(device)
     if world_size > 1:
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.index is not None
-                                        else None)  # fmt: skip
+        model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.index is not None else None
+        )
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
     loss_fn = nn.MSELoss()
 
     logger = build_logger(args)
     with logger.start_logging():  # every rank: a failure marks the run FAILED, SIGTERM KILLED
         logger.save_hyperparameters(
-            {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-             "world_size": world_size}
-        )  # fmt: skip
+            {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "world_size": world_size}
+        )
         for epoch in range(args.epochs):
             sampler.set_epoch(epoch)
             model.train()
@@ -174,12 +181,16 @@ def main(argv: list[str] | None = None) -> None:
                 # over every rank's batches, and the largest batch loss of any rank.
                 logger.log(value, "epoch/loss_rank", batch_idx=batch_idx, on_epoch=True)
                 logger.log(value, "epoch/loss", batch_idx=batch_idx, on_epoch=True, reduce="mean")
-                logger.log(value, "epoch/loss_max", batch_idx=batch_idx, on_epoch=True,
-                           reduce_fx="max", reduce="max")  # fmt: skip
+                logger.log(
+                    value, "epoch/loss_max", batch_idx=batch_idx, on_epoch=True, reduce_fx="max", reduce="max"
+                )
             logger.end_epoch()  # logs the on_epoch values (reducing the reduce= ones)
         if rank == 0:
-            print(f"run {logger.run_info.run_id if logger.run_info else '?'} done "
-                  f"({time.strftime('%H:%M:%S')})", flush=True)  # fmt: skip
+            print(
+                f"run {logger.run_info.run_id if logger.run_info else '?'} done "
+                f"({time.strftime('%H:%M:%S')})",
+                flush=True,
+            )
     if dist.is_initialized():
         dist.barrier()  # every collective is released before the group goes (a gloo teardown race)
         dist.destroy_process_group()

@@ -81,8 +81,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--savedir", default="mllogs")
-    parser.add_argument("--log-model", choices=["none", "best", "all"], default="best",
-                        help="checkpoints to log: none, the best k at the end, or every one")
+    parser.add_argument(
+        "--log-model",
+        choices=["none", "best", "all"],
+        default="best",
+        help="checkpoints to log: none, the best k at the end, or every one",
+    )
     return parser.parse_args(argv)
 
 
@@ -93,16 +97,25 @@ def main(argv: list[str] | None = None) -> None:
     if importlib.util.find_spec("tensorboard") is not None:
         loggers.append(fanlog.TensorBoardLogger(savedir=args.savedir))
     collection = LoggersCollection(loggers)
-    adapter = FanlogLogger(collection, log_model={"none": False, "best": True, "all": "all"}[args.log_model],
-                           log_graph=True)  # fmt: skip
+    adapter = FanlogLogger(
+        collection, log_model={"none": False, "best": True, "all": "all"}[args.log_model], log_graph=True
+    )
     trainer = Trainer(
-        max_epochs=args.epochs, accelerator="cpu", devices=1, logger=adapter,
+        max_epochs=args.epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=adapter,
         callbacks=[ModelCheckpoint(monitor="val/loss", save_top_k=2)],
-        default_root_dir=args.savedir, log_every_n_steps=1, enable_progress_bar=False,
+        default_root_dir=args.savedir,
+        log_every_n_steps=1,
+        enable_progress_bar=False,
         enable_model_summary=False,
-    )  # fmt: skip
-    trainer.fit(Regressor(lr=args.lr), data(args.batches, args.batch_size, 0),
-                data(max(1, args.batches // 4), args.batch_size, 1))  # fmt: skip
+    )
+    trainer.fit(
+        Regressor(lr=args.lr),
+        data(args.batches, args.batch_size, 0),
+        data(max(1, args.batches // 4), args.batch_size, 1),
+    )
 
     run = fanlog.read_run(collection.journal_path)
     losses = ", ".join(f"{v:.4f}" for _, v in run.metric("train/loss"))

@@ -47,12 +47,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batches", type=int, default=20, help="training batches per epoch")
     parser.add_argument("--savedir", default="mllogs")
-    parser.add_argument("--to", default="mlflow", choices=["mlflow", "tensorboard", "wandb"],
-                        help="the tracker to sync to on the 'login node'")
-    parser.add_argument("--tracking-uri", default=None,
-                        help="MLflow server to sync to (default: an SQLite store in the savedir)")
-    parser.add_argument("--no-unreachable", action="store_true",
-                        help="do not configure the unreachable MLflow server on the compute node")
+    parser.add_argument(
+        "--to",
+        default="mlflow",
+        choices=["mlflow", "tensorboard", "wandb"],
+        help="the tracker to sync to on the 'login node'",
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow server to sync to (default: an SQLite store in the savedir)",
+    )
+    parser.add_argument(
+        "--no-unreachable",
+        action="store_true",
+        help="do not configure the unreachable MLflow server on the compute node",
+    )
     return parser.parse_args(argv)
 
 
@@ -62,10 +72,15 @@ def compute_node_logger(args: argparse.Namespace) -> Logger:
     if not args.no_unreachable:
         from fanlog import MLflowLogger
 
-        loggers.append(MLflowLogger(
-            savedir=args.savedir, tracking_uri="http://127.0.0.1:9",  # port 9: nothing listens
-            experiment_name="offline-hpc", close_timeout=2.0, down_after=1.0,
-        ))  # fmt: skip
+        loggers.append(
+            MLflowLogger(
+                savedir=args.savedir,
+                tracking_uri="http://127.0.0.1:9",  # port 9: nothing listens
+                experiment_name="offline-hpc",
+                close_timeout=2.0,
+                down_after=1.0,
+            )
+        )
     return LoggersCollection(loggers, savedir=args.savedir, experiment_name="offline-hpc")
 
 
@@ -99,7 +114,8 @@ def sync_on_login_node(args: argparse.Namespace) -> None:
     options: dict[str, object] = {}
     if args.to == "mlflow":
         options["tracking_uri"] = args.tracking_uri or (
-            f"sqlite:///{os.path.abspath(os.path.join(args.savedir, 'mlflow-synced.db'))}")
+            f"sqlite:///{os.path.abspath(os.path.join(args.savedir, 'mlflow-synced.db'))}"
+        )
     elif args.to == "wandb":
         options["mode"] = "offline"
     preview = fanlog.sync(args.savedir, to=args.to, dry_run=True, **options)
@@ -109,8 +125,10 @@ def sync_on_login_node(args: argparse.Namespace) -> None:
     again = fanlog.sync(args.savedir, to=args.to, **options)
     print("again:\n" + again.summary())
     assert report.ok and again.sent == 0, "a second sync must send nothing"
-    print(f"\nthe same from a shell: fanlog sync {args.savedir} --to {args.to}"
-          + "".join(f" --{k.replace('_', '-')} {v}" for k, v in options.items()))
+    print(
+        f"\nthe same from a shell: fanlog sync {args.savedir} --to {args.to}"
+        + "".join(f" --{k.replace('_', '-')} {v}" for k, v in options.items())
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

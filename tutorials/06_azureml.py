@@ -93,29 +93,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batches", type=int, default=20, help="training batches per epoch")
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--savedir", default="mllogs")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="contact no workspace: resolve the logger, train with the journal "
-                             "only, and show what `fanlog sync --to azureml` would send")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="contact no workspace: resolve the logger, train with the journal "
+        "only, and show what `fanlog sync --to azureml` would send",
+    )
     # hi-ml's --experiment and --tag
-    parser.add_argument("--experiment", default="fanlog-tutorials",
-                        help="AzureML experiment (not used in job mode: the job has one)")
-    parser.add_argument("--tag", default=None,
-                        help="the run's display name (default: lr-<lr>; not used in job mode)")
+    parser.add_argument(
+        "--experiment",
+        default="fanlog-tutorials",
+        help="AzureML experiment (not used in job mode: the job has one)",
+    )
+    parser.add_argument(
+        "--tag", default=None, help="the run's display name (default: lr-<lr>; not used in job mode)"
+    )
     where = parser.add_argument_group("workspace, from a VM (one of; default: ./config.json)")
     where.add_argument("--config", default=None, help="the workspace's config.json")
     where.add_argument("--subscription-id", default=None)
     where.add_argument("--resource-group", default=None)
     where.add_argument("--workspace-name", default=None)
     where.add_argument("--region", default=None, help="e.g. westeurope (saves a lookup)")
-    where.add_argument("--tracking-uri", default=None,
-                       help="azureml://... MLflow tracking URI (turns job mode off)")
-    parser.add_argument("--credential", default="default",
-                        choices=["default", "cli", "managed-identity"],
-                        help="default: DefaultAzureCredential without interactive login; "
-                             "cli: AzureCliCredential (after `az login`); managed-identity: "
-                             "ManagedIdentityCredential (AZURE_CLIENT_ID picks a user-assigned one)")
-    parser.add_argument("--interactive", action="store_true",
-                        help="allow a browser login (desktops only; never in a batch job)")
+    where.add_argument(
+        "--tracking-uri", default=None, help="azureml://... MLflow tracking URI (turns job mode off)"
+    )
+    parser.add_argument(
+        "--credential",
+        default="default",
+        choices=["default", "cli", "managed-identity"],
+        help="default: DefaultAzureCredential without interactive login; "
+        "cli: AzureCliCredential (after `az login`); managed-identity: "
+        "ManagedIdentityCredential (AZURE_CLIENT_ID picks a user-assigned one)",
+    )
+    parser.add_argument(
+        "--interactive",
+        action="store_true",
+        help="allow a browser login (desktops only; never in a batch job)",
+    )
     args = parser.parse_args(argv)
     args.tag = args.tag or f"lr-{args.lr:g}"
     return args
@@ -138,8 +152,8 @@ def make_azureml_logger(args: argparse.Namespace, config_path: str | None) -> Az
     (unless --tracking-uri is given); from a VM, the first one given wins: the tracking URI,
     then the three workspace values, then config.json (config_path, else cwd or a parent)."""
     return AzureMLLogger(
-        experiment_name=args.experiment,       # hi-ml --experiment
-        tag=args.tag,                          # hi-ml --tag: the run's display name
+        experiment_name=args.experiment,  # hi-ml --experiment
+        tag=args.tag,  # hi-ml --tag: the run's display name
         tracking_uri=args.tracking_uri,
         subscription_id=args.subscription_id,
         resource_group=args.resource_group,
@@ -164,16 +178,26 @@ def describe(logger: AzureMLLogger) -> tuple[dict[str, Any], Workspace | None]:
     pending = backend.tracking_uri is not None and "pending" in backend.tracking_uri
     facts = {
         "mode": "job (attach to the job's run)" if backend.job_mode else "from a VM (new run)",
-        "workspace": (f"{ws.workspace_name} (resource group {ws.resource_group}, subscription "
-                      f"{ws.subscription_id})" if (ws := backend.workspace) else "?"),
-        "tracking URI": ("looked up with Azure Resource Manager when the run opens (no region)"
-                         if pending else backend.tracking_uri),
+        "workspace": (
+            f"{ws.workspace_name} (resource group {ws.resource_group}, subscription {ws.subscription_id})"
+            if (ws := backend.workspace)
+            else "?"
+        ),
+        "tracking URI": (
+            "looked up with Azure Resource Manager when the run opens (no region)"
+            if pending
+            else backend.tracking_uri
+        ),
         "experiment": "the job's own" if backend.job_mode else backend.experiment_name,
         "run name": "the job's own" if backend.job_mode else backend.run_name,
-        "run": (f"{backend.requested_run_id} (owned by the job, left RUNNING)"
-                if backend.job_mode else "created at start, ended FINISHED/FAILED at the end"),
-        "credential": ("the job's MLFLOW_TRACKING_TOKEN" if backend.job_mode
-                       else type(backend.credential).__name__),
+        "run": (
+            f"{backend.requested_run_id} (owned by the job, left RUNNING)"
+            if backend.job_mode
+            else "created at start, ended FINISHED/FAILED at the end"
+        ),
+        "credential": (
+            "the job's MLFLOW_TRACKING_TOKEN" if backend.job_mode else type(backend.credential).__name__
+        ),
         "kinds sent": ", ".join(sorted(backend.supported_kinds)),
     }
     return facts, backend.workspace
@@ -258,8 +282,9 @@ def train(logger: fanlog.Logger, args: argparse.Namespace) -> None:
                 logits = model(centres[labels] + 0.8 * torch.randn(256, 2))
                 accuracy = (logits.argmax(dim=1) == labels).float().mean()
             # Epoch level: every tracker keeps it (AzureML shows these as charts).
-            logger.log_metrics({"train/epoch_loss": epoch_loss / args.batches,
-                                "val/accuracy": accuracy}, step=epoch)
+            logger.log_metrics(
+                {"train/epoch_loss": epoch_loss / args.batches, "val/accuracy": accuracy}, step=epoch
+            )
             logger.end_epoch()
 
 
@@ -269,8 +294,10 @@ def sync_command(args: argparse.Namespace, config_path: str | None) -> str:
     if args.tracking_uri:
         where = f"--tracking-uri '{args.tracking_uri}'"
     elif args.subscription_id:
-        where = (f"-o subscription_id={args.subscription_id} -o resource_group={args.resource_group}"
-                 f" -o workspace_name={args.workspace_name}")
+        where = (
+            f"-o subscription_id={args.subscription_id} -o resource_group={args.resource_group}"
+            f" -o workspace_name={args.workspace_name}"
+        )
         where += f" -o region={args.region}" if args.region else ""
     else:
         where = f"-o config_path={config_path or 'config.json'}"
@@ -303,8 +330,11 @@ def dry_run(args: argparse.Namespace) -> None:
 
         # 3. Train with the journal only; the run name and experiment are the ones
         #    AzureML would show, and `fanlog sync` takes the experiment from the journal.
-        logger = LoggersCollection([JournalLogger(savedir=args.savedir, log_freq="batch")],
-                                   experiment_name=args.experiment, run_name=args.tag)
+        logger = LoggersCollection(
+            [JournalLogger(savedir=args.savedir, log_freq="batch")],
+            experiment_name=args.experiment,
+            run_name=args.tag,
+        )
         train(logger, args)
         run = fanlog.read_run(logger.journal_path)
         print(f"journal: {len(run.records)} records in {logger.journal_path}")
@@ -316,8 +346,12 @@ def dry_run(args: argparse.Namespace) -> None:
         if args.tracking_uri:
             options["tracking_uri"] = args.tracking_uri
         elif args.subscription_id:
-            options.update(subscription_id=args.subscription_id, resource_group=args.resource_group,
-                           workspace_name=args.workspace_name, region=args.region)
+            options.update(
+                subscription_id=args.subscription_id,
+                resource_group=args.resource_group,
+                workspace_name=args.workspace_name,
+                region=args.region,
+            )
         else:
             options["config_path"] = config_path
         preview = fanlog.sync(args.savedir, to="azureml", dry_run=True, **options)
@@ -329,7 +363,8 @@ def real_run(args: argparse.Namespace) -> None:
     azureml = make_azureml_logger(args, args.config)
     logger = LoggersCollection(
         [JournalLogger(savedir=args.savedir, log_freq="batch"), azureml],
-        experiment_name=args.experiment, run_name=args.tag,
+        experiment_name=args.experiment,
+        run_name=args.tag,
         unsupported="ignore",  # nothing here is unsupported; shown for histograms and the like
     )
     train(logger, args)

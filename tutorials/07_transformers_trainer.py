@@ -77,24 +77,47 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.manual_seed(0)
-    logger = fanlog.from_config(args.config, savedir=args.savedir) if args.config else (
-        fanlog.from_config(default_config(args.savedir)))
+    logger = (
+        fanlog.from_config(args.config, savedir=args.savedir)
+        if args.config
+        else (fanlog.from_config(default_config(args.savedir)))
+    )
     log_model = {"false": False, "true": True}.get(args.log_model, args.log_model)
 
-    model = BertForSequenceClassification(BertConfig(
-        vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=32, max_position_embeddings=LENGTH,
-    ))  # fmt: skip
+    model = BertForSequenceClassification(
+        BertConfig(
+            vocab_size=VOCAB,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=LENGTH,
+        )
+    )
     every = max(1, args.steps // 4)
     training = TrainingArguments(
-        output_dir=args.output_dir, max_steps=args.steps, learning_rate=5e-3,
-        per_device_train_batch_size=16, logging_steps=max(1, every // 2), eval_strategy="steps",
-        eval_steps=every, save_steps=every, save_total_limit=2, load_best_model_at_end=True,
-        report_to="none", use_cpu=True, disable_tqdm=True, log_level="warning",
-    )  # fmt: skip
-    trainer = Trainer(model=model, args=training, train_dataset=StartsSmall(512, 0),
-                      eval_dataset=StartsSmall(64, 1),
-                      callbacks=[FanlogCallback(logger, log_model=log_model)])  # fmt: skip
+        output_dir=args.output_dir,
+        max_steps=args.steps,
+        learning_rate=5e-3,
+        per_device_train_batch_size=16,
+        logging_steps=max(1, every // 2),
+        eval_strategy="steps",
+        eval_steps=every,
+        save_steps=every,
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        log_level="warning",
+    )
+    trainer = Trainer(
+        model=model,
+        args=training,
+        train_dataset=StartsSmall(512, 0),
+        eval_dataset=StartsSmall(64, 1),
+        callbacks=[FanlogCallback(logger, log_model=log_model)],
+    )
     trainer.train()
 
     run = fanlog.read_run(args.savedir)

@@ -77,8 +77,17 @@ def main(argv: list[str] | None = None) -> None:
     accelerator = Accelerator(log_with=[FanlogTracker(fanlog_config(args.savedir))], cpu=True)
     accelerator.init_trackers("tutorial-08", config={"lr": args.lr, "steps": args.steps, "vocab": VOCAB})
 
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_positions=LENGTH, n_embd=16, n_layer=1, n_head=2,
-                                       bos_token_id=0, eos_token_id=0))  # fmt: skip
+    model = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=VOCAB,
+            n_positions=LENGTH,
+            n_embd=16,
+            n_layer=1,
+            n_head=2,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
     # Each process gets its share of the data: enough for `--steps` steps on each.
     data = Counting(16 * args.steps * accelerator.num_processes, 0)
@@ -91,8 +100,9 @@ def main(argv: list[str] | None = None) -> None:
         optimizer.zero_grad()
         # The mean over processes; every process takes part in the reduction.
         mean_loss = accelerator.reduce(loss.detach(), reduction="mean")
-        accelerator.log({"train/loss": mean_loss.item(), "train/lr": optimizer.param_groups[0]["lr"]},
-                        step=step)  # fmt: skip
+        accelerator.log(
+            {"train/loss": mean_loss.item(), "train/lr": optimizer.param_groups[0]["lr"]}, step=step
+        )
 
     if accelerator.is_main_process:
         logger = accelerator.get_tracker("fanlog", unwrap=True)  # the fanlog logger itself

@@ -101,8 +101,15 @@ class RunState(Protocol):
 
 
 # ---------------------------------------------------------------------- entry points
-def handle(logger: Any, item: Any, identifier: str, kind: str, step: int | None,
-           batch_idx: int | None, options: dict[str, Any]) -> None:
+def handle(
+    logger: Any,
+    item: Any,
+    identifier: str,
+    kind: str,
+    step: int | None,
+    batch_idx: int | None,
+    options: dict[str, Any],
+) -> None:
     """`Logger.log` with ``reduce=`` and/or ``on_epoch=``: reduce or accumulate, then log."""
     reduce = options.get("reduce")
     on_epoch = options.get("on_epoch", False)
@@ -205,9 +212,7 @@ def _side_group(dist: Any) -> Any:
     default = dist.group.WORLD
     with _group_lock:
         if _group is None or _group_for is not default:
-            _group = dist.new_group(
-                backend="gloo", timeout=datetime.timedelta(seconds=REDUCE_TIMEOUT)
-            )
+            _group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=REDUCE_TIMEOUT))
             _group_for = default
         return _group
 
@@ -309,4 +314,3 @@ def _extreme(a: Any, b: Any, op: str) -> Any:
 def _host(value: Any) -> float:
     """A host float: the one place a device value is waited for (reduce= exchanges)."""
     return float(value.item()) if is_tensor(value) else float(value)
-

@@ -71,10 +71,17 @@ def reason_of(exc: BaseException) -> str:
 
 # Errors about the file a record names (a captured artifact that is gone, a FIFO, a
 # directory where a file was expected): retrying cannot change them.
-_RECORD_ERRNOS = frozenset({
-    errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.ENAMETOOLONG, errno.ELOOP, errno.ENXIO,
-    errno.ESPIPE,
-})  # fmt: skip
+_RECORD_ERRNOS = frozenset(
+    {
+        errno.ENOENT,
+        errno.EISDIR,
+        errno.ENOTDIR,
+        errno.ENAMETOOLONG,
+        errno.ELOOP,
+        errno.ENXIO,
+        errno.ESPIPE,
+    }
+)
 # Statuses about the tracker as a whole (credentials, a deleted run, a proxy), not the
 # record: retried, so that fixing the tracker delivers everything, rather than refused.
 _TRACKER_STATUSES = frozenset({401, 403, 404, 407, 408, 429})
@@ -136,7 +143,4 @@ def bad_item(
     kind: str, identifier: str, expected: str, item: Any, exc: type[Exception] = TypeError
 ) -> Exception:
     """Build the error raised by a kind normalizer for a wrong item."""
-    return exc(
-        f"log(kind={kind!r}, identifier={identifier!r}): expected {expected}, "
-        f"got {describe(item)}"
-    )
+    return exc(f"log(kind={kind!r}, identifier={identifier!r}): expected {expected}, got {describe(item)}")

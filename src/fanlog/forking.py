@@ -83,16 +83,21 @@ class ForkedPipeline:
             journal.insert(rows, aside, on_error=self._failed, on_escaped=self._escaped)
         except Exception as exc:  # noqa: BLE001 - no spill in a child: say it is lost
             self._report(RuntimeError(f"record {record[1]!r} not stored in {journal.path}: {exc!r}"))
-            warnings.warn(f"fanlog: forked child {self.pid} cannot write {journal.path} ({exc}); "
-                          f"record {record[1]!r} is lost", RuntimeWarning, stacklevel=4)  # fmt: skip
+            warnings.warn(
+                f"fanlog: forked child {self.pid} cannot write {journal.path} ({exc}); "
+                f"record {record[1]!r} is lost",
+                RuntimeWarning,
+                stacklevel=4,
+            )
             return
 
     def capture(self, source: str, identifier: str) -> Captured | CaptureFailed:
         self._writing = True
         try:
             journal = self._open()
-            return capture(source, identifier, os.path.join(journal.run_dir, journal.files),
-                           self.settings.capture)  # fmt: skip
+            return capture(
+                source, identifier, os.path.join(journal.run_dir, journal.files), self.settings.capture
+            )
         except OSError as exc:
             return CaptureFailed(source, f"{type(exc).__name__}: {exc.strerror or exc}")
         finally:
@@ -103,8 +108,7 @@ class ForkedPipeline:
 
     flush_journal = flush
 
-    def interrupt(self, status: RunStatus | None = None, within: float = 0.0,
-                  drain: bool = False) -> None:  # fmt: skip
+    def interrupt(self, status: RunStatus | None = None, within: float = 0.0, drain: bool = False) -> None:
         return None
 
     def close(self, status: RunStatus, timeout: float | None = None) -> bool:
@@ -131,14 +135,24 @@ class ForkedPipeline:
         journal = open_writer(self.info.run_dir)
         for name, slot, kinds, options in self.backend_slots:
             journal.register_backend(name, kinds, options, slot=slot)
-        journal.set_meta({
-            "run_id": self.info.run_id, "run_name": self.info.run_name, "rank": self.info.rank,
-            "world_size": self.info.world_size, "experiment_name": self.info.experiment_name,
-            "started": time.time(), "status": "running", "pid": self.pid,
-            "host": os.uname().nodename, "backends": [],
-            "forked_from": {"pid": self.parent_pid,
-                            "journal": os.path.basename(self.parent_journal or "")},
-        })
+        journal.set_meta(
+            {
+                "run_id": self.info.run_id,
+                "run_name": self.info.run_name,
+                "rank": self.info.rank,
+                "world_size": self.info.world_size,
+                "experiment_name": self.info.experiment_name,
+                "started": time.time(),
+                "status": "running",
+                "pid": self.pid,
+                "host": os.uname().nodename,
+                "backends": [],
+                "forked_from": {
+                    "pid": self.parent_pid,
+                    "journal": os.path.basename(self.parent_journal or ""),
+                },
+            }
+        )
         self.journal = journal
         lifecycle.register(self._run)  # closed at this child's exit, not the parent's
         _close_with_multiprocessing(self._run)
@@ -146,12 +160,19 @@ class ForkedPipeline:
 
     def _failed(self, exc: BaseException, key: str) -> None:
         self.unstored += 1
-        self._report(RuntimeError(f"record {key!r} could not be stored: {exc!r}; it is set aside "
-                                  "in the journal's 'unstored' table"))  # fmt: skip
+        self._report(
+            RuntimeError(
+                f"record {key!r} could not be stored: {exc!r}; it is set aside "
+                "in the journal's 'unstored' table"
+            )
+        )
 
     def _escaped(self, original: str, stored: str) -> None:
-        warnings.warn(f"fanlog: the identifier {ascii(original)} is not valid Unicode text; it is "
-                      f"stored as {stored!r}", RuntimeWarning, stacklevel=6)  # fmt: skip
+        warnings.warn(
+            f"fanlog: the identifier {ascii(original)} is not valid Unicode text; it is stored as {stored!r}",
+            RuntimeWarning,
+            stacklevel=6,
+        )
 
     def _report(self, exc: BaseException) -> None:
         self._run.backend_failed("journal", exc)
@@ -161,8 +182,7 @@ def _slots_of(parent: Pipeline | ForkedPipeline) -> list[tuple[str, int, list[st
     """(name, slot, kinds, options) of the parent's backends: the child's journal keeps them."""
     if isinstance(parent, ForkedPipeline):
         return parent.backend_slots
-    return [(e.name, e.slot, sorted(e.backend.supported_kinds), e.backend.spec())
-            for e in parent.slots]
+    return [(e.name, e.slot, sorted(e.backend.supported_kinds), e.backend.spec()) for e in parent.slots]
 
 
 def _close_with_multiprocessing(run: Run) -> None:
@@ -217,5 +237,6 @@ def _release_held() -> None:
     _held_at_fork.clear()
 
 
-os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
-                    after_in_child=_after_fork_in_child)
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+)

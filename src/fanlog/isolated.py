@@ -58,9 +58,15 @@ class Worker:
     """
 
     def __init__(
-        self, handler: str, workdir: str, *, name: str, call_timeout: float,
-        env: Mapping[str, str] | None = None, final_op: str | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        handler: str,
+        workdir: str,
+        *,
+        name: str,
+        call_timeout: float,
+        env: Mapping[str, str] | None = None,
+        final_op: str | None = None,
+    ) -> None:
         self.name = name
         self.workdir = workdir
         self.call_timeout = call_timeout
@@ -68,13 +74,26 @@ class Worker:
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
-        command = [sys.executable, "-m", __name__, handler, str(to_child_r), str(from_child_w),
-                   final_op or ""]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            __name__,
+            handler,
+            str(to_child_r),
+            str(from_child_w),
+            final_op or "",
+        ]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                command, cwd=workdir, env=child_env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                pass_fds=(to_child_r, from_child_w), start_new_session=True,
-            )  # fmt: skip
+                command,
+                cwd=workdir,
+                env=child_env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                pass_fds=(to_child_r, from_child_w),
+                start_new_session=True,
+            )
         os.close(to_child_r)
         os.close(from_child_w)
         self._send = Connection(to_child_w, readable=False)

@@ -72,8 +72,9 @@ class Interruptible(Protocol):
 
     closed: threading.Event
 
-    def interrupt(self, status: RunStatus | None = None, within: float = 0.0,
-                  drain: bool = False) -> None: ...  # fmt: skip
+    def interrupt(
+        self, status: RunStatus | None = None, within: float = 0.0, drain: bool = False
+    ) -> None: ...
 
 
 SIGTERM_GRACE_SECONDS = float(os.environ.get("FANLOG_SIGTERM_GRACE", "10"))

@@ -305,8 +305,10 @@ def log_on_epoch(
             raise ValueError("log_on_epoch: give either a dict of metrics or a name and a value")
         metrics, name = name, None
     if name is not None and value is None:
-        raise ValueError(f"log_on_epoch: no value given for metric {name!r}. Both or neither of "
-                         "'name' and 'value' must be provided.")  # fmt: skip
+        raise ValueError(
+            f"log_on_epoch: no value given for metric {name!r}. Both or neither of "
+            "'name' and 'value' must be provided."
+        )
     if name is None and value is not None:
         raise ValueError("log_on_epoch: Both or neither of 'name' and 'value' must be provided.")
     trainer = _trainer(module)

@@ -93,9 +93,7 @@ def _settings_from(options: dict[str, Any]) -> PipelineSettings:
     names = {f.name for f in fields(PipelineSettings)}
     unknown = set(options) - names
     if unknown:
-        raise TypeError(
-            f"unknown logger option(s) {sorted(unknown)}; pipeline options are {sorted(names)}"
-        )
+        raise TypeError(f"unknown logger option(s) {sorted(unknown)}; pipeline options are {sorted(names)}")
     return PipelineSettings(**options)
 
 
@@ -111,8 +109,13 @@ class _KindGate:
 
     __slots__ = ("kind", "name", "normalize", "all_bits", "members", "every")
 
-    def __init__(self, kind: Kind | None, all_bits: int, members: list[tuple[int, int]],
-                 normalize: Callable[[Any, str], Any]) -> None:
+    def __init__(
+        self,
+        kind: Kind | None,
+        all_bits: int,
+        members: list[tuple[int, int]],
+        normalize: Callable[[Any, str], Any],
+    ) -> None:
         """`kind` None: a gate that lets nothing through (a kind a compat logger skips)."""
         self.kind = kind
         self.name = kind.name if kind is not None else ""
@@ -252,7 +255,8 @@ class Logger(ABC):
         if self.is_active:
             warnings.warn(
                 f"{type(self).__name__}.create_logger_context() called twice; ignored",
-                RuntimeWarning, stacklevel=2,
+                RuntimeWarning,
+                stacklevel=2,
             )
             return self
         self.rank = detect_rank(rank)
@@ -370,14 +374,26 @@ class Logger(ABC):
                 run.counters.pop(identifier, None)
         options = _options(kwargs, kind, identifier) if kwargs else None
         record: Pending = (  # type: ignore[assignment]  # a plain tuple, for speed (see Pending)
-            gate.name, identifier, value, step, batch_idx, run.epoch, time.time(), mask, options)
+            gate.name,
+            identifier,
+            value,
+            step,
+            batch_idx,
+            run.epoch,
+            time.time(),
+            mask,
+            options,
+        )
         if run.attention:  # a warning or a strict error waits, or the run was closed
             self._submit_and_attend(run, record)
         else:
             run.pipeline.submit(record)
 
     def log_metrics(
-        self, metrics: Mapping[str, Any], step: int | None = None, batch_idx: int | None = None,
+        self,
+        metrics: Mapping[str, Any],
+        step: int | None = None,
+        batch_idx: int | None = None,
         **kwargs: Any,
     ) -> None:
         """Log several metrics at once (one `log` per entry; kwargs as for `log`)."""
@@ -553,8 +569,10 @@ class Logger(ABC):
         when = "after destroy_logger_context()" if closed else "before create_logger_context()"
         started_in = getattr(self, "_started_in", None)
         if started_in is not None and not closed:
-            when += (f" in this process (it was started in process {started_in} and reached this"
-                     " one unstarted; call create_logger_context() here)")
+            when += (
+                f" in this process (it was started in process {started_in} and reached this"
+                " one unstarted; call create_logger_context() here)"
+            )
         return LoggerNotStartedError(f"{type(self).__name__}.{call}() called {when}")
 
 
@@ -597,8 +615,9 @@ class TrackerLogger(Logger):
 
     def backend_context(self) -> BackendContext:
         """The common options a backend may derive things from."""
-        return BackendContext(os.fspath(self.savedir), self.experiment_name, self.run_name,
-                              self.log_on_workers)  # fmt: skip
+        return BackendContext(
+            os.fspath(self.savedir), self.experiment_name, self.run_name, self.log_on_workers
+        )
 
     def make_backend(self) -> Backend:
         """A fresh backend for one run, built from this logger's declaration."""
@@ -669,18 +688,24 @@ class LoggersCollection(Logger):
             for member in logger.members():
                 if id(member) in seen:
                     named = f" {member.name!r}" if member.name else ""
-                    warnings.warn(f"fanlog: {type(member).__name__}{named} is listed more than once "
-                                  "in this LoggersCollection; it logs once", RuntimeWarning,
-                                  stacklevel=3)  # fmt: skip
+                    warnings.warn(
+                        f"fanlog: {type(member).__name__}{named} is listed more than once "
+                        "in this LoggersCollection; it logs once",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
                 seen.add(id(member))
         for member in self.members():
             journal_only = not getattr(member.backend_class, "needs_delivery", True)
             own = os.path.abspath(member.savedir)
             if journal_only and member.savedir != "mllogs" and own != os.path.abspath(self.savedir):
-                warnings.warn(f"fanlog: {type(member).__name__}(savedir={member.savedir!r}) is a member "
-                              "of a LoggersCollection: it records into the collection's journal in "
-                              f"{self.savedir!r}; nothing is written to {member.savedir!r}",
-                              RuntimeWarning, stacklevel=3)  # fmt: skip
+                warnings.warn(
+                    f"fanlog: {type(member).__name__}(savedir={member.savedir!r}) is a member "
+                    "of a LoggersCollection: it records into the collection's journal in "
+                    f"{self.savedir!r}; nothing is written to {member.savedir!r}",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
 
     @property
     def supported_kinds(self) -> frozenset[str]:
@@ -713,8 +738,15 @@ class EmptyLogger(Logger):
     def destroy_logger_context(self, status: RunStatus | str = RunStatus.FINISHED) -> bool:
         return True
 
-    def log(self, item: Any, identifier: str, kind: str = "metric", step: int | None = None,
-            batch_idx: int | None = None, **kwargs: Any) -> None:
+    def log(
+        self,
+        item: Any,
+        identifier: str,
+        kind: str = "metric",
+        step: int | None = None,
+        batch_idx: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         return None
 
 

@@ -189,9 +189,7 @@ class Pipeline:
         self._notify = notify or _log_warning
         self.slots: list[BackendSlot] = []
         for name, backend in backends:
-            slot = self.journal.register_backend(
-                name, backend.supported_kinds, backend.spec()
-            )
+            slot = self.journal.register_backend(name, backend.supported_kinds, backend.spec())
             entry = BackendSlot(name, backend, slot, delivered=self.journal.delivered(name))
             self.slots.append(entry)
         self.pending: collections.deque[Pending] = collections.deque()
@@ -240,7 +238,7 @@ class Pipeline:
             self.settings.delivery,
             [(e.name, e.slot, e.backend) for e in delivering if getattr(e.backend, "runs_in_agent", True)],
             self.journal.exclusive,
-        )  # fmt: skip
+        )
         for entry in delivering:
             entry.agent = entry.backend.remote = any(s["name"] == entry.name for s in self._agent_specs)
         self._agent_slots = [e for e in delivering if e.agent]
@@ -252,14 +250,21 @@ class Pipeline:
         self._agent_reader: Journal | None = None
         self._agent_left = False
         """destroy ran out of time while the agent was still delivering: it goes on alone."""
-        log.debug("fanlog: run %s rank %d delivers %s (%s)", info.run_id, info.rank,
-                  f"through the delivery agent: {[e.name for e in self._agent_slots]}"
-                  if self._agent_slots else "from threads", why)  # fmt: skip
+        log.debug(
+            "fanlog: run %s rank %d delivers %s (%s)",
+            info.run_id,
+            info.rank,
+            f"through the delivery agent: {[e.name for e in self._agent_slots]}"
+            if self._agent_slots
+            else "from threads",
+            why,
+        )
         self._dispatchers = [self._dispatcher(entry) for entry in self._delivering]
 
     def _dispatcher(self, entry: BackendSlot) -> threading.Thread:
-        return threading.Thread(target=self._dispatch_loop, args=(entry,), name=f"fanlog-{entry.name}",
-                                daemon=True)  # fmt: skip
+        return threading.Thread(
+            target=self._dispatch_loop, args=(entry,), name=f"fanlog-{entry.name}", daemon=True
+        )
 
     def start(self) -> None:
         """Start the journal writer, the delivery agent (if it has backends) and one
@@ -272,13 +277,16 @@ class Pipeline:
 
     def _start_agent(self) -> None:
         """Start the agent; where no process can be started, deliver from threads instead."""
-        self.agent = AgentProcess(self.journal.path, self.info, self.settings, self._agent_specs,
-                                  self._agent_event)  # fmt: skip
+        self.agent = AgentProcess(
+            self.journal.path, self.info, self.settings, self._agent_specs, self._agent_event
+        )
         try:
             self.agent.start()
         except OSError as exc:
-            self._notify(f"fanlog: cannot start the delivery agent ({exc}); the trackers are "
-                         "delivered from threads of this process instead")  # fmt: skip
+            self._notify(
+                f"fanlog: cannot start the delivery agent ({exc}); the trackers are "
+                "delivered from threads of this process instead"
+            )
             self.agent = None
             for entry in self._agent_slots:
                 entry.agent = entry.backend.remote = False
@@ -297,8 +305,10 @@ class Pipeline:
             return [f"the delivery agent did not start within {timeout:.0f} s (see {agent.log_path})"]
         if agent.gone:
             return [f"the delivery agent could not be started (see {agent.log_path})"]
-        return [f"the delivery agent could not build tracker {name!r} (see {agent.log_path})"
-                for name in agent.failed]  # fmt: skip
+        return [
+            f"the delivery agent could not build tracker {name!r} (see {agent.log_path})"
+            for name in agent.failed
+        ]
 
     # ------------------------------------------------------------ caller side
     def submit(self, record: Pending) -> None:
@@ -336,9 +346,12 @@ class Pipeline:
             return capture(source, identifier, files_dir, self.settings.capture)
         except OSError as exc:
             reason = f"{type(exc).__name__}: {exc.strerror or exc}"
-            warnings.warn(f"fanlog: could not capture the artifact {source!r} ({identifier!r}) into "
-                          f"the run: {reason}; it is reported as a journal error", RuntimeWarning,
-                          stacklevel=4)  # fmt: skip
+            warnings.warn(
+                f"fanlog: could not capture the artifact {source!r} ({identifier!r}) into "
+                f"the run: {reason}; it is reported as a journal error",
+                RuntimeWarning,
+                stacklevel=4,
+            )
             return CaptureFailed(source, reason)
 
     def _wait_for_room(self) -> bool:
@@ -372,8 +385,7 @@ class Pipeline:
         target_count = self.submitted
         self.wake_writer()
         with self._progress:
-            self._wait(lambda: self.written >= target_count or not self._writer.is_alive(),
-                       deadline)  # fmt: skip
+            self._wait(lambda: self.written >= target_count or not self._writer.is_alive(), deadline)
             return self.written >= target_count
 
     def _wait_delivered(self, deadline: Callable[[], float | None]) -> bool:
@@ -387,11 +399,17 @@ class Pipeline:
             for entry in self._delivering:
                 entry.hurry.set()
             delivered = all(
-                self._wait(lambda e=e: e.delivered >= target or e.closed  # type: ignore[misc]
-                           or e.down(down_after, tried[id(e)]), deadline)
+                self._wait(
+                    lambda e=e: (
+                        e.delivered >= target
+                        or e.closed  # type: ignore[misc]
+                        or e.down(down_after, tried[id(e)])
+                    ),
+                    deadline,
+                )
                 and e.delivered >= target
                 for e in self._delivering
-            )  # fmt: skip
+            )
         if self._agent_slots:
             delivered = self._wait_for_agent(deadline) and delivered
         return delivered and not self.spill  # not durable while records exist only in memory
@@ -406,8 +424,7 @@ class Pipeline:
             self._progress.wait(0.1 if remaining is None else min(remaining, 0.1))
         return True
 
-    def interrupt(self, status: RunStatus | None = None, within: float = 0.0,
-                  drain: bool = False) -> None:  # fmt: skip
+    def interrupt(self, status: RunStatus | None = None, within: float = 0.0, drain: bool = False) -> None:
         """Called from a signal handler while `close()` runs: stop waiting for trackers after
         `within` seconds, and close with `status` if given. With `drain` (SIGTERM), the
         journal drain gets `within` seconds as well; else (Ctrl-C) it goes on."""
@@ -457,8 +474,10 @@ class Pipeline:
             self._let_agent_go()
         self._check_wal()
         if self._writer.is_alive():  # out of time while still writing: leave its connection open
-            self._warn(f"fanlog: {self.submitted - self.written} record(s) were still being "
-                       f"written to {self.journal.path} when the close ran out of time")
+            self._warn(
+                f"fanlog: {self.submitted - self.written} record(s) were still being "
+                f"written to {self.journal.path} when the close ran out of time"
+            )
         else:
             self._close_journal()
         self.closed.set()
@@ -466,8 +485,15 @@ class Pipeline:
         delivered = all(e.delivered >= self.committed for e in self._delivering)
         refused = any(e.rejected for e in self.slots)
         lost = self.journal.file_lost is not None
-        return (drained and delivered and not self.spill and not refused and not self.unstored
-                and not lost and all(e.closed for e in self.slots))  # fmt: skip
+        return (
+            drained
+            and delivered
+            and not self.spill
+            and not refused
+            and not self.unstored
+            and not lost
+            and all(e.closed for e in self.slots)
+        )
 
     def abort(self) -> None:
         """Undo a start that was interrupted: stop the threads that started (a tracker run a
@@ -508,8 +534,10 @@ class Pipeline:
             stored = 0
             log.warning("fanlog: cannot read %s back: %r", self.journal.path, exc)
         if stored < expected:
-            message = (f"fanlog: {expected - stored} of {expected} record(s) are missing from "
-                       f"{self.journal.path} because its -wal file was deleted during the run")
+            message = (
+                f"fanlog: {expected - stored} of {expected} record(s) are missing from "
+                f"{self.journal.path} because its -wal file was deleted during the run"
+            )
             self._report("journal", RuntimeError(message))
             self._warn(message)
 
@@ -612,9 +640,11 @@ class Pipeline:
         if self._writer_crashes > WRITER_RETRIES:
             self.pending.extendleft(reversed(batch))
             self.writer_error = exc
-            self._notify(f"fanlog: {reason}; it failed {WRITER_RETRIES} times in a row and "
-                         f"stopped: records logged from now on are not written to "
-                         f"{self.journal.path}, and flush() returns False")  # fmt: skip
+            self._notify(
+                f"fanlog: {reason}; it failed {WRITER_RETRIES} times in a row and "
+                f"stopped: records logged from now on are not written to "
+                f"{self.journal.path}, and flush() returns False"
+            )
             with self._progress:
                 self._progress.notify_all()
             return False
@@ -630,8 +660,10 @@ class Pipeline:
 
     def _set_aside_batch(self, batch: list[Pending], reason: str) -> None:
         """Store what describes each record of a batch the writer failed on twice."""
-        aside = [SetAside(None, kind_name(kind), key, step, batch_idx, when, reason)
-                 for kind, key, _, step, batch_idx, _, when, _, _ in batch]  # fmt: skip
+        aside = [
+            SetAside(None, kind_name(kind), key, step, batch_idx, when, reason)
+            for kind, key, _, step, batch_idx, _, when, _, _ in batch
+        ]
         self.journal.insert([], aside)
         self.unstored += len(batch)
         self._written(len(batch))
@@ -641,9 +673,11 @@ class Pipeline:
         if original in self._escaped_keys:
             return
         self._escaped_keys.add(original)
-        self._notify(f"fanlog: the identifier {ascii(original)} is not valid Unicode text (it "
-                     "holds a lone surrogate, as os.fsdecode() gives for a name that is not "
-                     f"UTF-8); it is stored and delivered as {stored!r}")  # fmt: skip
+        self._notify(
+            f"fanlog: the identifier {ascii(original)} is not valid Unicode text (it "
+            "holds a lone surrogate, as os.fsdecode() gives for a name that is not "
+            f"UTF-8); it is stored and delivered as {stored!r}"
+        )
 
     def _written(self, count: int) -> None:
         with self._progress:
@@ -700,8 +734,11 @@ class Pipeline:
             self.committed = self.journal.last_seq
         self.journal_error = None
         self._wake_dispatchers()
-        log.warning("fanlog: the journal %s is writable again; %d record(s) moved into it",
-                    self.journal.path, len(rows))  # fmt: skip
+        log.warning(
+            "fanlog: the journal %s is writable again; %d record(s) moved into it",
+            self.journal.path,
+            len(rows),
+        )
         with self._progress:
             self._progress.notify_all()
 
@@ -713,9 +750,13 @@ class Pipeline:
     def _unstored(self, exc: BaseException, key: str) -> None:
         """One record could not be stored: it is set aside in the journal; count and report it."""
         self.unstored += 1
-        self._report("journal", RuntimeError(
-            f"record {key!r} could not be stored: {exc!r}; it is set aside in the journal's "
-            "'unstored' table"))
+        self._report(
+            "journal",
+            RuntimeError(
+                f"record {key!r} could not be stored: {exc!r}; it is set aside in the journal's "
+                "'unstored' table"
+            ),
+        )
 
     def _check_wal(self) -> None:
         """Report a -wal file deleted or replaced under the writer (writer thread, or close)."""
@@ -821,7 +862,7 @@ class Pipeline:
                 f"{entry.name} refuses every record for one same reason, so the tracker (or a "
                 f"proxy before it) is not working; nothing is marked refused, and delivery is "
                 f"retried: {reason_of(error)}"
-            )  # fmt: skip
+            )
             refusal.__cause__ = error
             error = refusal
         if error is not None:
@@ -887,8 +928,9 @@ class Pipeline:
         entry.rejected.append((record.seq, record.kind, record.key, reason))
         report = RecordRejected(
             f"{entry.name} refused {record.kind} {record.key!r} (seq {record.seq}) for good; "
-            f"it is kept in the journal and skipped: {reason}", record.seq,
-        )  # fmt: skip
+            f"it is kept in the journal and skipped: {reason}",
+            record.seq,
+        )
         report.__cause__ = exc
         self._report(entry.name, report)
         self._advance(entry, reader, record.seq)
@@ -922,8 +964,9 @@ class Pipeline:
             entry.opened = True
             entry.backend.take_info(event.get("info") or {})
         elif kind == "rejected" and entry is not None:
-            entry.rejected.append((int(event["seq"]), str(event.get("kind")), str(event.get("key")),
-                                   str(event.get("reason"))))  # fmt: skip
+            entry.rejected.append(
+                (int(event["seq"]), str(event.get("kind")), str(event.get("key")), str(event.get("reason")))
+            )
             self._report(name, AgentReport(str(event.get("error")), int(event["seq"])))
         elif kind == "error":
             if entry is not None and event.get("fatal"):
@@ -994,16 +1037,22 @@ class Pipeline:
         for entry in self._agent_slots:
             since = (entry.health or {}).get("stalled_since")
             if since is not None and not entry.closed:
-                lines.append(f"  {entry.name}: its tracker has not answered the delivery agent's "
-                             f"call for {time.time() - since:.0f} s")  # fmt: skip
+                lines.append(
+                    f"  {entry.name}: its tracker has not answered the delivery agent's "
+                    f"call for {time.time() - since:.0f} s"
+                )
         for entry in self.slots:
             stalled = entry.watch.stalled_for()
             if entry.abandoned and stalled:
-                lines.append(f"  {entry.name}: its tracker has not answered a call for {stalled:.0f} s; "
-                             "fanlog stopped waiting for it")  # fmt: skip
+                lines.append(
+                    f"  {entry.name}: its tracker has not answered a call for {stalled:.0f} s; "
+                    "fanlog stopped waiting for it"
+                )
             if entry.rejected:
-                shown = "; ".join(f"seq {seq} {kind} {key!r}: {reason[:200]}"
-                                  for seq, kind, key, reason in entry.rejected[:3])  # fmt: skip
+                shown = "; ".join(
+                    f"seq {seq} {kind} {key!r}: {reason[:200]}"
+                    for seq, kind, key, reason in entry.rejected[:3]
+                )
                 more = f"; and {len(entry.rejected) - 3} more" if len(entry.rejected) > 3 else ""
                 lines.append(
                     f"  {entry.name}: {len(entry.rejected)} record(s) refused for good, kept in the "
@@ -1032,8 +1081,10 @@ class Pipeline:
         if self.dropped:
             lines.append(f"  {self.dropped} record(s) dropped at the max_pending bound")
         if self.writer_error is not None:
-            lines.append(f"  the journal writer stopped ({safe_repr(self.writer_error)}); "
-                         f"{len(self.pending)} record(s) were not written")  # fmt: skip
+            lines.append(
+                f"  the journal writer stopped ({safe_repr(self.writer_error)}); "
+                f"{len(self.pending)} record(s) were not written"
+            )
         if self.spill_dropped:
             lines.append(
                 f"  {self.spill_dropped} record(s) dropped from memory beyond spill_max "

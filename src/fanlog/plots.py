@@ -89,7 +89,9 @@ def plot_run(
     columns = min(MAX_COLUMNS, len(chosen))
     panel_rows = math.ceil(len(chosen) / columns)
     figure, axes = plt.subplots(
-        panel_rows, columns, figsize=(PANEL_WIDTH * columns, PANEL_HEIGHT * panel_rows),
+        panel_rows,
+        columns,
+        figsize=(PANEL_WIDTH * columns, PANEL_HEIGHT * panel_rows),
         squeeze=False,
     )
     try:
@@ -116,14 +118,25 @@ def _draw_panel(ax: Any, key: str, rows: list[MetricRow]) -> None:
         label = f"rank {rank}" if len(ranks) > 1 else None
         epoch_level = all(r.batch_idx is None for r in mine)
         ax.plot(
-            [r.step for r in mine], [r.value for r in mine], label=label,
-            marker="o" if epoch_level or len(mine) <= 20 else None, markersize=3, linewidth=1.2,
+            [r.step for r in mine],
+            [r.value for r in mine],
+            label=label,
+            marker="o" if epoch_level or len(mine) <= 20 else None,
+            markersize=3,
+            linewidth=1.2,
         )
     for step, epoch in epoch_starts([r for r in rows if r.rank == ranks[0]]):
         ax.axvline(step, color="0.6", linestyle="--", linewidth=0.8)
         ax.annotate(
-            f"e{epoch}", (step, 1.0), xycoords=("data", "axes fraction"), fontsize=7,
-            color="0.4", ha="left", va="top", xytext=(2, -2), textcoords="offset points",
+            f"e{epoch}",
+            (step, 1.0),
+            xycoords=("data", "axes fraction"),
+            fontsize=7,
+            color="0.4",
+            ha="left",
+            va="top",
+            xytext=(2, -2),
+            textcoords="offset points",
         )
     hidden = sum(1 for r in rows if not math.isfinite(r.value))
     # NaN and ±inf are kept in the journal but cannot be drawn: say so instead of hiding them.

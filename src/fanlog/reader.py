@@ -78,9 +78,7 @@ class RunData:
 
     def metric(self, key: str, rank: int | None = None) -> list[tuple[int, float]]:
         """(step, value) pairs of one metric."""
-        return [
-            (m.step, m.value) for m in self.metrics if m.key == key and (rank is None or m.rank == rank)
-        ]
+        return [(m.step, m.value) for m in self.metrics if m.key == key and (rank is None or m.rank == rank)]
 
     def to_dataframe(self) -> Any:
         """The metrics as a pandas DataFrame (needs pandas)."""

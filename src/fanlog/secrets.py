@@ -72,35 +72,54 @@ _SHAPES: tuple[tuple[tuple[str, ...], re.Pattern[str], bool], ...] = tuple(
         (("://",), r"://[^\s/?#@:]{0,256}:([^\s/?#]{1,256})@", False),
         (("://",), r"://([A-Za-z0-9_.~%-]{16,256})@", False),
         # HTTP authorization: "Authorization: Bearer X"; a Bearer or Basic credential alone
-        (("authorization",),
-         r"authorization[\"']?[ \t]{0,8}[:=][ \t]{0,8}[\"']?((?:[a-z]{2,12}[ \t]+)?[^\s\"',;]{1,4096})",
-         True),
-        (("bearer",),
-         r"bearer(?<![a-z0-9]bearer)[ \t]+((?=[a-z0-9._~+/-]*[0-9._~+/-])[a-z0-9._~+/-]{8,4096}=*)",
-         True),
-        (("basic",),
-         r"Basic(?<![A-Za-z0-9]Basic)[ \t]+"
-         r"((?=[A-Za-z0-9+/]*(?:[0-9+/]|[a-z][A-Z]))[A-Za-z0-9+/]{8,4096}={0,2})",
-         False),
+        (
+            ("authorization",),
+            r"authorization[\"']?[ \t]{0,8}[:=][ \t]{0,8}[\"']?((?:[a-z]{2,12}[ \t]+)?[^\s\"',;]{1,4096})",
+            True,
+        ),
+        (
+            ("bearer",),
+            r"bearer(?<![a-z0-9]bearer)[ \t]+((?=[a-z0-9._~+/-]*[0-9._~+/-])[a-z0-9._~+/-]{8,4096}=*)",
+            True,
+        ),
+        (
+            ("basic",),
+            r"Basic(?<![A-Za-z0-9]Basic)[ \t]+"
+            r"((?=[A-Za-z0-9+/]*(?:[0-9+/]|[a-z][A-Z]))[A-Za-z0-9+/]{8,4096}={0,2})",
+            False,
+        ),
         # private keys in PEM form, to their END line or to the end of the text
-        (("private key-----",),
-         r"(-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY-----[\s\S]*?"
-         r"(?:-----END [A-Z0-9 ]{0,40}PRIVATE KEY-----|\Z))",
-         False),
+        (
+            ("private key-----",),
+            r"(-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY-----[\s\S]*?"
+            r"(?:-----END [A-Z0-9 ]{0,40}PRIVATE KEY-----|\Z))",
+            False,
+        ),
         # token formats of well-known services
-        (("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
-         r"((?:gh[pousr]_|github_pat_)[A-Za-z0-9_]{30,255})", False),  # GitHub
+        (
+            ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+            r"((?:gh[pousr]_|github_pat_)[A-Za-z0-9_]{30,255})",
+            False,
+        ),  # GitHub
         (("glpat-",), r"(glpat-[A-Za-z0-9_-]{20,255})", False),  # GitLab
-        (("akia", "asia", "abia", "acca"),
-         r"((?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16})(?![A-Za-z0-9])", False),  # AWS access key id
+        (
+            ("akia", "asia", "abia", "acca"),
+            r"((?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16})(?![A-Za-z0-9])",
+            False,
+        ),  # AWS access key id
         (("eyj",), r"(eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*)", False),  # JWT
         (("xox",), r"(xox[abposr](?<![A-Za-z0-9]xox.)-[A-Za-z0-9-]{10,255})", False),  # Slack
         (("hooks.slack.com",), r"(hooks\.slack\.com/services/[A-Za-z0-9/_-]{10,255})", False),
-        (("sk-",),
-         r"(sk-(?<![A-Za-z0-9]sk-)(?:proj-|svcacct-|admin-|ant-)?[A-Za-z0-9_-]{20,255})",
-         False),  # OpenAI, Anthropic
-        (("sk_live_", "sk_test_", "rk_live_", "rk_test_"),
-         r"((?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,255})", False),  # Stripe
+        (
+            ("sk-",),
+            r"(sk-(?<![A-Za-z0-9]sk-)(?:proj-|svcacct-|admin-|ant-)?[A-Za-z0-9_-]{20,255})",
+            False,
+        ),  # OpenAI, Anthropic
+        (
+            ("sk_live_", "sk_test_", "rk_live_", "rk_test_"),
+            r"((?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,255})",
+            False,
+        ),  # Stripe
         (("hf_",), r"(hf_(?<![A-Za-z0-9]hf_)[A-Za-z0-9]{30,255})", False),  # Hugging Face
         (("aiza",), r"(AIza[A-Za-z0-9_-]{35})", False),  # Google API key
         (("dapi",), r"(dapi(?<![A-Za-z0-9]dapi)[0-9a-f]{32}(?:-[0-9]+)?)", False),  # Databricks
@@ -109,35 +128,59 @@ _SHAPES: tuple[tuple[tuple[str, ...], re.Pattern[str], bool], ...] = tuple(
         # a .netrc entry: machine HOST login USER password X
         (("machine",), r"(?<![a-z0-9_])(?:password|passwd)[ \t\r\n]+([^\s]{1,4096})", True),
         # prose: "the password is X", "api key was X", "token is: X"
-        (("password", "passphrase", "api key", "secret", "token"),
-         r"(?:password|passphrase|api key|secret key|secret|token)[ \t]+(?:is|was)[ \t]*:?[ \t]+"
-         r"[\"'`]?([^\s\"'`]{4,4096})", True),
+        (
+            ("password", "passphrase", "api key", "secret", "token"),
+            r"(?:password|passphrase|api key|secret key|secret|token)[ \t]+(?:is|was)[ \t]*:?[ \t]+"
+            r"[\"'`]?([^\s\"'`]{4,4096})",
+            True,
+        ),
         # an API key as a URL query parameter: ...?key=X
         (("key=",), r"[?&](?:key|apikey|api-key)=([^&#\s\"']{1,4096})", True),
         # mysql -pX (the password glued to the flag), curl -u user:X
         (("mysql",), r"mysql(?:dump|admin)?\b[^\n]{0,200}?[ \t]-p([^\s]{1,4096})", False),
-        (("curl",), r"curl\b[^\n]{0,200}?[ \t](?:-u|--user)[ \t=]+[\"']?[^\s:\"']{1,256}:"
-                    r"([^\s\"']{1,4096})", False),
+        (
+            ("curl",),
+            r"curl\b[^\n]{0,200}?[ \t](?:-u|--user)[ \t=]+[\"']?[^\s:\"']{1,256}:"
+            r"([^\s\"']{1,4096})",
+            False,
+        ),
     )
-)  # fmt: skip
+)
 _HEX_KEY_WORDS = ("wandb", "api", "key", "token", "secret", "passw", "login", "auth", "credential")
 """A W&B API key is 40 hex digits, like a git commit: redacted only right after one of these."""
 _HEX_KEY = re.compile(r"[^\n]{0,24}?(?<![0-9a-z])((?:local-)?[0-9a-f]{40})(?![0-9a-z])")
 
 # Parts of every secret-looking key (see _SECRET_KEY): where KEY=value and --flag value are
 # looked for in text.
-_KEY_STEMS = ("pass", "pw", "secret", "token", "key", "auth", "cred", "cookie", "bearer", "sas",
-              "sig", "dsn", "connection", "access")  # fmt: skip
+_KEY_STEMS = (
+    "pass",
+    "pw",
+    "secret",
+    "token",
+    "key",
+    "auth",
+    "cred",
+    "cookie",
+    "bearer",
+    "sas",
+    "sig",
+    "dsn",
+    "connection",
+    "access",
+)
 _KEY_CHAR = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 _KEY_TAIL = re.compile(r"[A-Za-z0-9_.-]{0,64}")
 _ASSIGN = re.compile(r"[\"']?[ \t]{0,8}(?:=|:(?!//))[ \t]{0,8}([\"']?)")
 _FLAG_GAP = re.compile(r"[ \t]+(?=[^\s-])")
 _PLAIN_VALUE = re.compile(r"[^\s\"'&;,]+")
 _WORD_VALUE = re.compile(r"\"[^\"\n]*\"|'[^'\n]*'|[^\s\"']+")
-_QUOTED_VALUE = {'"': re.compile(r'(?:[^"\\\n]|\\.){1,4096}'),  # to the closing quote,
-                 "'": re.compile(r"(?:[^'\\\n]|\\.){1,4096}")}  # over escaped ones
-_WORDS = frozenset({word for words, _, _ in _SHAPES for word in words} | set(_HEX_KEY_WORDS)
-                   | set(_KEY_STEMS))  # fmt: skip
+_QUOTED_VALUE = {
+    '"': re.compile(r'(?:[^"\\\n]|\\.){1,4096}'),  # to the closing quote,
+    "'": re.compile(r"(?:[^'\\\n]|\\.){1,4096}"),
+}  # over escaped ones
+_WORDS = frozenset(
+    {word for words, _, _ in _SHAPES for word in words} | set(_HEX_KEY_WORDS) | set(_KEY_STEMS)
+)
 """Every word some rule above needs; a text without one of them holds no built-in secret."""
 _ANY_WORD = re.compile("|".join(re.escape(word) for word in sorted(_WORDS, key=len, reverse=True)))
 _SHAPES_OF = {word: tuple(i for i, (words, _, _) in enumerate(_SHAPES) if word in words) for word in _WORDS}
@@ -145,6 +188,7 @@ _SHAPES_OF = {word: tuple(i for i, (words, _, _) in enumerate(_SHAPES) if word i
 _SHORT = 256
 """Up to this length one regex tells whether any word is present (most texts: none)."""
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
 
 # ------------------------------------------------------------------ configuration
 def allow_keys(keys: Iterable[str]) -> None:

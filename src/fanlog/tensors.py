@@ -79,8 +79,9 @@ _casts: dict[Any, Any] = {}
 
 
 def _fill_casts(torch: Any) -> dict[Any, Any]:
-    _casts.update({torch.bfloat16: torch.float32, torch.float16: torch.float32,
-                   torch.complex32: torch.complex64})  # fmt: skip
+    _casts.update(
+        {torch.bfloat16: torch.float32, torch.float16: torch.float32, torch.complex32: torch.complex64}
+    )
     for name in ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu"):
         if hasattr(torch, name):
             _casts[getattr(torch, name)] = torch.float32

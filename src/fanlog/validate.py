@@ -51,8 +51,12 @@ def _as_int(value: Any, name: str, identifier: str) -> int:
             return int(value)
         raise _refused(value, name, identifier)
     if is_tensor(value):
-        if value.numel() != 1 or value.is_floating_point() or value.is_complex() or \
-                str(value.dtype) == "torch.bool":
+        if (
+            value.numel() != 1
+            or value.is_floating_point()
+            or value.is_complex()
+            or str(value.dtype) == "torch.bool"
+        ):
             raise _refused(value, name, identifier)
         return int(value.item())  # a device tensor syncs here: pass a Python int to avoid it
     if hasattr(value, "__index__") and not isinstance(value, (str, bytes)):

@@ -31,8 +31,9 @@ def main() -> None:
     logger = LoggersCollection(
         [
             JournalLogger(log_on_workers=-1, **common),
-            MLflowLogger(experiment_name=args.experiment, tracking_uri=args.tracking_uri,
-                         log_on_workers=0, **common),  # fmt: skip
+            MLflowLogger(
+                experiment_name=args.experiment, tracking_uri=args.tracking_uri, log_on_workers=0, **common
+            ),
             TensorBoardLogger(log_on_workers=args.tensorboard_workers, **common),
         ],
         delivery="agent",
@@ -44,8 +45,13 @@ def main() -> None:
     dist.barrier()
     ended = logger.destroy_logger_context()
     imported = sorted({m.split(".")[0] for m in sys.modules} & {"mlflow", "tensorboard"})
-    print("REPORT " + json.dumps({"rank": rank, "agent_pid": agent.pid if agent else None,
-                                  "ended": ended, "imported": imported}), flush=True)  # fmt: skip
+    print(
+        "REPORT "
+        + json.dumps(
+            {"rank": rank, "agent_pid": agent.pid if agent else None, "ended": ended, "imported": imported}
+        ),
+        flush=True,
+    )
     dist.destroy_process_group()
 
 

@@ -28,21 +28,36 @@ TRACKER_MODULES = ("mlflow", "tensorboard", "wandb", "azureml", "prov4ml", "ypro
 def report(pipeline: Any, **fields: Any) -> None:
     agent = pipeline.agent
     imported = sorted({m.split(".")[0] for m in sys.modules} & set(TRACKER_MODULES))
-    print(json.dumps({"journal": pipeline.journal.path, "agent_pid": agent.pid if agent else None,
-                      "delivery": pipeline.delivery, "imported": imported,
-                      "restarts": agent.restarts if agent else 0, **fields}), flush=True)  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "journal": pipeline.journal.path,
+                "agent_pid": agent.pid if agent else None,
+                "delivery": pipeline.delivery,
+                "imported": imported,
+                "restarts": agent.restarts if agent else 0,
+                **fields,
+            }
+        ),
+        flush=True,
+    )
 
 
 def main(spec: dict[str, Any]) -> None:
     options = spec.get("options", {})
     logger = LoggersCollection(
         [
-            MLflowLogger(experiment_name=spec["experiment"], tracking_uri=spec["url"],
-                         savedir=spec["savedir"], log_freq="batch"),  # fmt: skip
+            MLflowLogger(
+                experiment_name=spec["experiment"],
+                tracking_uri=spec["url"],
+                savedir=spec["savedir"],
+                log_freq="batch",
+            ),
             TensorBoardLogger(savedir=spec["savedir"] + "/tb", log_freq="batch"),
         ],
-        delivery=spec["delivery"], **options,
-    )  # fmt: skip
+        delivery=spec["delivery"],
+        **options,
+    )
     logger.create_logger_context()
     pipeline = logger._run.pipeline  # noqa: SLF001 - the test reads the agent's pid from it
     step = 0

@@ -160,9 +160,13 @@ class WorkspaceProxy:
         rest = path[len(prefix) :]
         if rest.startswith("/api/2.0/mlflow/runs/log-batch") and self._take_throttle():
             self._answer(
-                request, path, True, 429, {"error_code": "REQUEST_LIMIT_EXCEEDED",
-                                           "message": "throttled"}, {"Retry-After": "1"},
-            )  # fmt: skip
+                request,
+                path,
+                True,
+                429,
+                {"error_code": "REQUEST_LIMIT_EXCEEDED", "message": "throttled"},
+                {"Retry-After": "1"},
+            )
             return
         self._forward(request, path, rest, body)
 
@@ -183,9 +187,11 @@ class WorkspaceProxy:
     def _forward(self, request: BaseHTTPRequestHandler, path: str, rest: str, body: bytes) -> None:
         headers = {"Content-Type": request.headers.get("Content-Type", "application/json")}
         upstream = urllib.request.Request(
-            self.upstream + rest, data=body if request.command != "GET" else None,
-            method=request.command, headers=headers,
-        )  # fmt: skip
+            self.upstream + rest,
+            data=body if request.command != "GET" else None,
+            method=request.command,
+            headers=headers,
+        )
         try:
             with urllib.request.urlopen(upstream, timeout=60) as response:
                 status, payload = response.status, response.read()
@@ -209,9 +215,14 @@ class WorkspaceProxy:
         self._answer(request, path, True, 200, body)
 
     def _answer(
-        self, request: BaseHTTPRequestHandler, path: str, authorized: bool, status: int,
-        body: dict[str, Any], headers: dict[str, str] | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        request: BaseHTTPRequestHandler,
+        path: str,
+        authorized: bool,
+        status: int,
+        body: dict[str, Any],
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self._record(request.command, path, authorized, status)
         payload = json.dumps(body).encode()
         request.send_response(status)

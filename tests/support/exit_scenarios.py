@@ -120,8 +120,7 @@ def ending(scenario: str, savedir: str) -> None:
         from fanlog import LoggersCollection
 
         dead = RecordingLogger(savedir=savedir, backend=RecordingBackend(always_fail=True))
-        logger = LoggersCollection([logger, dead], job_id=logger.job_id, close_timeout=120,
-                                   down_after=120)  # fmt: skip
+        logger = LoggersCollection([logger, dead], job_id=logger.job_id, close_timeout=120, down_after=120)
     if style == "with":
         with logger.start_logging(rank=0):
             burst(logger)

@@ -96,8 +96,9 @@ def run_round(scenario: str) -> int:
     if scenario == "dataloader":
         import torch.utils.data
 
-        loader = torch.utils.data.DataLoader(LoggingDataset(), batch_size=2, num_workers=2,
-                                             multiprocessing_context="fork")  # fmt: skip
+        loader = torch.utils.data.DataLoader(
+            LoggingDataset(), batch_size=2, num_workers=2, multiprocessing_context="fork"
+        )
         assert [b.tolist() for b in loader] == [[0, 1], [2, 3]]
         return 4
     raise ValueError(scenario)
@@ -127,8 +128,7 @@ def main() -> None:
     status = logger._pipeline.journal.meta()["status"]  # after every child has gone
     path = logger.journal_path
     logger.destroy_logger_context()
-    print(json.dumps({"parent": logged[0], "children": children, "status": status,
-                      "journal": path}))  # fmt: skip
+    print(json.dumps({"parent": logged[0], "children": children, "status": status, "journal": path}))
 
 
 if __name__ == "__main__":

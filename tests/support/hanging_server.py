@@ -66,8 +66,9 @@ class TrackerProxy:
     delays every answer, and a request whose body contains one of `refuse` gets
     ``400 INVALID_PARAMETER_VALUE`` instead of reaching the server."""
 
-    def __init__(self, target: str, delay: float = 0.0, refuse: tuple[str, ...] = (),
-                 refuse_status: int = 400) -> None:  # fmt: skip
+    def __init__(
+        self, target: str, delay: float = 0.0, refuse: tuple[str, ...] = (), refuse_status: int = 400
+    ) -> None:
         self.target = urllib.parse.urlsplit(target)
         self.delay = delay
         self.refuse = refuse
@@ -121,8 +122,9 @@ class TrackerProxy:
             def _drip(self, every: float) -> None:
                 """Answer 200 with a 1000-byte body, one byte every `every` seconds."""
                 try:
-                    self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                                     b"Content-Length: 1000\r\n\r\n")  # fmt: skip
+                    self.wfile.write(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+                    )
                     self.wfile.flush()
                     for _ in range(1000):
                         if proxy.closed.wait(every):

@@ -49,11 +49,19 @@ def run_trainer(options: argparse.Namespace, config: Any, hook: StepHook) -> Non
             hook.after(state.global_step)
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    args = training_arguments(options.output_dir, max_steps=options.steps, log_level="warning",
-                              ddp_backend="gloo" if distributed else None)  # fmt: skip
-    trainer = Trainer(model=tiny_bert(), args=args, train_dataset=RandomTokens(64, 1),
-                      eval_dataset=RandomTokens(16, 2),
-                      callbacks=[FanlogCallback(config, log_model=options.log_model), Hook()])  # fmt: skip
+    args = training_arguments(
+        options.output_dir,
+        max_steps=options.steps,
+        log_level="warning",
+        ddp_backend="gloo" if distributed else None,
+    )
+    trainer = Trainer(
+        model=tiny_bert(),
+        args=args,
+        train_dataset=RandomTokens(64, 1),
+        eval_dataset=RandomTokens(16, 2),
+        callbacks=[FanlogCallback(config, log_model=options.log_model), Hook()],
+    )
     trainer.train()
 
 

@@ -15,9 +15,19 @@ from support.hf_tiny import OFFLINE_ENV
 
 JOB = Path(__file__).with_name("hf_job.py")
 TESTS = JOB.parent.parent
-LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
-                      "TORCHELASTIC_RUN_ID", "FANLOG_RUN_ID", "FANLOG_CONFIG", "MLFLOW_TRACKING_URI",
-                      "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME")  # fmt: skip
+LAUNCHER_VARIABLES = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "TORCHELASTIC_RUN_ID",
+    "FANLOG_RUN_ID",
+    "FANLOG_CONFIG",
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_RUN_ID",
+    "MLFLOW_EXPERIMENT_NAME",
+)
 
 
 def job_env(**extra: str) -> dict[str, str]:
@@ -33,11 +43,18 @@ def job_command(framework: str, config: Any, *flags: str, nproc: int = 1) -> lis
     return [*launcher, str(JOB), framework, "--config", json.dumps(config), *flags]
 
 
-def run_job(cwd: Path, framework: str, config: Any, *flags: str, nproc: int = 1, timeout: float = 240,
-            **env: str) -> subprocess.CompletedProcess[str]:
+def run_job(
+    cwd: Path, framework: str, config: Any, *flags: str, nproc: int = 1, timeout: float = 240, **env: str
+) -> subprocess.CompletedProcess[str]:
     """Run the job to its end; a job still running after `timeout` is killed and fails the test."""
-    return subprocess.run(job_command(framework, config, *flags, nproc=nproc), cwd=cwd, env=job_env(**env),
-                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        job_command(framework, config, *flags, nproc=nproc),
+        cwd=cwd,
+        env=job_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def interrupt_job(cwd: Path, framework: str, config: Any, signum: int, timeout: float = 120) -> int:
@@ -45,8 +62,14 @@ def interrupt_job(cwd: Path, framework: str, config: Any, signum: int, timeout: 
     ready = cwd / "ready"
     ready.unlink(missing_ok=True)
     command = job_command(framework, config, "--steps", "200", "--slow", "0.3", "--ready", str(ready))
-    proc = subprocess.Popen(command, cwd=cwd, env=job_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=job_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + timeout
         while not ready.exists():

@@ -59,8 +59,15 @@ def tiny_bert(seed: int = 0, **config: Any) -> Any:
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(seed)
-    options = {"vocab_size": VOCAB, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
-               "intermediate_size": 16, "max_position_embeddings": SEQ_LEN * 2, **config}  # fmt: skip
+    options = {
+        "vocab_size": VOCAB,
+        "hidden_size": 8,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 16,
+        "max_position_embeddings": SEQ_LEN * 2,
+        **config,
+    }
     return BertForSequenceClassification(BertConfig(**options))
 
 
@@ -69,8 +76,17 @@ def tiny_gpt2(seed: int = 0) -> Any:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
-    return GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_positions=SEQ_LEN * 2, n_embd=8, n_layer=1,
-                                      n_head=2, bos_token_id=0, eos_token_id=0))  # fmt: skip
+    return GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=VOCAB,
+            n_positions=SEQ_LEN * 2,
+            n_embd=8,
+            n_layer=1,
+            n_head=2,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+    )
 
 
 def training_arguments(output_dir: str, **overrides: Any) -> Any:
@@ -78,10 +94,19 @@ def training_arguments(output_dir: str, **overrides: Any) -> Any:
     from transformers import TrainingArguments
 
     options: dict[str, Any] = {
-        "output_dir": output_dir, "max_steps": 10, "logging_steps": 2, "eval_strategy": "steps",
-        "eval_steps": 5, "save_steps": 5, "per_device_train_batch_size": 4,
-        "per_device_eval_batch_size": 8, "report_to": "none", "use_cpu": True, "disable_tqdm": True,
-        "seed": 0, "dataloader_num_workers": 0,
-    }  # fmt: skip
+        "output_dir": output_dir,
+        "max_steps": 10,
+        "logging_steps": 2,
+        "eval_strategy": "steps",
+        "eval_steps": 5,
+        "save_steps": 5,
+        "per_device_train_batch_size": 4,
+        "per_device_eval_batch_size": 8,
+        "report_to": "none",
+        "use_cpu": True,
+        "disable_tqdm": True,
+        "seed": 0,
+        "dataloader_num_workers": 0,
+    }
     options.update(overrides)
     return TrainingArguments(**options)

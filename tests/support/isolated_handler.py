@@ -15,8 +15,12 @@ class Recorder:
 
     def echo(self, payload: Any) -> dict[str, Any]:
         self.seen.append(payload)
-        return {"payload": payload, "cwd": os.getcwd(), "pid": os.getpid(),
-                "env": os.environ.get("ISOLATED_TEST_VALUE")}  # fmt: skip
+        return {
+            "payload": payload,
+            "cwd": os.getcwd(),
+            "pid": os.getpid(),
+            "env": os.environ.get("ISOLATED_TEST_VALUE"),
+        }
 
     def fail(self, payload: Any) -> None:
         raise ValueError(f"refused {payload!r}")

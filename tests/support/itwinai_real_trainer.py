@@ -32,15 +32,27 @@ def main(url: str, workdir: str) -> None:
     x, y = torch.randn(40, 4), torch.randint(0, 3, (40,))
     trainer = TorchTrainer(
         config={"batch_size": 8, "optimizer": "sgd", "optim_lr": 0.1, "num_workers_dataloader": 0},
-        epochs=2, model=torch.nn.Linear(4, 3), strategy=None, logger=logger,
-        checkpoints_location=os.path.join(workdir, "ckpts"), checkpoint_every=1, disable_tqdm=True,
+        epochs=2,
+        model=torch.nn.Linear(4, 3),
+        strategy=None,
+        logger=logger,
+        checkpoints_location=os.path.join(workdir, "ckpts"),
+        checkpoint_every=1,
+        disable_tqdm=True,
         run_name="real-run",
     )
     trainer.execute(TensorDataset(x[:32], y[:32]), TensorDataset(x[32:], y[32:]))
-    print("RESULT " + json.dumps({
-        "train_run_id": trainer.mlflow_train_run_id, "worker_run_id": trainer.mlflow_worker_run_id,
-        "found_mlflow": trainer.mlflow_logger is mlf, "tb_logdir": tb.backend.logdir if tb.backend else None,
-    }))
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "train_run_id": trainer.mlflow_train_run_id,
+                "worker_run_id": trainer.mlflow_worker_run_id,
+                "found_mlflow": trainer.mlflow_logger is mlf,
+                "tb_logdir": tb.backend.logdir if tb.backend else None,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -39,8 +39,9 @@ def meta(path: str | Path) -> dict[str, Any]:
 def fanlog_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """`python -m fanlog.cli ARGS` in a fresh interpreter."""
     env = {k: v for k, v in os.environ.items() if k != "FANLOG_SAVEDIR"}
-    done = subprocess.run([sys.executable, "-m", "fanlog.cli", *args], capture_output=True,
-                          text=True, env=env, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "fanlog.cli", *args], capture_output=True, text=True, env=env, timeout=120
+    )
     if check and done.returncode != 0:
         raise AssertionError(f"fanlog {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
     return done

@@ -73,13 +73,18 @@ class MlflowServer:
         return [
             *_mlflow_executable(),
             "server",
-            "--backend-store-uri", self.backend_store_uri,
-            "--artifacts-destination", str(self.artifacts_destination),
+            "--backend-store-uri",
+            self.backend_store_uri,
+            "--artifacts-destination",
+            str(self.artifacts_destination),
             "--serve-artifacts",
-            "--host", "127.0.0.1",
-            "--port", str(self.port),
-            "--workers", "1",
-        ]  # fmt: skip
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+        ]
 
     def start(self, timeout: float = 120.0) -> MlflowServer:
         """Start the process in its own session and wait until `/health` answers."""

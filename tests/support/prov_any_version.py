@@ -15,8 +15,13 @@ from fanlog.compat.itwinai import Prov4MLLogger
 
 def main(workdir: str) -> None:
     os.chdir(workdir)
-    logger = Prov4MLLogger(provenance_save_dir="prov", experiment_name="any", create_svg=False,
-                           savedir="journal", log_freq="batch")  # fmt: skip
+    logger = Prov4MLLogger(
+        provenance_save_dir="prov",
+        experiment_name="any",
+        create_svg=False,
+        savedir="journal",
+        log_freq="batch",
+    )
     net = torch.nn.Linear(3, 2)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(10, 3)), batch_size=4)
     logger.create_logger_context(rank=0)
@@ -35,8 +40,10 @@ def main(workdir: str) -> None:
     errors = logger.delivery_errors()
     logger.destroy_logger_context()
     folder = logger.backend.experiment_dir if logger.backend else None
-    print("RESULT " + json.dumps({"version": metadata.version("yprov4ml"), "errors": errors,
-                                  "experiment_dir": folder}))  # fmt: skip
+    print(
+        "RESULT "
+        + json.dumps({"version": metadata.version("yprov4ml"), "errors": errors, "experiment_dir": folder})
+    )
 
 
 if __name__ == "__main__":

@@ -25,9 +25,12 @@ registry imports the module the first time such a kind is asked for by name (a j
 run can log it, and any process can read it back)."""
 
 LIBRARIES: dict[str, str] = {
-    "mlflow": "mlflow", "tensorboard": "tensorboard", "wandb": "wandb", "azureml": "azureml.mlflow",
+    "mlflow": "mlflow",
+    "tensorboard": "tensorboard",
+    "wandb": "wandb",
+    "azureml": "azureml.mlflow",
     "prov": "yprov4ml",
-}  # fmt: skip
+}
 """The library each built-in tracker writes with (the journal and the console need none)."""
 
 

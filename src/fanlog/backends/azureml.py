@@ -119,26 +119,39 @@ class AzureMLOptions(MLflowOptions):
 
     sets_common = {"run_name": "tag"}
 
-    tracking_uri: str | None = Field(None, description="an azureml:// tracking URI (from the "
-                                     "workspace's overview page)")  # fmt: skip
-    tag: str | None = Field(None, description="the run's display name (hi-ml's --tag); in job "
-                            "mode the job's name is kept")  # fmt: skip
-    subscription_id: str | None = Field(None, description="the workspace's subscription, with "
-                                        "resource_group and workspace_name (instead of a URI)")  # fmt: skip
+    tracking_uri: str | None = Field(
+        None, description="an azureml:// tracking URI (from the workspace's overview page)"
+    )
+    tag: str | None = Field(
+        None, description="the run's display name (hi-ml's --tag); in job mode the job's name is kept"
+    )
+    subscription_id: str | None = Field(
+        None,
+        description="the workspace's subscription, with resource_group and workspace_name (instead of a URI)",
+    )
     resource_group: str | None = Field(None, description="the workspace's resource group")
     workspace_name: str | None = Field(None, description="the workspace's name")
-    config_path: str | os.PathLike[str] | None = Field(None, description="a config.json; by "
+    config_path: str | os.PathLike[str] | None = Field(
+        None,
+        description="a config.json; by "
         "default one is looked for in the working directory and its parents when no URI and "
-        "no workspace values are given")  # fmt: skip
-    region: str | None = Field(None, description="the workspace's region (e.g. westeurope); "
+        "no workspace values are given",
+    )
+    region: str | None = Field(
+        None,
+        description="the workspace's region (e.g. westeurope); "
         "without it, and without a region entry in config.json, the tracking URI is looked "
-        "up with Azure Resource Manager when the run opens")  # fmt: skip
-    credential: Any = Field(None, description="an azure.core.credentials.TokenCredential; "
-                            "default DefaultAzureCredential without interactive login")  # fmt: skip
-    interactive: bool = Field(False, description="allow an interactive browser login (never "
-                              "for batch jobs)")  # fmt: skip
-    resource_manager: str | None = Field(None, description="the Azure Resource Manager endpoint "
-                                         "(default: the cloud's)")  # fmt: skip
+        "up with Azure Resource Manager when the run opens",
+    )
+    credential: Any = Field(
+        None,
+        description="an azure.core.credentials.TokenCredential; "
+        "default DefaultAzureCredential without interactive login",
+    )
+    interactive: bool = Field(False, description="allow an interactive browser login (never for batch jobs)")
+    resource_manager: str | None = Field(
+        None, description="the Azure Resource Manager endpoint (default: the cloud's)"
+    )
 
 
 class AzureMLBackend(MLflowBackend):
@@ -187,8 +200,7 @@ class AzureMLBackend(MLflowBackend):
 
     def handoff(self) -> dict[str, Any]:
         workspace = self.workspace.__dict__ if self.workspace is not None else None
-        return {**super().handoff(), "job_mode": self.job_mode, "workspace": workspace,
-                "region": self.region}  # fmt: skip
+        return {**super().handoff(), "job_mode": self.job_mode, "workspace": workspace, "region": self.region}
 
     def take_handoff(self, state: Mapping[str, Any]) -> None:
         os.environ.setdefault(CLOUD_VARIABLE, DEFAULT_CLOUD)
@@ -205,9 +217,7 @@ class AzureMLBackend(MLflowBackend):
         if all(values):
             return Workspace(*values), None  # type: ignore[arg-type]
         if any(values):
-            raise ValueError(
-                "give all three of subscription_id, resource_group and workspace_name, or none"
-            )
+            raise ValueError("give all three of subscription_id, resource_group and workspace_name, or none")
         path = self.options.config_path or find_workspace_config()
         if path is None:
             raise FileNotFoundError(
@@ -286,9 +296,11 @@ class AzureMLBackend(MLflowBackend):
         base = (self.options.resource_manager or cloud.endpoints.resource_manager).rstrip("/")
         token = self.credential.get_token(f"{base}/.default").token
         response = requests.get(
-            f"{base}{self.workspace.path}", params={"api-version": ARM_API_VERSION},
-            headers={"Authorization": f"Bearer {token}"}, timeout=30,
-        )  # fmt: skip
+            f"{base}{self.workspace.path}",
+            params={"api-version": ARM_API_VERSION},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
         response.raise_for_status()
         body = response.json()
         uri = (body.get("properties") or {}).get("mlFlowTrackingUri")

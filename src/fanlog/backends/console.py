@@ -23,8 +23,9 @@ class ConsoleOptions(BackendOptions):
     """Options of the console display."""
 
     interval: float = Field(5.0, description="seconds between plain lines when not in a terminal")
-    live: bool | None = Field(None, description="force the live display on or off (default: on "
-                              "in a terminal)")  # fmt: skip
+    live: bool | None = Field(
+        None, description="force the live display on or off (default: on in a terminal)"
+    )
     total_epochs: int | None = Field(None, description="show an epoch progress bar")
     stream: Any = Field(None, description="the text stream to write to (default: stdout)")
 
@@ -34,8 +35,13 @@ class ConsoleBackend(Backend):
     runs_in_agent = False  # it draws in the training process's terminal, beside its prints
     Options = ConsoleOptions
     options: ConsoleOptions
-    writers = {"metric": "_show_value", "execution_time": "_show_value", "param": "_keep_param",
-               "tag": "_keep_param", "text": "_print_text"}  # fmt: skip
+    writers = {
+        "metric": "_show_value",
+        "execution_time": "_show_value",
+        "param": "_keep_param",
+        "tag": "_keep_param",
+        "text": "_print_text",
+    }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -57,7 +63,9 @@ class ConsoleBackend(Backend):
             from rich.live import Live
 
             self._live = Live(
-                self._render(), console=Console(file=stream), refresh_per_second=4,
+                self._render(),
+                console=Console(file=stream),
+                refresh_per_second=4,
                 transient=False,
             )
             self._live.start()
@@ -96,8 +104,7 @@ class ConsoleBackend(Backend):
         from rich.progress_bar import ProgressBar
         from rich.table import Table
 
-        table = Table(title=f"fanlog · {getattr(self, 'run', None) and self.run.run_name}",
-                      expand=False)
+        table = Table(title=f"fanlog · {getattr(self, 'run', None) and self.run.run_name}", expand=False)
         table.add_column("metric")
         table.add_column("value", justify="right")
         table.add_column("step", justify="right")
@@ -120,7 +127,8 @@ class ConsoleBackend(Backend):
             self._live = None
         print(
             f"[fanlog {self.run.run_name}] {status.value}: {self.records} records {self._summary()}",
-            file=self.stream, flush=True,
+            file=self.stream,
+            flush=True,
         )
 
 

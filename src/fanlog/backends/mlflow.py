@@ -78,9 +78,14 @@ class ParamConflictError(RecordRejected):
 
 
 PERMANENT_ERROR_CODES = frozenset(
-    {"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "MALFORMED_REQUEST", "RESOURCE_ALREADY_EXISTS",
-     "INVALID_STATE"}
-)  # fmt: skip
+    {
+        "INVALID_PARAMETER_VALUE",
+        "BAD_REQUEST",
+        "MALFORMED_REQUEST",
+        "RESOURCE_ALREADY_EXISTS",
+        "INVALID_STATE",
+    }
+)
 """MLflow error codes that refuse the request for what it holds: the record is rejected."""
 
 
@@ -129,8 +134,7 @@ def artifact_path(path: str, record: Record) -> str:
     '/' is dropped), or :class:`RecordRejected` if it would leave it (MLflow refuses '..')."""
     normal = posixpath.normpath(path).lstrip("/") if path else "."
     if normal == ".." or normal.startswith("../"):
-        raise RecordRejected(f"the artifact path {path!r} leaves the run's artifact directory",
-                             record.seq)  # fmt: skip
+        raise RecordRejected(f"the artifact path {path!r} leaves the run's artifact directory", record.seq)
     return normal or "."
 
 
@@ -153,22 +157,35 @@ class MLflowOptions(BackendOptions):
 
     common_defaults = {"experiment_name": "fanlog"}
 
-    tracking_uri: str | None = Field(None, description="any URI MLflow accepts; default "
+    tracking_uri: str | None = Field(
+        None,
+        description="any URI MLflow accepts; default "
         "MLFLOW_TRACKING_URI, else the URI of a run already active in the process, else an "
-        "SQLite store `<savedir>/mlflow.db` (artifacts in `<savedir>/mlartifacts`)")  # fmt: skip
-    run_id: str | None = Field(None, description="attach to this existing run (default "
-                               "MLFLOW_RUN_ID), e.g. after a restart")  # fmt: skip
+        "SQLite store `<savedir>/mlflow.db` (artifacts in `<savedir>/mlartifacts`)",
+    )
+    run_id: str | None = Field(
+        None, description="attach to this existing run (default MLFLOW_RUN_ID), e.g. after a restart"
+    )
     parent_run_id: str | None = Field(None, description="make the run a child of this run")
     run_description: str | None = Field(None, description="the run's description in the MLflow UI")
     tags: Mapping[str, Any] | None = Field(None, description="run tags")
-    per_rank_runs: bool | None = Field(None, description="in DDP, the lowest logging rank logs to "
+    per_rank_runs: bool | None = Field(
+        None,
+        description="in DDP, the lowest logging rank logs to "
         "the parent run and every other logging rank to a child run below it, tagged with its "
-        "rank; default (None): on when the job has more than one process")  # fmt: skip
-    model_flavour: bool = Field(True, description="log kind='model' with mlflow.pytorch.log_model "
-                                "(True) or as a state_dict.pt artifact (False)")  # fmt: skip
-    infer_pip_requirements: bool = Field(False, description="let MLflow infer a model's pip "
+        "rank; default (None): on when the job has more than one process",
+    )
+    model_flavour: bool = Field(
+        True,
+        description="log kind='model' with mlflow.pytorch.log_model "
+        "(True) or as a state_dict.pt artifact (False)",
+    )
+    infer_pip_requirements: bool = Field(
+        False,
+        description="let MLflow infer a model's pip "
         "requirements (it inspects the model in a subprocess: seconds per model, so raise "
-        "down_after above them); default: the installed torch version, which fanlog knows")  # fmt: skip
+        "down_after above them); default: the installed torch version, which fanlog knows",
+    )
 
 
 class MLflowBackend(Backend):
@@ -178,11 +195,18 @@ class MLflowBackend(Backend):
     Options = MLflowOptions
     options: MLflowOptions
     writers = {
-        "metric": "_batch_metric", "param": "_batch_param", "tag": "_batch_tag",
-        "text": "_log_text", "dict": "_log_dict", "figure": "_log_figure", "image": "_log_image",
-        "artifact": "_log_artifact", "model": "_log_model", "torch": "_log_torch",
+        "metric": "_batch_metric",
+        "param": "_batch_param",
+        "tag": "_batch_tag",
+        "text": "_log_text",
+        "dict": "_log_dict",
+        "figure": "_log_figure",
+        "image": "_log_image",
+        "artifact": "_log_artifact",
+        "model": "_log_model",
+        "torch": "_log_torch",
         "dataset": "_log_dataset",
-    }  # fmt: skip
+    }
     """Metrics, params and tags join the `log_batch` request being built; every other kind is
     one request of its own."""
     max_batch = 1000
@@ -258,9 +282,13 @@ class MLflowBackend(Backend):
         self._prepared = True
 
     def handoff(self) -> dict[str, Any]:
-        return {"tracking_uri": self.tracking_uri, "requested_run_id": self.requested_run_id,
-                "active_run_id": self._active_run_id, "source_tags": self.source_tags,
-                "artifact_location": self._artifact_location}  # fmt: skip
+        return {
+            "tracking_uri": self.tracking_uri,
+            "requested_run_id": self.requested_run_id,
+            "active_run_id": self._active_run_id,
+            "source_tags": self.source_tags,
+            "artifact_location": self._artifact_location,
+        }
 
     def take_handoff(self, state: Mapping[str, Any]) -> None:
         for name, value in HTTP_DEFAULTS.items():
@@ -331,9 +359,7 @@ class MLflowBackend(Backend):
             return str(experiment.experiment_id)
         try:
             return str(
-                client.create_experiment(
-                    self.experiment_name, artifact_location=self._artifact_location
-                )
+                client.create_experiment(self.experiment_name, artifact_location=self._artifact_location)
             )
         except self._mlflow.exceptions.MlflowException:  # another rank created it meanwhile
             experiment = client.get_experiment_by_name(self.experiment_name)
@@ -432,7 +458,8 @@ class MLflowBackend(Backend):
         elif known != value:
             raise ParamConflictError(
                 f"MLflow param {key!r} of run {self.run_id} is already {known!r}; it cannot "
-                f"be changed to {value!r} (log it as a metric, or use a new run)", record.seq,
+                f"be changed to {value!r} (log it as a metric, or use a new run)",
+                record.seq,
             )
         else:
             batch.covered += 1  # the same value again: nothing to send
@@ -558,9 +585,13 @@ class MLflowBackend(Backend):
         with Image.open(io.BytesIO(record.value)) as image:
             image.load()
             self._client.log_image(
-                self.run_id, image, key=self._key(record.key), step=record.step,
-                timestamp=int(record.time * 1000), synchronous=True,
-            )  # fmt: skip
+                self.run_id,
+                image,
+                key=self._key(record.key),
+                step=record.step,
+                timestamp=int(record.time * 1000),
+                synchronous=True,
+            )
 
     def _write_artifact(self, local: str, path: str) -> None:
         """A file lands at `path`; a directory's content lands below `path`. A `path` of
@@ -572,8 +603,7 @@ class MLflowBackend(Backend):
         if path == ".":
             path = os.path.basename(local)
         if posixpath.basename(path) == os.path.basename(local):
-            self._client.log_artifact(self.run_id, local, artifact_path=posixpath.dirname(path)
-                                      or None)  # fmt: skip
+            self._client.log_artifact(self.run_id, local, artifact_path=posixpath.dirname(path) or None)
             return
         with open(local, "rb") as handle:
             self._upload_bytes(handle.read(), path)
@@ -608,19 +638,23 @@ class MLflowBackend(Backend):
         try:
             client.log_outputs(self.run_id, [entities.LoggedModelOutput(model.model_id, step)])
             description = Model(
-                artifact_path=model.artifact_location, model_uuid=model.model_id,
-                run_id=self.run_id, model_id=model.model_id,
-            )  # fmt: skip
+                artifact_path=model.artifact_location,
+                model_uuid=model.model_id,
+                run_id=self.run_id,
+                model_id=model.model_id,
+            )
             assert self._staging is not None
             folder = tempfile.mkdtemp(dir=self._staging)
             try:
                 local = os.path.join(folder, "model")
                 with _quiet("mlflow.pytorch"):  # its warning about pickle, chosen on purpose
                     mlflow.pytorch.save_model(
-                        module, local, mlflow_model=description,
+                        module,
+                        local,
+                        mlflow_model=description,
                         pip_requirements=self._model_requirements(torch.__version__),
                         serialization_format="pickle",  # "pt2" would need an input example
-                    )  # fmt: skip
+                    )
                 client.log_model_artifacts(model.model_id, local)
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -716,8 +750,9 @@ def git_tags(path: str) -> dict[str, str]:
 
     def git(*args: str) -> str | None:
         try:
-            done = subprocess.run(["git", "-C", folder, *args], capture_output=True, text=True,
-                                  timeout=5, check=False)  # fmt: skip
+            done = subprocess.run(
+                ["git", "-C", folder, *args], capture_output=True, text=True, timeout=5, check=False
+            )
         except (OSError, subprocess.SubprocessError):
             return None
         return done.stdout.strip() if done.returncode == 0 else None

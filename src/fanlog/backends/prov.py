@@ -61,8 +61,14 @@ def normalize_prov_documents(item: Any, identifier: str) -> dict[str, Any]:
 
 
 if "prov_documents" not in known_kinds():
-    register_kind(Kind("prov_documents", normalize_prov_documents, "json",
-                       doc="write the provenance documents now (yProv4ML)"))  # fmt: skip
+    register_kind(
+        Kind(
+            "prov_documents",
+            normalize_prov_documents,
+            "json",
+            doc="write the provenance documents now (yProv4ML)",
+        )
+    )
 
 
 class Prov4MLOptions(BackendOptions):
@@ -71,19 +77,20 @@ class Prov4MLOptions(BackendOptions):
     common_defaults = {"experiment_name": "experiment_name"}
 
     prov_user_namespace: str = Field("www.example.org", description="the PROV namespace of the user")
-    provenance_save_dir: str = Field("mllogs/prov_logs", description="where yprov4ml writes "
-        "(`<dir>/<experiment_name>_<run id>/`), made absolute at construction")  # fmt: skip
-    save_after_n_logs: int = Field(100, description="yprov4ml flushes a metric to its file every "
-                                   "n values")  # fmt: skip
+    provenance_save_dir: str = Field(
+        "mllogs/prov_logs",
+        description="where yprov4ml writes "
+        "(`<dir>/<experiment_name>_<run id>/`), made absolute at construction",
+    )
+    save_after_n_logs: int = Field(100, description="yprov4ml flushes a metric to its file every n values")
     create_graph: bool = Field(True, description="also write the graph as .dot")
     create_svg: bool = Field(True, description="also write the graph as .svg (needs graphviz)")
     create_rocrate: bool = Field(False, description="also zip the experiment folder as an RO-Crate")
-    metrics_file_type: Literal["csv", "nc", "zarr"] = Field("csv", description="csv, nc (netCDF) "
-                                                            "or zarr")  # fmt: skip
-    run_id: str | int | None = Field(None, description="yprov4ml's run id; default fanlog's run "
-                                     "id, which every rank shares")  # fmt: skip
-    start_timeout: float = Field(180.0, description="seconds the worker process may take to start "
-                                 "the run")  # fmt: skip
+    metrics_file_type: Literal["csv", "nc", "zarr"] = Field("csv", description="csv, nc (netCDF) or zarr")
+    run_id: str | int | None = Field(
+        None, description="yprov4ml's run id; default fanlog's run id, which every rank shares"
+    )
+    start_timeout: float = Field(180.0, description="seconds the worker process may take to start the run")
     call_timeout: float = Field(300.0, description="seconds one call to the worker may take")
 
     @field_validator("provenance_save_dir")
@@ -100,10 +107,17 @@ class Prov4MLBackend(Backend):
     Options = Prov4MLOptions
     options: Prov4MLOptions
     writers = {
-        "metric": "_plain", "param": "_plain", "system": "_plain", "flops_pb": "_plain",
-        "flops_pe": "_plain", "execution_time": "_plain", "dataset": "_plain",
-        "model": "_state_dict", "best_model": "_state_dict", "prov_documents": "_documents",
-    }  # fmt: skip
+        "metric": "_plain",
+        "param": "_plain",
+        "system": "_plain",
+        "flops_pb": "_plain",
+        "flops_pe": "_plain",
+        "execution_time": "_plain",
+        "dataset": "_plain",
+        "model": "_state_dict",
+        "best_model": "_state_dict",
+        "prov_documents": "_documents",
+    }
     """kind → the method that turns a record's value into what the worker process is sent."""
     max_batch = 500
     default_context: str | None = None
@@ -144,13 +158,16 @@ class Prov4MLBackend(Backend):
             warnings.warn(
                 f"fanlog's prov backend is tested with yprov4ml {YPROV4ML_VERSION} and 2.0.9; "
                 f"found {version} (3.2.5-3.2.8 do not import on Python 3.11)",
-                RuntimeWarning, stacklevel=3,
-            )  # fmt: skip
+                RuntimeWarning,
+                stacklevel=3,
+            )
         if self.options.create_rocrate and version.startswith("2."):
             warnings.warn(
                 f"create_rocrate=True needs yprov4ml 3.2; {version} does not write the RO-Crate, "
-                "so it is skipped", RuntimeWarning, stacklevel=3,
-            )  # fmt: skip
+                "so it is skipped",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         if self.create_svg and shutil.which("dot") is None:
             global _svg_warned
             if not _svg_warned:
@@ -158,16 +175,20 @@ class Prov4MLBackend(Backend):
                 warnings.warn(
                     "create_svg=True needs graphviz's `dot`, which is not on PATH; the SVG "
                     "graph is skipped (the PROV-JSON and .dot files are still written)",
-                    RuntimeWarning, stacklevel=3,
-                )  # fmt: skip
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
             self.create_svg = False
         if self.create_svg:
             self.create_graph = True
         self._mlflow_target = _active_mlflow_run()
 
     def handoff(self) -> dict[str, Any]:
-        return {"mlflow_target": self._mlflow_target, "create_graph": self.create_graph,
-                "create_svg": self.create_svg}  # fmt: skip
+        return {
+            "mlflow_target": self._mlflow_target,
+            "create_graph": self.create_graph,
+            "create_svg": self.create_svg,
+        }
 
     def take_handoff(self, state: Mapping[str, Any]) -> None:
         target = state.get("mlflow_target")
@@ -219,7 +240,8 @@ class Prov4MLBackend(Backend):
                 done + 1,
                 RecordRejected(
                     f"yprov4ml could not store {record.kind} {record.key!r} (seq {record.seq}); "
-                    f"it is skipped:\n{reply['error']}", record.seq,
+                    f"it is skipped:\n{reply['error']}",
+                    record.seq,
                 ),
             )
 
@@ -328,9 +350,14 @@ class _Worker(Worker):
     def __init__(self, workdir: str, rank: int, start_timeout: float, call_timeout: float) -> None:
         # yprov4ml reads the rank for its document from SLURM_PROCID (or torch.distributed,
         # which is not initialised in the worker). The first call ("start") has its own timeout.
-        super().__init__("fanlog.backends.prov_worker:WorkerState", workdir, name="yprov4ml",
-                         call_timeout=call_timeout, env={"SLURM_PROCID": str(rank)},
-                         final_op="end")  # fmt: skip
+        super().__init__(
+            "fanlog.backends.prov_worker:WorkerState",
+            workdir,
+            name="yprov4ml",
+            call_timeout=call_timeout,
+            env={"SLURM_PROCID": str(rank)},
+            final_op="end",
+        )
 
 
 # ---------------------------------------------------------------------------- user-facing

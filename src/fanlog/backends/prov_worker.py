@@ -119,8 +119,10 @@ class WorkerState:
         self.torch = torch
         self.yprov4ml = yprov4ml
         self.data = PROV4ML_DATA
-        self.calls = Calls20(yprov4ml, PROV4ML_DATA) if hasattr(yprov4ml, "Context") else Calls32(
-            yprov4ml, PROV4ML_DATA
+        self.calls = (
+            Calls20(yprov4ml, PROV4ML_DATA)
+            if hasattr(yprov4ml, "Context")
+            else Calls32(yprov4ml, PROV4ML_DATA)
         )
         self.metric_dirs: set[str] = set()
 

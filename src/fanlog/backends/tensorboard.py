@@ -123,18 +123,19 @@ class EventWriter:
         self._last_flush = time.monotonic()
         # file_version 2 tells readers that only SessionLog.START purges events; without
         # it TensorBoard drops every event whose step is lower than an earlier one.
-        self.add(event_pb2.Event(
-            wall_time=time.time(), file_version="brain.Event:2",
-            source_metadata=event_pb2.SourceMetadata(writer="fanlog"),
-        ))  # fmt: skip
+        self.add(
+            event_pb2.Event(
+                wall_time=time.time(),
+                file_version="brain.Event:2",
+                source_metadata=event_pb2.SourceMetadata(writer="fanlog"),
+            )
+        )
         self.flush()
 
     def add(self, event: Any) -> None:
         self._records.write(event.SerializeToString())
         self._pending += 1
-        if self._pending >= self.max_queue or (
-            time.monotonic() - self._last_flush >= self.flush_secs
-        ):
+        if self._pending >= self.max_queue or (time.monotonic() - self._last_flush >= self.flush_secs):
             self.flush()
 
     def flush(self) -> None:
@@ -151,12 +152,16 @@ class EventWriter:
 class TensorBoardOptions(BackendOptions):
     """Options of the TensorBoard event files."""
 
-    logdir: str | None = Field(None, description="write the event files exactly here (default: "
-                               "`<savedir>/tensorboard/<run name>[/rank-<r>]`)")  # fmt: skip
+    logdir: str | None = Field(
+        None,
+        description="write the event files exactly here (default: "
+        "`<savedir>/tensorboard/<run name>[/rank-<r>]`)",
+    )
     max_queue: int = Field(10, description="events kept in memory before they are written")
     flush_secs: float = Field(120, description="longest time an event waits in memory, in seconds")
-    histogram_bins: int = Field(64, description="bins of a histogram (a record's `bins=` option "
-                                "overrides it)")  # fmt: skip
+    histogram_bins: int = Field(
+        64, description="bins of a histogram (a record's `bins=` option overrides it)"
+    )
 
 
 class TensorBoardBackend(Backend):
@@ -166,10 +171,15 @@ class TensorBoardBackend(Backend):
     Options = TensorBoardOptions
     options: TensorBoardOptions
     writers = {
-        "metric": "_scalar", "image": "_image", "figure": "_image", "text": "_text_record",
-        "dict": "_dict_record", "histogram": "_histogram_record", "torch": "_graph",
+        "metric": "_scalar",
+        "image": "_image",
+        "figure": "_image",
+        "text": "_text_record",
+        "dict": "_dict_record",
+        "histogram": "_histogram_record",
+        "torch": "_graph",
         "param": "_hparam",
-    }  # fmt: skip
+    }
     """kind → method returning the record's Summary (None when it wrote nothing itself)."""
     max_batch = 1000
 
@@ -290,8 +300,10 @@ class TensorBoardBackend(Backend):
             return None
         log.debug(
             "fanlog tensorboard: hyperparameter %r arrived after the HParams session was "
-            "written; it is stored as text under 'hparams/%s'", record.key, record.key,
-        )  # fmt: skip
+            "written; it is stored as text under 'hparams/%s'",
+            record.key,
+            record.key,
+        )
         return self._text(f"hparams/{record.key}", str(record.value))
 
     @staticmethod
@@ -308,8 +320,11 @@ class TensorBoardBackend(Backend):
         values = values.reshape(-1)
         finite = values[np.isfinite(values)]
         if finite.size < values.size:
-            log.debug("fanlog tensorboard: %d non-finite values left out of histogram %r",
-                      values.size - finite.size, key)  # fmt: skip
+            log.debug(
+                "fanlog tensorboard: %d non-finite values left out of histogram %r",
+                values.size - finite.size,
+                key,
+            )
         if finite.size == 0:
             raise ValueError(f"histogram {key!r} has no finite value")
         counts, edges = finite_histogram(finite, max(1, bins))
@@ -327,11 +342,12 @@ class TensorBoardBackend(Backend):
         """Draw the graph of a ``(module, example_input)`` pair; other torch objects are skipped."""
         torch = import_tracker("torch", "torch")
         obj = torch.load(io.BytesIO(record.value), weights_only=False)
-        if not (
-            isinstance(obj, (tuple, list)) and len(obj) == 2 and isinstance(obj[0], torch.nn.Module)
-        ):
-            log.debug("fanlog tensorboard: torch record %r is not a (module, example input) pair;"
-                      " TensorBoard has no view for it", record.key)  # fmt: skip
+        if not (isinstance(obj, (tuple, list)) and len(obj) == 2 and isinstance(obj[0], torch.nn.Module)):
+            log.debug(
+                "fanlog tensorboard: torch record %r is not a (module, example input) pair;"
+                " TensorBoard has no view for it",
+                record.key,
+            )
             return
         from torch.utils.tensorboard import SummaryWriter
 
@@ -350,8 +366,7 @@ class TensorBoardBackend(Backend):
 
         assert self._run is not None
         start = self._hparams_time or time.time()
-        summary = hparams_pb(dict(self._hparams), trial_id=self._run.run_name,
-                             start_time_secs=start)  # fmt: skip
+        summary = hparams_pb(dict(self._hparams), trial_id=self._run.run_name, start_time_secs=start)
         assert self._writer is not None
         self._writer.add(event_pb2.Event(wall_time=start, step=0, summary=summary))
         self._session_started = True
@@ -368,17 +383,16 @@ class TensorBoardBackend(Backend):
         end = plugin_data_pb2.SessionEndInfo(
             status=codes.get(status, api_pb2.STATUS_UNKNOWN), end_time_secs=time.time()
         )
-        content = metadata.create_summary_metadata(
-            plugin_data_pb2.HParamsPluginData(session_end_info=end)
-        )
+        content = metadata.create_summary_metadata(plugin_data_pb2.HParamsPluginData(session_end_info=end))
         summary = summary_pb2.Summary(
             value=[
                 summary_pb2.Summary.Value(
-                    tag=metadata.SESSION_END_INFO_TAG, metadata=content,
+                    tag=metadata.SESSION_END_INFO_TAG,
+                    metadata=content,
                     tensor=metadata.NULL_TENSOR,
                 )
             ]
-        )  # fmt: skip
+        )
         assert self._writer is not None
         self._writer.add(event_pb2.Event(wall_time=time.time(), step=0, summary=summary))
 

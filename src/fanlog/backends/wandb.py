@@ -92,9 +92,7 @@ def disable_vendor_telemetry() -> None:
         disable()
 
 
-def resolve_mode(
-    mode: str | None, offline_mode: bool = False, environ: dict[str, str] | None = None
-) -> str:
+def resolve_mode(mode: str | None, offline_mode: bool = False, environ: dict[str, str] | None = None) -> str:
     """The W&B mode to start in; see the module docstring for the rule."""
     env = os.environ if environ is None else environ
     if offline_mode:
@@ -120,18 +118,28 @@ class WandBOptions(BackendOptions):
 
     project_name: str = Field("fanlog", description="the W&B project (the run's experiment)")
     entity: str | None = Field(None, description="the W&B entity (user or team)")
-    group: str | None = Field(None, description="the group of the ranks' runs (default: the run "
-                              "name, which every rank of a job agrees on)")  # fmt: skip
-    run_id: str | None = Field(None, description="the W&B run id (default: a new one, "
-                               "remembered in the run directory so a resumed run reattaches)")  # fmt: skip
+    group: str | None = Field(
+        None,
+        description="the group of the ranks' runs (default: the run "
+        "name, which every rank of a job agrees on)",
+    )
+    run_id: str | None = Field(
+        None,
+        description="the W&B run id (default: a new one, "
+        "remembered in the run directory so a resumed run reattaches)",
+    )
     resume: bool | str | None = Field(None, description="W&B's resume mode for that run id")
-    mode: Literal[MODES] | None = Field(None, description="online, offline, disabled or shared; "  # type: ignore[valid-type]
-        "default WANDB_MODE, else online when credentials exist, else offline")  # fmt: skip
+    mode: Literal[MODES] | None = Field(  # type: ignore[valid-type]
+        None,
+        description="online, offline, disabled or shared; "
+        "default WANDB_MODE, else online when credentials exist, else offline",
+    )
     offline_mode: bool = Field(False, description="itwinai's spelling of mode='offline'")
     settings: dict[str, Any] | None = Field(None, description="keyword arguments of wandb.Settings")
     init_timeout: float = Field(60.0, description="seconds wandb.init may take")
-    histogram_bins: int = Field(64, description="bins of a histogram (a record's `bins=` option "
-                                "overrides it, up to 512)")  # fmt: skip
+    histogram_bins: int = Field(
+        64, description="bins of a histogram (a record's `bins=` option overrides it, up to 512)"
+    )
 
 
 class WandBBackend(Backend):
@@ -141,11 +149,19 @@ class WandBBackend(Backend):
     Options = WandBOptions
     options: WandBOptions
     writers = {
-        "metric": "_plain_value", "text": "_plain_value", "dict": "_plain_value",
-        "figure": "_image_value", "image": "_image_value", "histogram": "_histogram_value",
-        "param": "_config_value", "tag": "_add_tag", "artifact": "_log_artifact",
-        "model": "_log_object", "best_model": "_log_object", "torch": "_log_object",
-    }  # fmt: skip
+        "metric": "_plain_value",
+        "text": "_plain_value",
+        "dict": "_plain_value",
+        "figure": "_image_value",
+        "image": "_image_value",
+        "histogram": "_histogram_value",
+        "param": "_config_value",
+        "tag": "_add_tag",
+        "artifact": "_log_artifact",
+        "model": "_log_object",
+        "best_model": "_log_object",
+        "torch": "_log_object",
+    }
     """Row kinds (:data:`ROW_KINDS`) return a value of the `wandb.log` row being built,
     params a value of the config update; the others are one call each."""
     max_batch = 1000
@@ -214,8 +230,11 @@ class WandBBackend(Backend):
         except Exception as exc:
             if self.options.mode is not None or self.options.offline_mode or mode != "online":
                 raise
-            log.warning("fanlog wandb: online start failed (%r); logging offline instead, "
-                        "upload later with `wandb sync`", exc)  # fmt: skip
+            log.warning(
+                "fanlog wandb: online start failed (%r); logging offline instead, "
+                "upload later with `wandb sync`",
+                exc,
+            )
             # Sticky, so a retry of open() does not wait for the network again; a new id,
             # because W&B's service keeps the failed run's id as "in use".
             mode = self.mode = "offline"
@@ -238,8 +257,7 @@ class WandBBackend(Backend):
         """
         with _INIT_LOCK:
             reinit = "create_new" if wandb.run is not None else None
-            return wandb.init(mode=mode, settings=self._settings(wandb), reinit=reinit,
-                              **kwargs)  # fmt: skip
+            return wandb.init(mode=mode, settings=self._settings(wandb), reinit=reinit, **kwargs)
 
     def _memo(self, run: RunInfo) -> str:
         return os.path.join(run.run_dir, f"wandb-{artifact_name(self.project_name)}.id")
@@ -335,8 +353,11 @@ class WandBBackend(Backend):
         renamed = RENAMED_PREFIX + key
         if key not in self._renamed_keys:
             self._renamed_keys.add(key)
-            log.warning("fanlog wandb: %r is set by W&B (or by fanlog, for the step) in every "
-                        "row; logged as %r", key, renamed)  # a background thread: not warnings
+            log.warning(
+                "fanlog wandb: %r is set by W&B (or by fanlog, for the step) in every row; logged as %r",
+                key,
+                renamed,
+            )  # a background thread: not warnings
         return renamed
 
     def _log_row(self, row: dict[str, Any], step: int, count: int) -> int:
@@ -381,8 +402,11 @@ class WandBBackend(Backend):
 
     def _new_artifact(self, record: Record) -> Any:
         artifact_type = record.options.get("artifact_type", ARTIFACT_TYPES[record.kind])
-        return self._wandb.Artifact(artifact_name(record.key), type=artifact_type,
-                                    metadata={"step": record.step, "fanlog_key": record.key})  # fmt: skip
+        return self._wandb.Artifact(
+            artifact_name(record.key),
+            type=artifact_type,
+            metadata={"step": record.step, "fanlog_key": record.key},
+        )
 
     def _log_artifact(self, record: Record) -> None:
         artifact = self._new_artifact(record)
@@ -444,13 +468,17 @@ class WandBLogger(TrackerLogger):
                 return  # this rank does not log (log_on_workers)
             raise self._not_started("watch")
         if backend.remote:
-            raise RuntimeError("WandBLogger.watch hooks the model into the W&B run, which must be "
-                               "in this process; with delivery='agent' it is in the delivery "
-                               "agent: use delivery='thread' for a run that watches a model")  # fmt: skip
+            raise RuntimeError(
+                "WandBLogger.watch hooks the model into the W&B run, which must be "
+                "in this process; with delivery='agent' it is in the delivery "
+                "agent: use delivery='thread' for a run that watches a model"
+            )
         if not backend.opened.wait(timeout):
             raise TimeoutError(f"the W&B run did not open within {timeout} s")
         wandb = backend._wandb
         if wandb.run is not backend.run:
-            log.warning("fanlog wandb: another W&B run is active in this process; wandb.watch "
-                        "hooks log to wandb.run, so gradients may land there")  # fmt: skip
+            log.warning(
+                "fanlog wandb: another W&B run is active in this process; wandb.watch "
+                "hooks log to wandb.run, so gradients may land there"
+            )
         backend.run.watch(model, **kwargs)

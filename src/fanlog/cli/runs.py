@@ -73,15 +73,17 @@ def metric_stats(data: RunData) -> list[dict[str, Any]]:
     stats = []
     for (key, rank), points in grouped.items():
         finite = [v for _, v in points if not math.isnan(v)]
-        stats.append({
-            "key": key,
-            "rank": rank,
-            "count": len(points),
-            "last_step": points[-1][0],
-            "last": points[-1][1],
-            "min": min(finite) if finite else math.nan,
-            "max": max(finite) if finite else math.nan,
-        })
+        stats.append(
+            {
+                "key": key,
+                "rank": rank,
+                "count": len(points),
+                "last_step": points[-1][0],
+                "last": points[-1][1],
+                "min": min(finite) if finite else math.nan,
+                "max": max(finite) if finite else math.nan,
+            }
+        )
     return stats
 
 
@@ -138,7 +140,11 @@ def _json_out(value: Any) -> None:
 
 # --------------------------------------------------------------------------- commands
 savedir_option = click.option(
-    "--savedir", default="mllogs", show_default=True, envvar="FANLOG_SAVEDIR", show_envvar=True,
+    "--savedir",
+    default="mllogs",
+    show_default=True,
+    envvar="FANLOG_SAVEDIR",
+    show_envvar=True,
     help="Where to look up RUN when it is a run id rather than a path.",
 )
 rank_option = click.option("--rank", type=int, default=None, help="Only this rank (default: every rank).")
@@ -189,8 +195,14 @@ def show_command(run: str, savedir: str, rank: int | None, as_json: bool) -> Non
     summaries = [s for s in summaries if s["rank"] in data.meta]
     stats = metric_stats(data)
     if as_json:
-        _json_out({"run": summaries, "params": data.params, "metrics": stats,
-                   "rejected": [r._asdict() for r in data.rejected]})
+        _json_out(
+            {
+                "run": summaries,
+                "params": data.params,
+                "metrics": stats,
+                "rejected": [r._asdict() for r in data.rejected],
+            }
+        )
         return
     first = summaries[0] if summaries else {}
     name = first.get("run_name")
@@ -216,8 +228,15 @@ def show_command(run: str, savedir: str, rank: int | None, as_json: bool) -> Non
     several = len({s["rank"] for s in stats}) > 1
     header = ("METRIC", *(("RANK",) if several else ()), "N", "LAST", "STEP", "MIN", "MAX")
     rows = [
-        (s["key"], *((s["rank"],) if several else ()), s["count"], _number(s["last"]), s["last_step"],
-         _number(s["min"]), _number(s["max"]))
+        (
+            s["key"],
+            *((s["rank"],) if several else ()),
+            s["count"],
+            _number(s["last"]),
+            s["last_step"],
+            _number(s["min"]),
+            _number(s["max"]),
+        )
         for s in stats
     ]
     click.echo("metrics")
@@ -235,8 +254,10 @@ def _echo_rejected(data: RunData) -> None:
         for r in data.rejected
     ]
     click.echo("")
-    click.echo(f"rejected: {len(rows)} record(s) a tracker refused for good (kept here; "
-               "`fanlog sync --retry-rejected` sends them again)")  # fmt: skip
+    click.echo(
+        f"rejected: {len(rows)} record(s) a tracker refused for good (kept here; "
+        "`fanlog sync --retry-rejected` sends them again)"
+    )
     click.echo(format_table(header, rows))
 
 
@@ -247,15 +268,31 @@ def _short(text: str, limit: int) -> str:
 
 @click.command("plot")
 @click.argument("run", default="mllogs")
-@click.option("-k", "--key", "keys", multiple=True,
-              help="A metric to plot (repeatable; shell globs such as 'train/*' work). Default: all.")
-@click.option("-o", "--output", default="curves.png", show_default=True, type=click.Path(dir_okay=False),
-              help="The PNG to write.")
+@click.option(
+    "-k",
+    "--key",
+    "keys",
+    multiple=True,
+    help="A metric to plot (repeatable; shell globs such as 'train/*' work). Default: all.",
+)
+@click.option(
+    "-o",
+    "--output",
+    default="curves.png",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="The PNG to write.",
+)
 @savedir_option
 @rank_option
 @click.option("--title", default=None, help="Figure title (default: the run name).")
-@click.option("--dpi", default=100, show_default=True, type=click.IntRange(20, 600),
-              help="Resolution of the PNG (a panel is 4.2 x 3 inches).")
+@click.option(
+    "--dpi",
+    default=100,
+    show_default=True,
+    type=click.IntRange(20, 600),
+    help="Resolution of the PNG (a panel is 4.2 x 3 inches).",
+)
 def plot_command(
     run: str, keys: tuple[str, ...], output: str, savedir: str, rank: int | None, title: str | None, dpi: int
 ) -> None:
@@ -279,10 +316,21 @@ def plot_command(
 @click.command("export")
 @click.argument("run", default="mllogs")
 @click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="csv", show_default=True)
-@click.option("-o", "--output", default="-", show_default=True,
-              help="File to write; '-' is stdout (csv and jsonl only).")
-@click.option("--kind", "kinds", multiple=True, default=("metric",), show_default=True,
-              help="Kinds to export (repeatable); 'all' for every kind.")
+@click.option(
+    "-o",
+    "--output",
+    default="-",
+    show_default=True,
+    help="File to write; '-' is stdout (csv and jsonl only).",
+)
+@click.option(
+    "--kind",
+    "kinds",
+    multiple=True,
+    default=("metric",),
+    show_default=True,
+    help="Kinds to export (repeatable); 'all' for every kind.",
+)
 @savedir_option
 @rank_option
 def export_command(
@@ -354,8 +402,9 @@ def _write_parquet(rows: list[dict[str, Any]], output: str) -> None:
     try:
         import pandas as pd
     except ImportError as exc:
-        raise click.ClickException(f"parquet export needs pandas and pyarrow: pip install 'fanlog[pandas]' "
-                                   f"({exc})") from None
+        raise click.ClickException(
+            f"parquet export needs pandas and pyarrow: pip install 'fanlog[pandas]' ({exc})"
+        ) from None
     frame = pd.DataFrame(rows, columns=list(EXPORT_COLUMNS))
     for column in ("epoch", "batch_idx"):
         frame[column] = frame[column].astype("Int64")  # nullable: epoch-level rows have no batch_idx

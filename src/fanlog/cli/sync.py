@@ -37,16 +37,30 @@ def _parse_option(text: str) -> tuple[str, Any]:
 @click.option("--cursor", default=None, help="delivery entry to use (default: the run's own or sync:<to>)")
 @click.option("--batch-size", type=int, default=None, help="records per request")
 @click.option("--force", is_flag=True, help="sync even though the writing process still runs")
-@click.option("--retry-rejected", is_flag=True,
-              help="send again the records this tracker refused for good earlier")
+@click.option(
+    "--retry-rejected", is_flag=True, help="send again the records this tracker refused for good earlier"
+)
 @click.option("--no-progress", is_flag=True, help="no progress bar")
-@click.option("--follow", is_flag=True,
-              help="follow a live journal (on the host that writes it) until its run ends")
+@click.option(
+    "--follow", is_flag=True, help="follow a live journal (on the host that writes it) until its run ends"
+)
 def sync_command(
-    path: str, to: str, dry_run: bool, tracking_uri: str | None, experiment_name: str | None,
-    project_name: str | None, mode: str | None, logdir: str | None, savedir: str | None,
-    extra: tuple[str, ...], cursor: str | None, batch_size: int | None, force: bool,
-    retry_rejected: bool, no_progress: bool, follow: bool,
+    path: str,
+    to: str,
+    dry_run: bool,
+    tracking_uri: str | None,
+    experiment_name: str | None,
+    project_name: str | None,
+    mode: str | None,
+    logdir: str | None,
+    savedir: str | None,
+    extra: tuple[str, ...],
+    cursor: str | None,
+    batch_size: int | None,
+    force: bool,
+    retry_rejected: bool,
+    no_progress: bool,
+    follow: bool,
 ) -> None:
     """Deliver what the journal(s) under PATH hold and tracker --to has not received yet.
 
@@ -56,19 +70,33 @@ def sync_command(
     as the delivery agent does, until the run ends.
     """
     options: dict[str, Any] = {
-        k: v for k, v in {
-            "tracking_uri": tracking_uri, "experiment_name": experiment_name,
-            "project_name": project_name, "mode": mode, "logdir": logdir, "savedir": savedir,
-        }.items() if v is not None
-    }  # fmt: skip
+        k: v
+        for k, v in {
+            "tracking_uri": tracking_uri,
+            "experiment_name": experiment_name,
+            "project_name": project_name,
+            "mode": mode,
+            "logdir": logdir,
+            "savedir": savedir,
+        }.items()
+        if v is not None
+    }
     options.update(_parse_option(text) for text in extra)
     if follow:
         _follow(path, to, cursor, options)
         return
     try:
-        report = sync(path, to=to, dry_run=dry_run, progress=not no_progress, cursor=cursor,
-                      batch_size=batch_size, force=force, retry_rejected=retry_rejected,
-                      **options)  # fmt: skip
+        report = sync(
+            path,
+            to=to,
+            dry_run=dry_run,
+            progress=not no_progress,
+            cursor=cursor,
+            batch_size=batch_size,
+            force=force,
+            retry_rejected=retry_rejected,
+            **options,
+        )
     except (SyncError, ValueError, FileNotFoundError, ImportError, JournalBusyError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(report.summary())
@@ -88,7 +116,9 @@ def _follow(path: str, to: str, cursor: str | None, options: dict[str, Any]) -> 
         complete = follow_journal(path, to, cursor, **options)
     except (SyncError, CrossHostError, ValueError, FileNotFoundError, ImportError) as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"followed {path} to {to}: " + ("everything delivered" if complete
-                                               else "some records left for `fanlog sync`"))
+    click.echo(
+        f"followed {path} to {to}: "
+        + ("everything delivered" if complete else "some records left for `fanlog sync`")
+    )
     if not complete:
         sys.exit(1)

@@ -41,15 +41,31 @@ def itwinai_defaults(options: dict[str, Any]) -> dict[str, Any]:
 ITWINAI_KINDS: dict[str, tuple[str, ...]] = {
     "ConsoleLogger": ("torch", "artifact", "metric"),
     "MLFlowLogger": (
-        "metric", "figure", "image", "artifact", "torch", "dict", "param", "text", "model", "dataset",
+        "metric",
+        "figure",
+        "image",
+        "artifact",
+        "torch",
+        "dict",
+        "param",
+        "text",
+        "model",
+        "dataset",
     ),
     "WandBLogger": ("watch", "metric", "figure", "image", "torch", "dict", "param", "text"),
     "TensorBoardLogger": ("metric", "image", "text", "figure", "torch"),
     "Prov4MLLogger": (
-        "metric", "flops_pb", "flops_pe", "system", "carbon", "execution_time", "model",
-        "best_model", "torch",
+        "metric",
+        "flops_pb",
+        "flops_pe",
+        "system",
+        "carbon",
+        "execution_time",
+        "model",
+        "best_model",
+        "torch",
     ),
-}  # fmt: skip
+}
 """``supported_kinds`` of each itwinai logger, as itwinai declares them. They are
 information, not a gate: a kind the tracker stores reaches it (itwinai's TensorBoard and
 Prov4ML loggers store hyperparameters, which their lists leave out)."""
@@ -100,8 +116,11 @@ class ItwinaiSurface:
         ``run_name``) reach the trackers that take them. Returns what itwinai returns: ``None``
         (MLflow: the ``mlflow.ActiveRun``)."""
         if self.is_initialized:
-            warnings.warn(f"Trying to initialize {type(self).__name__} twice.. Skipping initialization.",
-                          RuntimeWarning, stacklevel=2)  # fmt: skip
+            warnings.warn(
+                f"Trying to initialize {type(self).__name__} twice.. Skipping initialization.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             return None
         if self.is_active:  # type: ignore[attr-defined]  # is_initialized was set to False
             super().destroy_logger_context()  # type: ignore[misc]
@@ -135,8 +154,12 @@ class ItwinaiSurface:
     ) -> None:
         """fanlog's ``log``, with itwinai's meaning of an artifact's identifier: the folder
         that receives the file or directory (MLflow: ``<identifier>/<file name>``)."""
-        if kind == "artifact" and "artifact_path" not in kwargs and isinstance(identifier, str) \
-                and isinstance(item, (str, os.PathLike)):  # fmt: skip
+        if (
+            kind == "artifact"
+            and "artifact_path" not in kwargs
+            and isinstance(identifier, str)
+            and isinstance(item, (str, os.PathLike))
+        ):
             kwargs["artifact_path"] = identifier
             kwargs.setdefault("artifact_file", os.path.basename(os.fspath(item).rstrip("/")))
         super().log(item, identifier, kind, step, batch_idx, **kwargs)  # type: ignore[misc]
@@ -155,8 +178,10 @@ class ItwinaiSurface:
             get_kind(kind)
         except ValueError:
             run = self._live_run("log")  # type: ignore[attr-defined]
-            message = (f"{type(self).__name__}: {kind!r} is not a kind fanlog knows (itwinai's "
-                       "loggers ignore it too); those records are skipped")  # fmt: skip
+            message = (
+                f"{type(self).__name__}: {kind!r} is not a kind fanlog knows (itwinai's "
+                "loggers ignore it too); those records are skipped"
+            )
             warn_once(message, UserWarning, key=("unknown kind", kind), seen=run.warned, stacklevel=3)
             skipped = _KindGate(None, 0, [], _skip)
             self._gates[kind] = skipped  # type: ignore[attr-defined]
@@ -170,13 +195,18 @@ class ItwinaiSurface:
         of it are in the journal only). Quiet for a kind an integration logged (a Lightning
         checkpoint), as fanlog's own loggers are."""
         run = self._live_run("log")  # type: ignore[attr-defined]
-        names = [type(m).__name__ for m in self.members()  # type: ignore[attr-defined]
-                 if run.bits.get(m) and kind not in m.backend_class.supported_kinds]  # fmt: skip
+        names = [
+            type(m).__name__
+            for m in self.members()  # type: ignore[attr-defined]
+            if run.bits.get(m) and kind not in m.backend_class.supported_kinds
+        ]
         if not names or implied():
             return
-        message = (f"{', '.join(names)}: the tracker does not store kind {kind!r}; those records "
-                   "are kept in fanlog's journal only (fanlog.read_run reads them, `fanlog sync` "
-                   "can deliver them later)")  # fmt: skip
+        message = (
+            f"{', '.join(names)}: the tracker does not store kind {kind!r}; those records "
+            "are kept in fanlog's journal only (fanlog.read_run reads them, `fanlog sync` "
+            "can deliver them later)"
+        )
         warn_once(message, UserWarning, key=("journal only", kind), seen=run.warned, stacklevel=5)
 
     def __getstate__(self) -> dict[str, Any]:

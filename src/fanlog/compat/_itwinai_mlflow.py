@@ -75,11 +75,15 @@ class MLFlowLogger(ItwinaiSurface, _MLflowLogger):
         **fanlog_options: Any,
     ) -> None:
         super().__init__(
-            savedir=savedir, experiment_name=experiment_name,
+            savedir=savedir,
+            experiment_name=experiment_name,
             tracking_uri=resolve_tracking_uri(tracking_uri, os.fspath(savedir)),
-            run_description=run_description, run_name=run_name, log_freq=log_freq,
-            log_on_workers=log_on_workers, **itwinai_defaults(fanlog_options),
-        )  # fmt: skip
+            run_description=run_description,
+            run_name=run_name,
+            log_freq=log_freq,
+            log_on_workers=log_on_workers,
+            **itwinai_defaults(fanlog_options),
+        )
         self._experiment_id: str | None = None
         self._fluent: tuple[int, str] | None = None
         """(process, run id) of the MLflow run this logger started with the fluent API."""
@@ -138,10 +142,13 @@ class MLFlowLogger(ItwinaiSurface, _MLflowLogger):
         if parent or active is None:
             tags = None if run_id else {TAG_RUN_ID: info.run_id, TAG_RANK: str(info.rank), **backend.tags}
             active = mlflow.start_run(
-                run_id=run_id, experiment_id=experiment_id, parent_run_id=parent,
-                run_name=options.get("run_name") or self.run_name, tags=tags,
+                run_id=run_id,
+                experiment_id=experiment_id,
+                parent_run_id=parent,
+                run_name=options.get("run_name") or self.run_name,
+                tags=tags,
                 description=backend.run_description or None,
-            )  # fmt: skip
+            )
         self.active_run = active
         self._fluent = (os.getpid(), active.info.run_id)
         backend.context_options(run_id=active.info.run_id)

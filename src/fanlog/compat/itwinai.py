@@ -45,9 +45,17 @@ from fanlog.record import Record, RunStatus
 from fanlog.tensors import Deferred, numbers_mapping
 
 __all__ = [
-    "BASE_EXP_NAME", "ConsoleLogger", "EmptyLogger", "Logger", "LoggersCollection",
-    "MLFlowLogger", "Prov4MLLogger", "TensorBoardLogger", "WandBLogger", "get_mlflow_logger",
-]  # fmt: skip  (ItwinaiLogger is resolved on first use: it imports Lightning)
+    "BASE_EXP_NAME",
+    "ConsoleLogger",
+    "EmptyLogger",
+    "Logger",
+    "LoggersCollection",
+    "MLFlowLogger",
+    "Prov4MLLogger",
+    "TensorBoardLogger",
+    "WandBLogger",
+    "get_mlflow_logger",
+]  # (ItwinaiLogger is resolved on first use: it imports Lightning)
 TENSORBOARD_FRAMEWORKS = ("pytorch", "tensorflow")
 
 
@@ -68,8 +76,9 @@ def normalize_carbon(item: Any, identifier: str) -> dict[str, float] | Deferred:
 try:
     get_kind("carbon")
 except ValueError:
-    register_kind(Kind("carbon", normalize_carbon, "json", doc="carbon footprint figures",
-                       default_key="carbon"))  # fmt: skip
+    register_kind(
+        Kind("carbon", normalize_carbon, "json", doc="carbon footprint figures", default_key="carbon")
+    )
 
 
 class _ConsoleBackend(ConsoleBackend):
@@ -77,12 +86,19 @@ class _ConsoleBackend(ConsoleBackend):
     saved those to files and said so; fanlog's journal already holds them), and itwinai's
     line for a "metric" that is not a number."""
 
-    writers = {**ConsoleBackend.writers, "torch": "_say_where", "artifact": "_say_where",
-               "text": "_text_or_metric"}  # fmt: skip
+    writers = {
+        **ConsoleBackend.writers,
+        "torch": "_say_where",
+        "artifact": "_say_where",
+        "text": "_text_or_metric",
+    }
 
     def _say_where(self, record: Record) -> None:
-        print(f"ConsoleLogger: {record.key} ({record.kind}) saved in the journal in "
-              f"{self.run.run_dir}", file=self.stream, flush=True)  # fmt: skip
+        print(
+            f"ConsoleLogger: {record.key} ({record.kind}) saved in the journal in {self.run.run_dir}",
+            file=self.stream,
+            flush=True,
+        )
 
     def _text_or_metric(self, record: Record) -> None:
         if record.options.get("itwinai_kind") == "metric":
@@ -116,8 +132,12 @@ class ConsoleLogger(ItwinaiSurface, _ConsoleLogger):
         log_on_workers: Workers = 0,
         **fanlog_options: Any,
     ) -> None:
-        super().__init__(savedir=savedir, log_freq=log_freq, log_on_workers=log_on_workers,
-                         **itwinai_defaults(fanlog_options))  # fmt: skip
+        super().__init__(
+            savedir=savedir,
+            log_freq=log_freq,
+            log_on_workers=log_on_workers,
+            **itwinai_defaults(fanlog_options),
+        )
 
     def log(
         self,
@@ -154,14 +174,19 @@ class WandBLogger(ItwinaiSurface, _WandBLogger):
         **fanlog_options: Any,
     ) -> None:
         super().__init__(
-            savedir=savedir, project_name=project_name, log_freq=log_freq,
-            log_on_workers=log_on_workers, offline_mode=offline_mode, **itwinai_defaults(fanlog_options),
-        )  # fmt: skip
+            savedir=savedir,
+            project_name=project_name,
+            log_freq=log_freq,
+            log_on_workers=log_on_workers,
+            offline_mode=offline_mode,
+            **itwinai_defaults(fanlog_options),
+        )
 
     live_kinds = {"watch": "_watch_kind"}
 
-    def _watch_kind(self, item: Any, identifier: str, step: int | None = None,
-                    batch_idx: int | None = None, **kwargs: Any) -> None:
+    def _watch_kind(
+        self, item: Any, identifier: str, step: int | None = None, batch_idx: int | None = None, **kwargs: Any
+    ) -> None:
         """As itwinai: ``log(model, name, kind="watch")`` calls ``wandb.watch(model)``."""
         if self._pipeline is None:
             raise self._not_started("log")
@@ -188,8 +213,12 @@ class TensorBoardLogger(ItwinaiSurface, _TensorBoardLogger):
                 "Accepted values for TensorBoardLogger framework are 'tensorflow' and 'pytorch'. "
                 f"Received {framework!r}"
             )
-        super().__init__(savedir=savedir, log_freq=log_freq, log_on_workers=log_on_workers,
-                         **itwinai_defaults(fanlog_options))  # fmt: skip
+        super().__init__(
+            savedir=savedir,
+            log_freq=log_freq,
+            log_on_workers=log_on_workers,
+            **itwinai_defaults(fanlog_options),
+        )
         self.framework = str(framework).lower()
 
 
@@ -220,11 +249,16 @@ class Prov4MLLogger(ItwinaiSurface, _Prov4MLLogger):
         **fanlog_options: Any,
     ) -> None:
         super().__init__(
-            prov_user_namespace=prov_user_namespace, experiment_name=experiment_name,
-            provenance_save_dir=provenance_save_dir, save_after_n_logs=save_after_n_logs,
-            create_graph=create_graph, create_svg=create_svg, log_freq=log_freq,
-            log_on_workers=log_on_workers, **itwinai_defaults(fanlog_options),
-        )  # fmt: skip
+            prov_user_namespace=prov_user_namespace,
+            experiment_name=experiment_name,
+            provenance_save_dir=provenance_save_dir,
+            save_after_n_logs=save_after_n_logs,
+            create_graph=create_graph,
+            create_svg=create_svg,
+            log_freq=log_freq,
+            log_on_workers=log_on_workers,
+            **itwinai_defaults(fanlog_options),
+        )
 
 
 class LoggersCollection(ItwinaiSurface, _LoggersCollection):
@@ -239,8 +273,9 @@ class LoggersCollection(ItwinaiSurface, _LoggersCollection):
 
     live_kinds = {"watch": "_watch_members"}
 
-    def _watch_members(self, item: Any, identifier: str, step: int | None = None,
-                       batch_idx: int | None = None, **kwargs: Any) -> None:
+    def _watch_members(
+        self, item: Any, identifier: str, step: int | None = None, batch_idx: int | None = None, **kwargs: Any
+    ) -> None:
         """As itwinai: ``kind="watch"`` reaches the W&B members."""
         if self._pipeline is None:
             raise self._not_started("log")
@@ -261,8 +296,7 @@ class EmptyLogger(_EmptyLogger):
         log_on_workers: Workers = 0,
         **fanlog_options: Any,
     ) -> None:
-        super().__init__(savedir=savedir, log_freq=log_freq, log_on_workers=log_on_workers,
-                         **fanlog_options)  # fmt: skip
+        super().__init__(savedir=savedir, log_freq=log_freq, log_on_workers=log_on_workers, **fanlog_options)
 
     def create_logger_context(self, rank: int | None = None, **kwargs: Any) -> None:  # type: ignore[override]
         super().create_logger_context(rank=rank, **kwargs)

@@ -29,8 +29,14 @@ from lightning.pytorch.utilities import rank_zero_only
 from fanlog.lightning import FanlogLogger, run_status
 from fanlog.logger import Logger
 
-CHECKPOINT_SETTINGS = ("monitor", "mode", "save_last", "save_top_k", "save_weights_only",
-                       "_every_n_train_steps")  # fmt: skip
+CHECKPOINT_SETTINGS = (
+    "monitor",
+    "mode",
+    "save_last",
+    "save_top_k",
+    "save_weights_only",
+    "_every_n_train_steps",
+)
 """The ModelCheckpoint settings itwinai writes into a checkpoint's ``metadata.yaml``."""
 
 
@@ -101,8 +107,10 @@ class ItwinaiLogger(FanlogLogger):
         logger.log(path, stem, kind="artifact", artifact_path=stem, artifact_file=Path(path).name)
         folder = tempfile.mkdtemp(prefix="itwinai-checkpoint-")
         try:  # the journal captures the files at the call: the folder can go right after
-            files = {"metadata.yaml": yaml.safe_dump(metadata, default_flow_style=False),
-                     "aliases.txt": str(aliases)}  # fmt: skip
+            files = {
+                "metadata.yaml": yaml.safe_dump(metadata, default_flow_style=False),
+                "aliases.txt": str(aliases),
+            }
             for name, text in files.items():
                 local = os.path.join(folder, name)
                 with open(local, "w", encoding="utf-8") as handle:

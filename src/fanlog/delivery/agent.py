@@ -106,8 +106,10 @@ class Agent:
         try:
             check_same_host(feed.meta, self.journal_path)
             with self._locks():
-                self.followers = [Follower(feed, target, self.run_info, self.settings, self.event)
-                                  for target in self.targets]  # fmt: skip
+                self.followers = [
+                    Follower(feed, target, self.run_info, self.settings, self.event)
+                    for target in self.targets
+                ]
                 for follower in self.followers:
                     follower.thread.start()
                 self._watch(feed)
@@ -137,13 +139,18 @@ class Agent:
             for follower in active:
                 follower.check_stalled(stall_after)
             if not feed.released and self.let_go(feed):
-                log.info("fanlog agent: the training process let go of the run (status %s)",
-                         feed.meta.get("status"))  # fmt: skip
+                log.info(
+                    "fanlog agent: the training process let go of the run (status %s)",
+                    feed.meta.get("status"),
+                )
                 feed.release()
             if feed.finished and all(self._stuck(f) for f in active):
                 for follower in active:  # a call that never returns: its thread is a daemon
-                    log.warning("fanlog agent: %s has not answered a call for %.0f s; giving up",
-                                follower.name, follower.watch.stalled_for())  # fmt: skip
+                    log.warning(
+                        "fanlog agent: %s has not answered a call for %.0f s; giving up",
+                        follower.name,
+                        follower.watch.stalled_for(),
+                    )
                 return
             delay = POLL_MIN if changed else min(POLL_MAX, delay * 1.5)
             self._woken.wait(delay)
@@ -240,8 +247,10 @@ def follow_journal(path: str, to: str, cursor: str | None = None, **options: Any
 
     found = journal_paths(path)
     if len(found) != 1:
-        raise SyncError(f"--follow follows one journal; {path!r} holds {len(found)}: name one of "
-                        f"them (or its rank directory)")  # fmt: skip
+        raise SyncError(
+            f"--follow follows one journal; {path!r} holds {len(found)}: name one of "
+            f"them (or its rank directory)"
+        )
     journal_path = found[0]
     journal = Journal(journal_path)
     try:
@@ -251,18 +260,28 @@ def follow_journal(path: str, to: str, cursor: str | None = None, **options: Any
     check_same_host(meta, journal_path)
     name = cursor or (to if to in slots else f"sync:{to}")
     if name in meta.get("backends", []) and meta.get("delivery") != "agent" and writer_is_live(meta):
-        raise SyncError(f"process {meta.get('pid')} delivers this run to {name!r} itself; follow "
-                        f"it with another --cursor, or sync after the run ended")  # fmt: skip
+        raise SyncError(
+            f"process {meta.get('pid')} delivers this run to {name!r} itself; follow "
+            f"it with another --cursor, or sync after the run ended"
+        )
     backend = make_backend(to, journal_path, options)
     backend.prepare()
     run = RunInfo(
-        run_id=str(meta.get("run_id")), run_name=str(meta.get("run_name") or meta.get("run_id")),
-        rank=int(meta.get("rank", 0)), world_size=int(meta.get("world_size", 1)),
-        run_dir=os.path.dirname(journal_path), experiment_name=meta.get("experiment_name"),
+        run_id=str(meta.get("run_id")),
+        run_name=str(meta.get("run_name") or meta.get("run_id")),
+        rank=int(meta.get("rank", 0)),
+        world_size=int(meta.get("world_size", 1)),
+        run_dir=os.path.dirname(journal_path),
+        experiment_name=meta.get("experiment_name"),
         resumed=True,
-    )  # fmt: skip
-    agent = Agent(journal_path, [Target(name, slots.get(name), backend)], run, PipelineSettings(),
-                  lambda feed: not writer_is_live(feed.meta))  # fmt: skip
+    )
+    agent = Agent(
+        journal_path,
+        [Target(name, slots.get(name), backend)],
+        run,
+        PipelineSettings(),
+        lambda feed: not writer_is_live(feed.meta),
+    )
     try:
         return agent.run()
     except CursorBusyError as exc:
@@ -274,26 +293,32 @@ def main() -> int:
     try:
         sock = socket.socket(fileno=0)
     except OSError:
-        print("fanlog's delivery agent is started by a training process; to follow a journal "
-              "by hand, run `fanlog sync --follow RUN --to TRACKER`", file=sys.stderr)  # fmt: skip
+        print(
+            "fanlog's delivery agent is started by a training process; to follow a journal "
+            "by hand, run `fanlog sync --follow RUN --to TRACKER`",
+            file=sys.stderr,
+        )
         return 2
     channel = Channel(sock)
     hello = channel.hello()
     sys.path[:0] = [p for p in hello.get("sys_path", []) if p not in sys.path]
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format=f"%(asctime)s agent[{os.getpid()}] %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format=f"%(asctime)s agent[{os.getpid()}] %(levelname)s %(message)s",
+    )
     settings = PipelineSettings(**hello["settings"])
     run = RunInfo(**hello["run"])
     journal_path = hello["journal"]
     targets = build_targets(hello["targets"], channel.send)
     failed = sorted({spec["name"] for spec in hello["targets"]} - {t.name for t in targets})
     _mark_failed(journal_path, failed)
-    agent = Agent(journal_path, targets, run, settings,
-                  _parent_let_go(channel, int(hello["parent_pid"])), channel.send)  # fmt: skip
+    agent = Agent(
+        journal_path, targets, run, settings, _parent_let_go(channel, int(hello["parent_pid"])), channel.send
+    )
     signal.signal(signal.SIGTERM, lambda *_: agent.hurry())
     signal.signal(signal.SIGINT, lambda *_: agent.hurry())
-    threading.Thread(target=channel.listen, args=(agent,), name="fanlog-agent-channel",
-                     daemon=True).start()  # fmt: skip
+    threading.Thread(target=channel.listen, args=(agent,), name="fanlog-agent-channel", daemon=True).start()
     log.info("fanlog agent: delivering %s to %s", journal_path, ", ".join(t.name for t in targets))
     channel.send({"event": "ready", "pid": os.getpid(), "failed": failed})
     try:
@@ -317,8 +342,11 @@ def _mark_failed(journal_path: str, names: Sequence[str]) -> None:
     journal = Journal(journal_path)
     try:
         for name in names:
-            journal.set_health(name, "failed", error="the delivery agent could not build it "
-                               "(see agent.log beside the journal)")  # fmt: skip
+            journal.set_health(
+                name,
+                "failed",
+                error="the delivery agent could not build it (see agent.log beside the journal)",
+            )
     finally:
         journal.close()
 

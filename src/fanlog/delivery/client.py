@@ -102,8 +102,14 @@ def agent_spec(name: str, slot: int, backend: Backend) -> dict[str, Any]:
         raise NotPortable(f"{name}: it cannot be rebuilt from its declaration ({exc!r})") from exc
     if rebuilt.spec() != spec:
         raise NotPortable(f"{name}: a rebuild from its declaration differs from it")
-    return {"name": name, "slot": slot, "class": where, "options": options, "context": context,
-            "handoff": handoff}  # fmt: skip
+    return {
+        "name": name,
+        "slot": slot,
+        "class": where,
+        "options": options,
+        "context": context,
+        "handoff": handoff,
+    }
 
 
 def plan(
@@ -121,8 +127,10 @@ def plan(
     if not candidates:
         return [], "no tracker to deliver to from another process"
     if exclusive:
-        return [], ("the journal is on a network file system (exclusive mode): another "
-                    "process cannot read it while the run is live")  # fmt: skip
+        return [], (
+            "the journal is on a network file system (exclusive mode): another "
+            "process cannot read it while the run is live"
+        )
     specs, refused = [], []
     for name, slot, backend in candidates:
         try:
@@ -145,9 +153,13 @@ class AgentProcess:
     """
 
     def __init__(
-        self, journal_path: str, info: RunInfo, settings: PipelineSettings,
-        specs: list[dict[str, Any]], on_event: Callable[[dict[str, Any]], None],
-    ) -> None:  # fmt: skip
+        self,
+        journal_path: str,
+        info: RunInfo,
+        settings: PipelineSettings,
+        specs: list[dict[str, Any]],
+        on_event: Callable[[dict[str, Any]], None],
+    ) -> None:
         self.journal_path = journal_path
         self.info = info
         self.settings = settings
@@ -179,17 +191,24 @@ class AgentProcess:
         mine, theirs = socket.socketpair()
         info = dataclasses.replace(self.info, resumed=True) if resumed else self.info
         hello = {
-            "journal": self.journal_path, "run": dataclasses.asdict(info),
-            "settings": dataclasses.asdict(self.settings), "targets": self.specs,
-            "parent_pid": os.getpid(), "sys_path": [p for p in sys.path if p],
-        }  # fmt: skip
+            "journal": self.journal_path,
+            "run": dataclasses.asdict(info),
+            "settings": dataclasses.asdict(self.settings),
+            "targets": self.specs,
+            "parent_pid": os.getpid(),
+            "sys_path": [p for p in sys.path if p],
+        }
         try:
             with open(self.log_path, "ab") as log_file:
                 self.process = subprocess.Popen(
-                    [sys.executable, "-m", "fanlog.delivery.agent"], stdin=theirs.fileno(),
-                    stdout=subprocess.DEVNULL, stderr=log_file, start_new_session=True,
-                    env=_agent_environment(), close_fds=True,
-                )  # fmt: skip
+                    [sys.executable, "-m", "fanlog.delivery.agent"],
+                    stdin=theirs.fileno(),
+                    stdout=subprocess.DEVNULL,
+                    stderr=log_file,
+                    start_new_session=True,
+                    env=_agent_environment(),
+                    close_fds=True,
+                )
         except BaseException:
             mine.close()
             raise
@@ -199,8 +218,9 @@ class AgentProcess:
         _live.add(self)
         self.ready.clear()
         self._send(json.dumps(hello, default=str))
-        threading.Thread(target=self._listen, args=(mine, self.process), daemon=True,
-                         name="fanlog-agent-events").start()  # fmt: skip
+        threading.Thread(
+            target=self._listen, args=(mine, self.process), daemon=True, name="fanlog-agent-events"
+        ).start()
         log.debug("fanlog: delivery agent %d started for %s", self.process.pid, self.journal_path)
 
     def wait_ready(self, timeout: float) -> bool:
@@ -257,8 +277,10 @@ class AgentProcess:
     def _restart(self, returncode: int) -> None:
         """The agent died while its run was live: start another one (it resumes from the
         cursors), up to MAX_RESTARTS times."""
-        message = (f"the delivery agent (pid {self.pid}) exited with code {returncode} while the "
-                   f"run was live; see {self.log_path}")  # fmt: skip
+        message = (
+            f"the delivery agent (pid {self.pid}) exited with code {returncode} while the "
+            f"run was live; see {self.log_path}"
+        )
         if self.restarts < MAX_RESTARTS:
             self.restarts += 1
             try:
@@ -272,8 +294,9 @@ class AgentProcess:
             message += f"; it was started again {MAX_RESTARTS} times already"
         self.gone = True
         self.ready.set()
-        self.on_event({"event": "gone", "message": message + "; the records stay in the journal "
-                       "for `fanlog sync`"})  # fmt: skip
+        self.on_event(
+            {"event": "gone", "message": message + "; the records stay in the journal for `fanlog sync`"}
+        )
 
     # ------------------------------------------------------------ ending
     def let_go(self, deadline: Callable[[], float]) -> bool:

@@ -266,8 +266,9 @@ class Follower:
     def _deliver(self, target: int) -> bool:
         """Deliver one batch (or move past records that are not for this tracker)."""
         limit = self.backend.max_batch
-        page = self.journal.read(self.delivered, upto=target, slot=self.slot, limit=limit,
-                                 rank=self.run_info.rank)  # fmt: skip
+        page = self.journal.read(
+            self.delivered, upto=target, slot=self.slot, limit=limit, rank=self.run_info.rank
+        )
         supported = self.backend.supported_kinds
         batch = [record for record in page if record.kind in supported]
         if not batch:
@@ -275,9 +276,13 @@ class Follower:
             return True
         start = self.delivered
         error = BatchDelivery(
-            self.backend, stored=self._stored, rejected=self._rejected,
-            isolate=self._isolating(), watch=self.watch, failed=self._failed,
-        ).run(batch)  # fmt: skip
+            self.backend,
+            stored=self._stored,
+            rejected=self._rejected,
+            isolate=self._isolating(),
+            watch=self.watch,
+            failed=self._failed,
+        ).run(batch)
         if error is not None:
             self.stuck = self.stuck + 1 if self.delivered == start else 1
             self._failed(error, note=True)
@@ -304,8 +309,10 @@ class Follower:
             return False
         self.gave_up = True
         left = self.feed.last_seq - self.delivered
-        message = (f"gave up after {linger:.0f} s without progress; {left} record(s) wait in "
-                   f"the journal for `fanlog sync`")  # fmt: skip
+        message = (
+            f"gave up after {linger:.0f} s without progress; {left} record(s) wait in "
+            f"the journal for `fanlog sync`"
+        )
         log.warning("fanlog: %s %s", self.name, message)
         self._health("gave_up", error=message)
         if self.opened:
@@ -341,11 +348,20 @@ class Follower:
         self.journal.reject(self.name, record.seq, reason)
         report = RecordRejected(
             f"{self.name} refused {record.kind} {record.key!r} (seq {record.seq}) for good; "
-            f"it is kept in the journal and skipped: {reason}", record.seq,
-        )  # fmt: skip
-        self._event({"event": "rejected", "backend": self.name, "seq": record.seq,
-                     "kind": record.kind, "key": record.key, "reason": reason,
-                     "error": repr(report)})  # fmt: skip
+            f"it is kept in the journal and skipped: {reason}",
+            record.seq,
+        )
+        self._event(
+            {
+                "event": "rejected",
+                "backend": self.name,
+                "seq": record.seq,
+                "kind": record.kind,
+                "key": record.key,
+                "reason": reason,
+                "error": repr(report),
+            }
+        )
         self._advance(record.seq)
 
     def _failed(self, exc: BaseException, note: bool = False) -> None:

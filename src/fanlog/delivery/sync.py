@@ -126,18 +126,25 @@ class SyncReport:
                 skipped = ", ".join(f"{n} {k}" for k, n in sorted(j.unsupported.items()))
                 line += f"; {self.to} does not store: {skipped}"
             if j.refused and not j.retry_rejected:
-                line += (f"; {j.refused} record(s) {self.to} refused earlier are skipped "
-                         "(--retry-rejected sends them again)")
+                line += (
+                    f"; {j.refused} record(s) {self.to} refused earlier are skipped "
+                    "(--retry-rejected sends them again)"
+                )
             if j.retried:
                 line += f"; {j.retried} record(s) refused earlier were delivered now"
             if j.rejected:
-                shown = "; ".join(f"seq {seq} {kind} {key!r}: {reason[:200]}"
-                                  for seq, kind, key, reason in j.rejected[:3])  # fmt: skip
-                line += (f"; {len(j.rejected)} record(s) refused for good by {self.to}, "
-                         f"marked in the journal and skipped: {shown}")
+                shown = "; ".join(
+                    f"seq {seq} {kind} {key!r}: {reason[:200]}" for seq, kind, key, reason in j.rejected[:3]
+                )
+                line += (
+                    f"; {len(j.rejected)} record(s) refused for good by {self.to}, "
+                    f"marked in the journal and skipped: {shown}"
+                )
             if j.resumed_inflight:
-                line += (f"; a previous sync died while sending seq {j.resumed_inflight[0]}.."
-                         f"{j.resumed_inflight[1]}")
+                line += (
+                    f"; a previous sync died while sending seq {j.resumed_inflight[0]}.."
+                    f"{j.resumed_inflight[1]}"
+                )
             if j.error:
                 line += f"; FAILED: {j.error}"
             lines.append(line)
@@ -178,8 +185,19 @@ def sync(
         for journal_path in journal_paths(path):
             try:
                 check_journal_file(journal_path, thorough=True)  # no sync from or into damage
-                result = _sync_one(journal_path, to, dry_run, progress, cursor, batch_size, retries,
-                                   force, tracker_options, stop, retry_rejected)  # fmt: skip
+                result = _sync_one(
+                    journal_path,
+                    to,
+                    dry_run,
+                    progress,
+                    cursor,
+                    batch_size,
+                    retries,
+                    force,
+                    tracker_options,
+                    stop,
+                    retry_rejected,
+                )
             except (BadJournalError, sqlite3.DatabaseError) as exc:
                 if isinstance(exc, sqlite3.DatabaseError) and not is_damage(exc):
                     raise
@@ -194,8 +212,16 @@ def sync(
 
 # ---------------------------------------------------------------------------- one journal
 def _sync_one(
-    journal_path: str, to: str, dry_run: bool, progress: bool, cursor: str | None,
-    batch_size: int | None, retries: int, force: bool, options: dict[str, Any], stop: _Stop,
+    journal_path: str,
+    to: str,
+    dry_run: bool,
+    progress: bool,
+    cursor: str | None,
+    batch_size: int | None,
+    retries: int,
+    force: bool,
+    options: dict[str, Any],
+    stop: _Stop,
     retry_rejected: bool = False,
 ) -> JournalSync:
     backend = make_backend(to, journal_path, options)
@@ -207,8 +233,9 @@ def _sync_one(
         slot = slots.get(name)
         start = journal.delivered(name)
         result = JournalSync(path=journal_path, cursor=name, start=start, end=start)
-        result.pending, result.unsupported = pending_by_kind(journal_path, start, slot,
-                                                             backend.supported_kinds)  # fmt: skip
+        result.pending, result.unsupported = pending_by_kind(
+            journal_path, start, slot, backend.supported_kinds
+        )
         result.refused = len(journal.rejected(name))
         result.retry_rejected = retry_rejected
         inflight = journal.delivered(name + INFLIGHT_SUFFIX)
@@ -224,8 +251,7 @@ def _sync_one(
         _check_not_live(meta, name, force)
         with _lock(journal.run_dir, name + journal_label(journal_path)):
             result.start = start = journal.delivered(name)  # another sync may have just run
-            _deliver(journal, backend, meta, name, slot, result, batch_size, retries,
-                     progress, stop)  # fmt: skip
+            _deliver(journal, backend, meta, name, slot, result, batch_size, retries, progress, stop)
         return result
     finally:
         journal.close()
@@ -291,8 +317,16 @@ def _run_info(meta: dict[str, Any], journal_path: str) -> RunInfo:
 
 
 def _deliver(
-    journal: Journal, backend: Backend, meta: dict[str, Any], name: str, slot: int | None,
-    result: JournalSync, batch_size: int | None, retries: int, progress: bool, stop: _Stop,
+    journal: Journal,
+    backend: Backend,
+    meta: dict[str, Any],
+    name: str,
+    slot: int | None,
+    result: JournalSync,
+    batch_size: int | None,
+    retries: int,
+    progress: bool,
+    stop: _Stop,
 ) -> None:
     run = _run_info(meta, journal.path)
     prepare = getattr(backend, "prepare", None)
@@ -305,8 +339,7 @@ def _deliver(
         return
     limit = max(1, min(batch_size or backend.max_batch, backend.max_batch))
     supported = backend.supported_kinds
-    bar = _progress_bar(result.total, f"sync {os.path.basename(journal.run_dir)} → {backend.name}",
-                        progress)  # fmt: skip
+    bar = _progress_bar(result.total, f"sync {os.path.basename(journal.run_dir)} → {backend.name}", progress)
     status = end_status(meta)
     refused = {seq for _, seq, *_ in journal.rejected(name)}
 
@@ -329,8 +362,7 @@ def _deliver(
                 before = len(result.rejected)
                 if records:
                     journal.set_delivered(name + INFLIGHT_SUFFIX, page[-1].seq)
-                    _write(backend, records, retries, lambda seq: journal.set_delivered(name, seq),
-                           reject)  # fmt: skip
+                    _write(backend, records, retries, lambda seq: journal.set_delivered(name, seq), reject)
                     backend.flush()  # stored in the tracker before the cursor says so
                 journal.set_delivered(name, page[-1].seq)
                 result.sent += len(records) - (len(result.rejected) - before)
@@ -347,7 +379,10 @@ def _deliver(
 
 
 def _write(
-    backend: Backend, records: list[Record], retries: int, settled: Callable[[int], None],
+    backend: Backend,
+    records: list[Record],
+    retries: int,
+    settled: Callable[[int], None],
     reject: Rejected,
 ) -> None:
     """Write `records` in order, retrying transient failures with backoff (the last attempt
@@ -382,12 +417,21 @@ def _write(
 
 
 def _retry_refused(
-    journal: Journal, backend: Backend, name: str, seqs: list[int], retries: int,
-    result: JournalSync, reject: Rejected,
+    journal: Journal,
+    backend: Backend,
+    name: str,
+    seqs: list[int],
+    retries: int,
+    result: JournalSync,
+    reject: Rejected,
 ) -> None:
     """Send the records `name` refused earlier again; clear the mark of each one it takes."""
-    records = [r for seq in seqs for r in journal.read(seq - 1, upto=seq, limit=1)
-               if r.kind in backend.supported_kinds]  # fmt: skip
+    records = [
+        r
+        for seq in seqs
+        for r in journal.read(seq - 1, upto=seq, limit=1)
+        if r.kind in backend.supported_kinds
+    ]
     again: set[int] = set()
 
     def refused_again(record: Record, exc: BaseException) -> None:
@@ -435,8 +479,12 @@ class _Bar:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                  MofNCompleteColumn(), console=Console(file=sys.stderr))  # fmt: skip
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=Console(file=sys.stderr),
+        )
         self._task = self._progress.add_task(label, total=total)
 
     def __enter__(self) -> _Bar:

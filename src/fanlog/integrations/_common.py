@@ -29,8 +29,9 @@ def import_framework(module: str, extra: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise ImportError(f"{module} is not installed; install it with: pip install 'fanlog[{extra}]' "
-                          f"({exc})") from exc  # fmt: skip
+        raise ImportError(
+            f"{module} is not installed; install it with: pip install 'fanlog[{extra}]' ({exc})"
+        ) from exc
 
 
 def as_logger(source: Any, owner: str) -> Logger:
@@ -45,8 +46,9 @@ def as_logger(source: Any, owner: str) -> Logger:
     )
 
 
-def log_values(logger: Logger, values: Mapping[str, Any], step: int | None, owner: str,
-               warned: set[str], **options: Any) -> None:
+def log_values(
+    logger: Logger, values: Mapping[str, Any], step: int | None, owner: str, warned: set[str], **options: Any
+) -> None:
     """Log each value at `step`: a str as text, anything else as a metric.
 
     A value fanlog refuses (a list, a complex number, a tensor of several elements) is

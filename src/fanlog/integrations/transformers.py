@@ -50,7 +50,7 @@ def sectioned(logs: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in logs.items():
         for prefix, section in _SECTIONS:
             if key.startswith(prefix):
-                named[section + key[len(prefix):]] = value
+                named[section + key[len(prefix) :]] = value
                 break
         else:
             named["train/" + key] = value
@@ -87,7 +87,8 @@ class FanlogCallback(TrainerCallback):
     ) -> None:
         if not (isinstance(log_model, bool) or log_model in ("all", "end")):
             raise ValueError(
-                f"FanlogCallback: log_model must be one of {LOG_MODEL_CHOICES}; got {log_model!r}")
+                f"FanlogCallback: log_model must be one of {LOG_MODEL_CHOICES}; got {log_model!r}"
+            )
         self.logger: Logger = as_logger(logger, "FanlogCallback")
         self.log_model = log_model
         self.section_keys = section_keys
@@ -103,8 +104,14 @@ class FanlogCallback(TrainerCallback):
         self._warned: set[str] = set()
 
     # ------------------------------------------------------------------ Trainer events
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                       model: Any = None, **kwargs: Any) -> None:
+    def on_train_begin(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        model: Any = None,
+        **kwargs: Any,
+    ) -> None:
         if self._training and self._owns_run and self.logger.is_active:
             # The previous train() never reached on_train_end: it raised, and the caller
             # caught the exception (a notebook does). Close that run as failed.
@@ -118,25 +125,39 @@ class FanlogCallback(TrainerCallback):
             self._params_logged_for = run_id
             self._log_params(args, model)
 
-    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-               logs: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         if logs:
             self._log_metrics(args, state, logs)
 
-    def on_predict(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                   metrics: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+    def on_predict(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        metrics: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         """``Trainer.predict`` metrics (``test_*``), which the Trainer does not pass to ``on_log``."""
         if metrics:
             self._log_metrics(args, state, metrics)
 
-    def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                     **kwargs: Any) -> None:
+    def on_epoch_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         """Records logged after this carry the next epoch number."""
         if self.logger.is_active:
             self.logger.end_epoch()
 
-    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                **kwargs: Any) -> None:
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         assert args.output_dir is not None  # TrainingArguments.__post_init__ sets it
         path = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
         if not (args.should_save and os.path.isdir(path)):
@@ -148,8 +169,14 @@ class FanlogCallback(TrainerCallback):
             # training), before the journal's writer copies it: log a hard-linked twin.
             self._log_checkpoint(self._stage_checkpoint(args, path), state.global_step)
 
-    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                     model: Any = None, **kwargs: Any) -> None:
+    def on_train_end(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        model: Any = None,
+        **kwargs: Any,
+    ) -> None:
         """Log the models ``log_model`` asks for, then end the run as finished."""
         self._training = False
         if not self.logger.is_active:
@@ -241,8 +268,13 @@ class FanlogCallback(TrainerCallback):
         (``training_args.bin``); the twin's copy has the ``*_token`` fields emptied.
         """
         twin = os.path.join(self._staging_dir(args), os.path.basename(path))
-        shutil.copytree(path, twin, copy_function=_link_or_copy, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns(TRAINING_ARGS_NAME))  # fmt: skip
+        shutil.copytree(
+            path,
+            twin,
+            copy_function=_link_or_copy,
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns(TRAINING_ARGS_NAME),
+        )
         if os.path.exists(os.path.join(path, TRAINING_ARGS_NAME)):
             import torch
 

@@ -90,7 +90,9 @@ def place(captured: Captured, journal_dir: str, files_name: str, seq: int) -> st
         warnings.warn(
             f"fanlog: {captured.source!r} was written into after it was logged; the run holds a "
             "hard link to it, so it holds the new content (write a new file, or use the logger "
-            "option capture='copy')", RuntimeWarning, stacklevel=2,
+            "option capture='copy')",
+            RuntimeWarning,
+            stacklevel=2,
         )
     return relative
 

@@ -23,8 +23,9 @@ if TYPE_CHECKING:
     from fanlog.kinds import Kind
 
 
-def encode_value(kind: Kind, value: Any, run_dir: str, seq: int, key: str,
-                 files: str = FILES_DIR) -> tuple[Any, Any]:
+def encode_value(
+    kind: Kind, value: Any, run_dir: str, seq: int, key: str, files: str = FILES_DIR
+) -> tuple[Any, Any]:
     """(num, payload) columns for one value of `kind`. Runs on the writer thread.
 
     `files` is the journal's files area (relative to `run_dir`), where artifacts go.
@@ -71,8 +72,7 @@ def _copy_into_run(source: str, run_dir: str, seq: int, key: str, files: str = F
             shutil.copyfile(source, target)
     except OSError as exc:
         shutil.rmtree(os.path.dirname(target), ignore_errors=True)
-        raise OSError(exc.errno, f"could not copy {source!r} into the run: "
-                                 f"{exc.strerror or exc}") from exc
+        raise OSError(exc.errno, f"could not copy {source!r} into the run: {exc.strerror or exc}") from exc
     return relative
 
 

@@ -18,11 +18,31 @@ from typing import Any
 from fanlog.errors import BadJournalError
 from fanlog.journal import lock, schema
 
-_OUTAGES = ("SQLITE_FULL", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_BUSY",
-            "SQLITE_LOCKED", "SQLITE_NOMEM", "SQLITE_PROTOCOL", "SQLITE_CORRUPT", "SQLITE_NOTADB",
-            "SQLITE_PERM")
-_OUTAGE_WORDS = ("disk is full", "readonly", "read-only", "disk i/o", "unable to open", "locked",
-                 "malformed", "not a database", "out of memory", "closed database")
+_OUTAGES = (
+    "SQLITE_FULL",
+    "SQLITE_READONLY",
+    "SQLITE_IOERR",
+    "SQLITE_CANTOPEN",
+    "SQLITE_BUSY",
+    "SQLITE_LOCKED",
+    "SQLITE_NOMEM",
+    "SQLITE_PROTOCOL",
+    "SQLITE_CORRUPT",
+    "SQLITE_NOTADB",
+    "SQLITE_PERM",
+)
+_OUTAGE_WORDS = (
+    "disk is full",
+    "readonly",
+    "read-only",
+    "disk i/o",
+    "unable to open",
+    "locked",
+    "malformed",
+    "not a database",
+    "out of memory",
+    "closed database",
+)
 
 
 class JournalBusyError(sqlite3.OperationalError):
@@ -76,11 +96,14 @@ def check_journal(conn: sqlite3.Connection, path: str) -> None:
     if size(path) == 0:
         reason = "it is an empty file, not a fanlog journal"
     elif not schema.tables(conn):
-        reason = ("it is an SQLite database without tables: a logger was interrupted while it "
-                  "created this journal; the next logger of this run and rank reuses it")
+        reason = (
+            "it is an SQLite database without tables: a logger was interrupted while it "
+            "created this journal; the next logger of this run and rank reuses it"
+        )
     else:
-        reason = (f"it is an SQLite database but not a fanlog journal (no "
-                  f"{' or '.join(sorted(missing))} table)")
+        reason = (
+            f"it is an SQLite database but not a fanlog journal (no {' or '.join(sorted(missing))} table)"
+        )
     raise BadJournalError(path, reason)
 
 
@@ -175,14 +198,14 @@ def size(path: str) -> int:
         return -1
 
 
-
 def _refuse_if_held_exclusively(path: str) -> None:
     """Fail fast, with a message that says why, on a journal its live writer holds exclusively."""
     holder = lock.holder(path)
     if not holder or holder.get("mode") != "exclusive" or not os.path.exists(path):
         return
-    probe = sqlite3.connect(f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro", uri=True,
-                            timeout=0.5)
+    probe = sqlite3.connect(
+        f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro", uri=True, timeout=0.5
+    )
     try:
         probe.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
     except sqlite3.OperationalError as exc:

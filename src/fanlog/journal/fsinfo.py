@@ -12,11 +12,34 @@ from __future__ import annotations
 import os
 import re
 
-NETWORK_FILE_SYSTEMS = frozenset({
-    "nfs", "nfs4", "lustre", "gpfs", "beegfs", "cifs", "smb3", "smbfs", "ceph", "cephfs",
-    "glusterfs", "fuse.glusterfs", "fuse.cephfs", "fuse.sshfs", "fuse.beegfs", "afs", "ocfs2",
-    "gfs2", "panfs", "wekafs", "9p", "fuse.juicefs", "fuse.s3fs", "fuse.gcsfuse",
-})
+NETWORK_FILE_SYSTEMS = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "lustre",
+        "gpfs",
+        "beegfs",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "ceph",
+        "cephfs",
+        "glusterfs",
+        "fuse.glusterfs",
+        "fuse.cephfs",
+        "fuse.sshfs",
+        "fuse.beegfs",
+        "afs",
+        "ocfs2",
+        "gfs2",
+        "panfs",
+        "wekafs",
+        "9p",
+        "fuse.juicefs",
+        "fuse.s3fs",
+        "fuse.gcsfuse",
+    }
+)
 FS_OVERRIDE_ENV = "FANLOG_JOURNAL_FS"
 """Set to a file system type (``nfs``, ``ext4``, ...) to skip the detection (tests, odd mounts)."""
 MOUNTS = "/proc/mounts"

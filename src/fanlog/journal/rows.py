@@ -92,7 +92,7 @@ def insert_rows(conn: sqlite3.Connection, rows: list[Row]) -> None:
     for size in _SIZES:
         statement = _STATEMENTS[size]
         while total - start >= size:
-            conn.execute(statement, list(chain.from_iterable(rows[start:start + size])))
+            conn.execute(statement, list(chain.from_iterable(rows[start : start + size])))
             start += size
 
 

@@ -64,8 +64,9 @@ class NewerJournalError(BadJournalError):
 
     def __init__(self, path: str, version: int) -> None:
         super().__init__(
-            path, f"it was written by a newer fanlog (schema {version}); this fanlog reads up to "
-                  f"schema {SCHEMA_VERSION}; upgrade fanlog to read it"
+            path,
+            f"it was written by a newer fanlog (schema {version}); this fanlog reads up to "
+            f"schema {SCHEMA_VERSION}; upgrade fanlog to read it",
         )
         self.version = version
 
@@ -111,8 +112,10 @@ def create(conn: sqlite3.Connection, path: str) -> None:
     conn.executescript(DDL)
     if schema_version(conn, path) < SCHEMA_VERSION:
         with conn:
-            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                         (VERSION_KEY, json.dumps(SCHEMA_VERSION)))
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                (VERSION_KEY, json.dumps(SCHEMA_VERSION)),
+            )
 
 
 def read_meta(conn: sqlite3.Connection) -> dict[str, Any]:

@@ -108,8 +108,9 @@ def open_writer(rank_dir: str) -> Journal:
                 raise
             except BadJournalError as exc:
                 lock.release()
-                raise BadJournalError(path, f"{exc.reason}; move it away (or delete it) to log "
-                                            "this run and rank here") from exc  # fmt: skip
+                raise BadJournalError(
+                    path, f"{exc.reason}; move it away (or delete it) to log this run and rank here"
+                ) from exc
             except BaseException:
                 lock.release()
                 raise
@@ -135,9 +136,7 @@ class Journal:
     _conn: sqlite3.Connection
     _lock: threading.Lock
 
-    def __init__(
-        self, path: str, readonly: bool = False, lock: writer_lock.WriterLock | None = None
-    ) -> None:
+    def __init__(self, path: str, readonly: bool = False, lock: writer_lock.WriterLock | None = None) -> None:
         self.path = os.path.abspath(path)
         self.run_dir = os.path.dirname(self.path)
         self.files = files_name(self.path)
@@ -213,8 +212,9 @@ class Journal:
         with self._lock:
             return schema.read_meta(self._conn)
 
-    def register_backend(self, name: str, kinds: Iterable[str], options: dict[str, Any],
-                         slot: int | None = None) -> int:
+    def register_backend(
+        self, name: str, kinds: Iterable[str], options: dict[str, Any], slot: int | None = None
+    ) -> int:
         """The slot (bit index) of backend `name` in this journal; kept across restarts.
 
         `slot` asks for a given slot (a forked child's journal keeps its parent's bits).
@@ -224,8 +224,7 @@ class Journal:
             if row is not None:
                 return int(row[0])
             if slot is None:
-                slot = self._conn.execute(
-                    "SELECT COALESCE(MAX(slot) + 1, 0) FROM backends").fetchone()[0]
+                slot = self._conn.execute("SELECT COALESCE(MAX(slot) + 1, 0) FROM backends").fetchone()[0]
             if slot >= 62:
                 raise ValueError("a journal holds at most 62 backends")
             self._conn.execute(
@@ -239,8 +238,13 @@ class Journal:
             return dict(self._conn.execute("SELECT name, slot FROM backends").fetchall())
 
     # ----------------------------------------------------------------- writing
-    def encode(self, pending: Sequence[Pending], first_seq: int, on_error: Any = None,
-               aside: list[SetAside] | None = None) -> list[Row]:
+    def encode(
+        self,
+        pending: Sequence[Pending],
+        first_seq: int,
+        on_error: Any = None,
+        aside: list[SetAside] | None = None,
+    ) -> list[Row]:
         """Rows for `pending`, numbered from `first_seq` without gaps. Runs on the writer thread.
 
         A float of a kind stored as a plain number, without options (nearly every record),
@@ -265,8 +269,7 @@ class Journal:
             except BaseException as exc:  # noqa: BLE001 - a kind's own code may raise anything
                 reason = safe_repr(exc)
                 if aside is not None:
-                    aside.append(SetAside(None, kind_name(kind), key, step, batch_idx, when,
-                                          reason))  # fmt: skip
+                    aside.append(SetAside(None, kind_name(kind), key, step, batch_idx, when, reason))
                 if on_error is not None:
                     on_error(exc, key)
                 continue
@@ -279,8 +282,12 @@ class Journal:
         plain = set()
         for name in set(map(itemgetter(0), pending)):
             kind = kinds_registry._REGISTRY.get(name) if type(name) is str else None
-            if (kind is not None and kind.storage == "num" and kind.finalize is None
-                    and self._storages.get(name) == "num"):  # fmt: skip
+            if (
+                kind is not None
+                and kind.storage == "num"
+                and kind.finalize is None
+                and self._storages.get(name) == "num"
+            ):
                 plain.add(name)
         return plain
 
@@ -311,9 +318,13 @@ class Journal:
         self._storages[kind.name] = kind.storage
         self._unrecorded.append((kind.name, kind.storage))
 
-    def insert(self, rows: list[Row], aside: list[SetAside] | None = None,
-               on_error: Callable[[BaseException, str], None] | None = None,
-               on_escaped: Callable[[str, str], None] | None = None) -> None:
+    def insert(
+        self,
+        rows: list[Row],
+        aside: list[SetAside] | None = None,
+        on_error: Callable[[BaseException, str], None] | None = None,
+        on_escaped: Callable[[str, str], None] | None = None,
+    ) -> None:
         """Insert encoded rows in one transaction, setting aside the rows SQLite refuses.
 
         Raises (inserting nothing) only on an outage of the file: disk full, read-only, I/O.
@@ -331,8 +342,9 @@ class Journal:
             try:
                 self._conn.execute("BEGIN")
                 if self._unrecorded:  # in the rows' transaction: no row without its kind's form
-                    self._conn.executemany("INSERT OR IGNORE INTO kinds (name, storage) VALUES (?, ?)",
-                                           self._unrecorded)  # fmt: skip
+                    self._conn.executemany(
+                        "INSERT OR IGNORE INTO kinds (name, storage) VALUES (?, ?)", self._unrecorded
+                    )
                 self._insert_isolating(rows, refused, escaped)
                 for entry in aside or ():
                     self._set_aside(entry)
@@ -350,8 +362,9 @@ class Journal:
             if on_escaped is not None:
                 on_escaped(original, stored)
 
-    def _insert_isolating(self, rows: list[Row], refused: list[tuple[BaseException, str]],
-                          escaped: list[tuple[str, str]]) -> None:
+    def _insert_isolating(
+        self, rows: list[Row], refused: list[tuple[BaseException, str]], escaped: list[tuple[str, str]]
+    ) -> None:
         """Insert `rows` inside the open transaction; bisect around rows SQLite refuses."""
         if not rows:
             return
@@ -372,8 +385,13 @@ class Journal:
             return
         self._conn.execute("RELEASE rows")
 
-    def _insert_alone(self, row: Row, exc: BaseException, refused: list[tuple[BaseException, str]],
-                      escaped: list[tuple[str, str]]) -> None:
+    def _insert_alone(
+        self,
+        row: Row,
+        exc: BaseException,
+        refused: list[tuple[BaseException, str]],
+        escaped: list[tuple[str, str]],
+    ) -> None:
         """The one row SQLite refused with `exc`: stored with its text escaped when that is
         what it could not take, else set aside."""
         fixed = escaped_row(row)
@@ -387,8 +405,9 @@ class Journal:
             else:
                 escaped.append((row[KEY], fixed[KEY]))
                 return
-        self._set_aside(SetAside(row, row[KIND], row[KEY], row[STEP], row[BATCH_IDX], row[TIME],
-                                 safe_repr(exc)))  # fmt: skip
+        self._set_aside(
+            SetAside(row, row[KIND], row[KEY], row[STEP], row[BATCH_IDX], row[TIME], safe_repr(exc))
+        )
         refused.append((exc, row[KEY]))
 
     def _set_aside(self, entry: SetAside) -> None:
@@ -398,9 +417,14 @@ class Journal:
         it cannot take is left out."""
         row, kind, key, step, batch_idx, when, reason = entry
         seq, num, payload, options = (row[SEQ], *row[NUM:]) if row else (None,) * 4
-        described = (storable_text(kind), storable_text(key), storable_text(safe_repr(step)),
-                     storable_text(safe_repr(batch_idx)), _float_or_none(when),
-                     storable_text(scrub_text(reason)))  # an error may quote a URI with its credentials
+        described = (
+            storable_text(kind),
+            storable_text(key),
+            storable_text(safe_repr(step)),
+            storable_text(safe_repr(batch_idx)),
+            _float_or_none(when),
+            storable_text(scrub_text(reason)),
+        )  # an error may quote a URI with its credentials
         query = f"INSERT INTO unstored ({_UNSTORED_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         try:
             self._conn.execute(query, (seq, *described, num, payload, options))
@@ -468,7 +492,11 @@ class Journal:
 
     # ----------------------------------------------------------------- reading
     def read(
-        self, after: int, upto: int | None = None, slot: int | None = None, limit: int = 1000,
+        self,
+        after: int,
+        upto: int | None = None,
+        slot: int | None = None,
+        limit: int = 1000,
         rank: int = 0,
     ) -> list[Record]:
         """Records with seq in (after, upto], for backend `slot` (None: all), oldest first."""
@@ -521,8 +549,16 @@ class Journal:
         seq, kind, key, step, batch_idx, epoch, when, num, payload, options = row
         value = decode_value(self._storage_of(kind), num, payload, self.run_dir)
         return Record(
-            seq=seq, kind=kind, key=key, value=value, step=step, time=when, rank=rank,
-            batch_idx=batch_idx, epoch=epoch, options=json.loads(options) if options else {},
+            seq=seq,
+            kind=kind,
+            key=key,
+            value=value,
+            step=step,
+            time=when,
+            rank=rank,
+            batch_idx=batch_idx,
+            epoch=epoch,
+            options=json.loads(options) if options else {},
         )
 
     def next_steps(self) -> dict[str, int]:
@@ -561,7 +597,6 @@ class Journal:
         if self.lock is not None:
             self.lock.release()
 
-
     # ----------------------------------------------------------------- refused records
     def reject(self, name: str, seq: int, reason: str) -> None:
         """Mark record `seq` as refused for good by delivery entry `name`, with the reason."""
@@ -574,8 +609,9 @@ class Journal:
     def unreject(self, name: str, seqs: Iterable[int]) -> None:
         """Clear the marks of records that `name` has now stored."""
         with self._lock, self._conn:
-            self._conn.executemany("DELETE FROM rejected WHERE name = ? AND seq = ?",
-                                   [(name, seq) for seq in seqs])  # fmt: skip
+            self._conn.executemany(
+                "DELETE FROM rejected WHERE name = ? AND seq = ?", [(name, seq) for seq in seqs]
+            )
 
     def rejected(self, name: str | None = None) -> list[tuple[str, int, str, str, str, float]]:
         """(name, seq, kind, key, reason, time) of refused records, by seq; [] for journals
@@ -624,8 +660,9 @@ class Journal:
         with self._lock, self._conn:
             self._conn.execute(
                 f"INSERT INTO health ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
-                f"ON CONFLICT(name) DO UPDATE SET {updates}", values,
-            )  # fmt: skip
+                f"ON CONFLICT(name) DO UPDATE SET {updates}",
+                values,
+            )
 
     def health(self) -> dict[str, dict[str, Any]]:
         """name → its ``health`` row (state, failing_since, stalled_since, error, info, pid,

@@ -38,8 +38,7 @@ def journal_summary(path: str) -> dict[str, Any]:
         meta = schema.read_meta(conn)
         counts = dict(conn.execute("SELECT kind, COUNT(*) FROM records GROUP BY kind ORDER BY kind"))
         cursors = {
-            name: (seq, error)
-            for name, seq, error in conn.execute("SELECT name, seq, error FROM delivery")
+            name: (seq, error) for name, seq, error in conn.execute("SELECT name, seq, error FROM delivery")
         }
         refused = _rejected_seqs(conn)
         trackers = []
@@ -92,13 +91,21 @@ def summary_or_error(path: str) -> dict[str, Any]:
     return {
         "path": os.path.abspath(path),
         "run_id": run_id_of(path),
-        "run_name": None, "experiment_name": None,
+        "run_name": None,
+        "experiment_name": None,
         "rank": -1 if rank is None else rank,
-        "world_size": None, "started": None, "ended": None,
-        "status": status, "records": 0, "kinds": {}, "trackers": [],
-        "journal": os.path.basename(path), "unstored": 0, "forked_from": None,
+        "world_size": None,
+        "started": None,
+        "ended": None,
+        "status": status,
+        "records": 0,
+        "kinds": {},
+        "trackers": [],
+        "journal": os.path.basename(path),
+        "unstored": 0,
+        "forked_from": None,
         "schema_version": None,
-    }  # fmt: skip
+    }
 
 
 def pending_by_kind(
@@ -120,8 +127,13 @@ def pending_by_kind(
 
 
 def _tracker(
-    conn: sqlite3.Connection, name: str, seq: int, error: str | None, bit: int | None,
-    refused: dict[str, list[int]], stored: bool,
+    conn: sqlite3.Connection,
+    name: str,
+    seq: int,
+    error: str | None,
+    bit: int | None,
+    refused: dict[str, list[int]],
+    stored: bool,
 ) -> dict[str, Any]:
     """One tracker's line: its records (those of its mask bit; every record for a cursor that
     has no bit), how many it has, how many it refused for good."""

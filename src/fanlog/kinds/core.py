@@ -47,8 +47,9 @@ def normalize_metric(item: Any, identifier: str) -> float | Deferred:
         if isinstance(item, numbers.Real):
             return float(item)
     except OverflowError:
-        raise bad_item("metric", identifier, "a real number within float range (about ±1.8e308)",
-                       item, ValueError) from None  # fmt: skip
+        raise bad_item(
+            "metric", identifier, "a real number within float range (about ±1.8e308)", item, ValueError
+        ) from None
     except TensorDataError as exc:
         raise tensor_error("metric", identifier, item, exc) from None
     raise bad_item("metric", identifier, "a real number (int, float, numpy or tensor scalar)", item)
@@ -70,11 +71,13 @@ def snapshot_json(kind: str, identifier: str, item: Any, expected: str) -> Any:
     try:
         return json.loads(json.dumps(redact(item), default=_json_default, allow_nan=True))
     except CircularReferenceError as exc:
-        raise _bad_structure(kind, identifier, item, f"{expected} without circular references",
-                             str(exc)) from None  # fmt: skip
+        raise _bad_structure(
+            kind, identifier, item, f"{expected} without circular references", str(exc)
+        ) from None
     except RecursionError:
-        raise _bad_structure(kind, identifier, item, f"{expected} of reasonable depth",
-                             "it is nested too deeply") from None  # fmt: skip
+        raise _bad_structure(
+            kind, identifier, item, f"{expected} of reasonable depth", "it is nested too deeply"
+        ) from None
     except ValueError as exc:  # a cycle when redaction is off; an int too long for text
         raise _bad_structure(kind, identifier, item, f"{expected} that JSON can hold", str(exc)) from None
 
@@ -119,8 +122,9 @@ def normalize_param(item: Any, identifier: str) -> Any:
             try:
                 return str(item)  # JSON readers (and trackers) would lose digits
             except ValueError:  # more digits than Python converts to text
-                raise bad_item("param", identifier, "an int of at most 4300 digits", item,
-                               ValueError) from None  # fmt: skip
+                raise bad_item(
+                    "param", identifier, "an int of at most 4300 digits", item, ValueError
+                ) from None
         return item
     if isinstance(item, (Mapping, list, tuple)):
         return json.dumps(snapshot_json("param", identifier, item, "a JSON-like structure"))
@@ -157,8 +161,7 @@ def normalize_figure(item: Any, identifier: str) -> bytes:
     return buffer.getvalue()
 
 
-_PIL_MODES_AS_ARRAY = frozenset({"1", "L", "LA", "RGB", "RGBA", "F", "I", "I;16", "I;16L", "I;16B",
-                                 "I;16N"})  # fmt: skip
+_PIL_MODES_AS_ARRAY = frozenset({"1", "L", "LA", "RGB", "RGBA", "F", "I", "I;16", "I;16L", "I;16B", "I;16N"})
 """PIL modes whose pixels numpy reads as they are; others are converted to RGB(A) first."""
 
 
@@ -305,8 +308,9 @@ def normalize_histogram(item: Any, identifier: str) -> np.ndarray | Deferred:
     try:
         array = np.array(item, dtype=np.float64, copy=True)
     except OverflowError:
-        raise bad_item("histogram", identifier, "values within float range (about ±1.8e308)", item,
-                       ValueError) from None  # fmt: skip
+        raise bad_item(
+            "histogram", identifier, "values within float range (about ±1.8e308)", item, ValueError
+        ) from None
     except (TypeError, ValueError):
         raise bad_item("histogram", identifier, "a numeric array or tensor", item) from None
     if array.size == 0:

@@ -117,9 +117,7 @@ def normalize_flops_per_epoch(item: Any, identifier: str) -> float | Deferred:
     try:
         return normalize_metric(item, identifier)
     except TypeError:
-        raise bad_item(
-            "flops_pe", identifier, "a number or a (model, dataloader) pair", item
-        ) from None
+        raise bad_item("flops_pe", identifier, "a number or a (model, dataloader) pair", item) from None
 
 
 def normalize_execution_time(item: Any, identifier: str) -> float | Deferred:
