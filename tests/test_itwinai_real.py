@@ -29,10 +29,41 @@ ITWINAI_PYTHON = os.environ.get("FANLOG_ITWINAI_PYTHON", "")
 needs_itwinai = pytest.mark.skipif(not ITWINAI_PYTHON, reason="FANLOG_ITWINAI_PYTHON is not set")
 
 
-def run_script(python: str, script: str, *args: str) -> dict[str, Any]:
+YPROV4ML_2_0 = [  # itwinai's pin and what it imports that this venv lacks, all without their deps
+    "yprov4ml==2.0.9",
+    "codecarbon==3.3.2",
+    "rapidfuzz==3.14.6",
+    "aenum==3.1.17",
+    "GPUtil==1.4.0",
+    "gpustat==1.1.1",
+    "blessed==1.52.0",
+    "jinxed==2.1.0",
+    "pynvml==13.0.1",
+    "nvidia-ml-py==13.615.71",
+]
+
+
+@pytest.fixture(scope="session")
+def yprov4ml_2_0(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A folder that, put first on PYTHONPATH, gives this venv yprov4ml 2.0.9 instead of its
+    3.2.x: both APIs are then tested in every CI run, without a second venv."""
+    target = tmp_path_factory.mktemp("yprov4ml-2.0.9")
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), *YPROV4ML_2_0],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot install yprov4ml 2.0.9 from the package index: {done.stderr[-500:]}")
+    return str(target)
+
+
+def run_script(python: str, script: str, *args: str, first_on_path: str | None = None) -> dict[str, Any]:
     env = {
         **os.environ,
-        "PYTHONPATH": str(SRC),
+        "PYTHONPATH": os.pathsep.join(filter(None, [first_on_path, str(SRC)])),
         "PYTHONDONTWRITEBYTECODE": "1",
         "MLFLOW_DISABLE_TELEMETRY": "true",
     }
@@ -82,15 +113,23 @@ def test_itwinais_torch_trainer_on_fanlog(mlflow_server: Any, tmp_path: Path) ->
 
 def prov_python() -> list[Any]:
     versions: list[Any] = [pytest.param(sys.executable, id="this-venv")]
+    versions.append(pytest.param("2.0.9", id="yprov4ml-2.0.9-on-this-venv"))
     versions.append(pytest.param(ITWINAI_PYTHON, id="itwinai-venv", marks=needs_itwinai))
     return versions
 
 
 @pytest.mark.parametrize("python", prov_python())
-def test_every_prov_kind_on_either_yprov4ml_api(python: str, tmp_path: Path) -> None:
+def test_every_prov_kind_on_either_yprov4ml_api(
+    python: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     pytest.importorskip("yprov4ml")
-    seen = run_script(python, "prov_any_version.py", str(tmp_path))
+    overlay = request.getfixturevalue("yprov4ml_2_0") if python == "2.0.9" else None
+    seen = run_script(
+        sys.executable if overlay else python, "prov_any_version.py", str(tmp_path), first_on_path=overlay
+    )
     assert seen["errors"] == {}
+    if overlay:
+        assert seen["version"] == "2.0.9"
     experiment = Path(seen["experiment_dir"])
     (document,) = experiment.glob("prov_any_GR0_*.json")
     text = document.read_text()
