@@ -467,9 +467,7 @@ class Logger(ABC):
                 made.append((member, _unique(member.name or backend.name, taken), backend))
                 honoured.update(member.start_context(backend, options, info))
             for member, _, backend in made:
-                prepare = getattr(backend, "prepare", None)
-                if prepare is not None:
-                    prepare()
+                backend.prepare()
                 member.backend = backend
         except BaseException:
             _closed(made, RunStatus.FAILED)
@@ -696,7 +694,7 @@ class LoggersCollection(Logger):
                     )
                 seen.add(id(member))
         for member in self.members():
-            journal_only = not getattr(member.backend_class, "needs_delivery", True)
+            journal_only = not member.backend_class.needs_delivery
             own = os.path.abspath(member.savedir)
             if journal_only and member.savedir != "mllogs" and own != os.path.abspath(self.savedir):
                 warnings.warn(

@@ -230,13 +230,13 @@ class Pipeline:
         self._progress = threading.Condition()
         self._stop_dispatch = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="fanlog-writer", daemon=True)
-        delivering = [e for e in self.slots if getattr(e.backend, "needs_delivery", True)]
+        delivering = [e for e in self.slots if e.backend.needs_delivery]
         for entry in self.slots:
             if entry not in delivering:
                 entry.opened = True  # the journal itself is this backend's store
         self._agent_specs, why = plan(
             self.settings.delivery,
-            [(e.name, e.slot, e.backend) for e in delivering if getattr(e.backend, "runs_in_agent", True)],
+            [(e.name, e.slot, e.backend) for e in delivering if e.backend.runs_in_agent],
             self.journal.exclusive,
         )
         for entry in delivering:
@@ -459,7 +459,7 @@ class Pipeline:
         self._wait_for_dispatchers()
         status = self.status = self._close_status
         for entry in self.slots:
-            if not getattr(entry.backend, "needs_delivery", True):
+            if not entry.backend.needs_delivery:
                 entry.closed = True
                 _safe(entry.backend.close, status)
         if self.spill and not self._writer.is_alive():  # the spill belongs to the writer

@@ -28,6 +28,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from fanlog.backend import Backend
+from fanlog.diagnostics import warn_once
 from fanlog.errors import PartialDelivery, RecordRejected, bad_item
 from fanlog.isolated import Worker, WorkerError
 from fanlog.kinds import Kind, known_kinds, register_kind
@@ -43,7 +44,6 @@ CONTEXTS = ("training", "validation", "testing")
 DEFAULTED_KINDS = frozenset({"metric", "param", "system", "flops_pb", "flops_pe", "execution_time", "model"})
 """Kinds that take :attr:`Prov4MLBackend.default_context` when logged without a context
 (yprov4ml places models and datasets itself)."""
-_svg_warned = False
 
 
 def supported_version(version: str) -> bool:
@@ -169,15 +169,12 @@ class Prov4MLBackend(Backend):
                 stacklevel=3,
             )
         if self.create_svg and shutil.which("dot") is None:
-            global _svg_warned
-            if not _svg_warned:
-                _svg_warned = True
-                warnings.warn(
-                    "create_svg=True needs graphviz's `dot`, which is not on PATH; the SVG "
-                    "graph is skipped (the PROV-JSON and .dot files are still written)",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
+            warn_once(
+                "create_svg=True needs graphviz's `dot`, which is not on PATH; the SVG "
+                "graph is skipped (the PROV-JSON and .dot files are still written)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
             self.create_svg = False
         if self.create_svg:
             self.create_graph = True

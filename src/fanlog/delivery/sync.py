@@ -329,9 +329,7 @@ def _deliver(
     stop: _Stop,
 ) -> None:
     run = _run_info(meta, journal.path)
-    prepare = getattr(backend, "prepare", None)
-    if prepare is not None:
-        prepare()  # a missing tracker library or a bad option: raised, it is the caller's to fix
+    backend.prepare()  # a missing tracker library or a bad option: raised, it is the caller's to fix
     try:
         _retry(lambda: backend.open(run), retries)
     except Exception as exc:  # noqa: BLE001 - tracker unreachable: reported, nothing sent
