@@ -63,6 +63,7 @@ def run_trainer(options: argparse.Namespace, config: Any, hook: StepHook) -> Non
         callbacks=[FanlogCallback(config, log_model=options.log_model), Hook()],
     )
     trainer.train()
+    trainer.accelerator.wait_for_everyone()  # see tutorials/08_accelerate.py: a gloo teardown race
 
 
 def run_accelerate(options: argparse.Namespace, config: Any, hook: StepHook) -> None:
