@@ -137,3 +137,14 @@ def _fast_tests_start_nothing(
         pytest.fail(
             f"{request.node.nodeid} started {', '.join(sorted(set(started)))}: mark it slow", pytrace=False
         )
+
+
+@pytest.fixture
+def wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """W&B with no credentials or server settings of the caller's, quiet, offline by default."""
+    for name in ("WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_IDENTITY_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_ERROR_REPORTING", "false")
+    yield

@@ -10,7 +10,6 @@ W&B offline files. Every test counts what each tracker stored and what the journ
 from __future__ import annotations
 
 import errno
-import glob
 import http.server
 import json
 import math
@@ -23,7 +22,7 @@ import urllib.error
 import urllib.request
 import uuid
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ from fanlog.logger import BackendLogger
 from fanlog.record import Record, RunInfo, RunStatus
 from support.hanging_server import HangingServer, TrackerProxy
 from support.mlflow_server import free_port
+from support.wandb_log import offline_history
 
 
 def rejected_rows(journal_path: str) -> list[tuple[str, int, str]]:
@@ -635,37 +635,6 @@ def test_tensorboard_refuses_an_empty_histogram_and_stores_the_rest(tmp_path: Pa
     assert [(n, s) for n, s, _ in rejected_rows(journal)] == [("tensorboard", seq)]  # still refused
 
 
-@pytest.fixture
-def wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in ("WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_IDENTITY_TOKEN_FILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_ERROR_REPORTING", "false")
-    yield
-
-
-def wandb_rows(savedir: Path) -> list[dict[str, Any]]:
-    from support.wandb_log import read_transaction_log
-
-    (path,) = glob.glob(str(savedir / "wandb" / "**" / "offline-run-*" / "run-*.wandb"), recursive=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            records = read_transaction_log(path)
-        except ValueError:
-            records = []
-        if any(r.WhichOneof("record_type") == "exit" for r in records):
-            break
-        time.sleep(0.1)
-    rows = []
-    for record in records:
-        if record.WhichOneof("record_type") == "history":
-            items = record.history.item
-            rows.append({"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in items})
-    return rows
-
-
 @pytest.mark.slow
 def test_wandb_refuses_an_empty_histogram_and_a_fifo_and_stores_the_rest(
     tmp_path: Path, wandb_offline: None
@@ -681,7 +650,7 @@ def test_wandb_refuses_an_empty_histogram_and_a_fifo_and_stores_the_rest(
     journal = logger.journal_path
     ((name, seq, reason),) = rejected_rows(journal)
     assert (name, seq) == ("wandb", seq_of(journal, "all_nan")) and "no finite value" in reason
-    rows = wandb_rows(tmp_path / "sd")
+    rows = offline_history(tmp_path / "sd")
     assert [r["after"] for r in rows if "after" in r] == [float(s) for s in range(20)]
     odd = [r["odd"] for r in rows if "odd" in r]
     assert odd[0] == 1e308 and odd[1] == 0 and odd[3] == math.inf and odd[5] == 5e-324

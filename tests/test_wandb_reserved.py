@@ -4,50 +4,15 @@ It is logged as `user/<key>` instead, with a warning. Read back from W&B's offli
 
 from __future__ import annotations
 
-import glob
-import json
 import logging
-import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import fanlog
+from support.wandb_log import offline_history
 
 RESERVED = ["_step", "_runtime", "_timestamp", "fanlog/step"]
-
-
-@pytest.fixture
-def wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in ("WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_IDENTITY_TOKEN_FILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_ERROR_REPORTING", "false")
-    yield
-
-
-def history_rows(savedir: Path) -> list[dict[str, Any]]:
-    from support.wandb_log import read_transaction_log
-
-    (path,) = glob.glob(str(savedir / "wandb" / "**" / "offline-run-*" / "run-*.wandb"), recursive=True)
-    deadline = time.monotonic() + 60
-    records: list[Any] = []
-    while time.monotonic() < deadline:
-        try:
-            records = read_transaction_log(path)
-        except ValueError:
-            records = []
-        if any(r.WhichOneof("record_type") == "exit" for r in records):
-            break
-        time.sleep(0.1)
-    return [
-        {"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in r.history.item}
-        for r in records
-        if r.WhichOneof("record_type") == "history"
-    ]
 
 
 @pytest.mark.slow
@@ -68,7 +33,7 @@ def test_reserved_wandb_keys_are_renamed_not_lost(
             for n, key in enumerate(RESERVED):
                 logger.log(100.0 * (n + 1) + step + 0.5, key, step=step)
         assert logger.destroy_logger_context() is True
-    rows = history_rows(savedir)
+    rows = offline_history(savedir)
     for n, key in enumerate(RESERVED):
         values = [r[f"user/{key}"] for r in rows if f"user/{key}" in r]
         assert values == [100.0 * (n + 1) + step + 0.5 for step in range(3)], (key, rows)

@@ -43,7 +43,7 @@ from fanlog.delivery.follow import is_down
 from fanlog.errors import RecordRejected, reason_of
 from fanlog.journal import Journal, Pending, Row, SetAside, connect
 from fanlog.journal.capture import CAPTURE_MODES, Captured, CaptureFailed, capture
-from fanlog.journal.rows import safe_repr
+from fanlog.journal.rows import MASK, SEQ, safe_repr
 from fanlog.journal.store import kind_name
 from fanlog.record import Record, RunInfo, RunStatus
 from fanlog.secrets import scrub_text
@@ -837,7 +837,7 @@ class Pipeline:
         if len(batch) < limit and spilled:
             after = max(entry.delivered, committed)
             for row in spilled:
-                if row[0] > after and row[7] & entry.bit:
+                if row[SEQ] > after and row[MASK] & entry.bit:
                     batch.append(reader.row_record(row, self.info.rank))
                     if len(batch) >= limit:
                         break

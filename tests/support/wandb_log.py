@@ -10,8 +10,12 @@ here rather than in the package (the core names no tracker).
 
 from __future__ import annotations
 
+import glob
+import json
 import struct
+import time
 import zlib
+from pathlib import Path
 from typing import Any
 
 
@@ -47,3 +51,24 @@ def read_transaction_log(path: str) -> list[Any]:
             records.append(record)
             pending = b""
     return records
+
+
+def offline_history(savedir: Path) -> list[dict[str, Any]]:
+    """The history rows (key -> value) of the one offline W&B run under `savedir`, read once
+    the run has written its exit record (W&B's service writes the file after the run)."""
+    (path,) = glob.glob(str(savedir / "wandb" / "**" / "offline-run-*" / "run-*.wandb"), recursive=True)
+    deadline = time.monotonic() + 60
+    records: list[Any] = []
+    while time.monotonic() < deadline:
+        try:
+            records = read_transaction_log(path)
+        except ValueError:  # caught mid-write
+            records = []
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            break
+        time.sleep(0.1)
+    return [
+        {"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in r.history.item}
+        for r in records
+        if r.WhichOneof("record_type") == "history"
+    ]
